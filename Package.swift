@@ -1,0 +1,88 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "engage-sync",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "engage-sync", targets: ["engage-sync"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+    ],
+    targets: [
+        // libpq, the PostgreSQL client library, from the system (apt: libpq-dev).
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        // A thin, safe Swift binding of libpq. The only place that calls PQ* functions.
+        .target(
+            name: "PostgresClient",
+            dependencies: [
+                "CLibPQ",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        // Pure domain: definitions, keys, Segment messages, the Vero mapper, retry policy. No I/O.
+        .target(name: "EngageCore"),
+        // Everything that speaks SQL: migrations, the definition compiler, repositories, sync SQL.
+        .target(
+            name: "EngageStore",
+            dependencies: ["PostgresClient", "EngageCore"]
+        ),
+        // HTTP transport to Vero: AsyncHTTPClient, rate limiting, error classification.
+        .target(
+            name: "VeroClient",
+            dependencies: [
+                "EngageCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // A local Vero-compatible API server for tests, benchmarks and the quickstart.
+        .target(
+            name: "VeroSandbox",
+            dependencies: [
+                "EngageCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
+        // Orchestration: define, sync runs, delivery, resync.
+        .target(
+            name: "EngageSync",
+            dependencies: [
+                "EngageCore", "EngageStore", "VeroClient", "PostgresClient",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The command line: argument parsing only.
+        .executableTarget(
+            name: "engage-sync",
+            dependencies: [
+                "EngageSync", "EngageStore", "EngageCore", "VeroSandbox", "PostgresClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Test helpers: a fresh database per test, running the built executable.
+        .target(name: "TestSupport", dependencies: ["PostgresClient", "EngageStore"], path: "Tests/TestSupport"),
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "TestSupport"]),
+        .testTarget(name: "EngageCoreTests", dependencies: ["EngageCore"]),
+        .testTarget(name: "EngageStoreTests", dependencies: ["EngageStore", "PostgresClient", "EngageCore", "TestSupport"]),
+        .testTarget(
+            name: "EngageSyncTests",
+            dependencies: [
+                "EngageSync", "EngageStore", "EngageCore", "VeroClient", "VeroSandbox", "PostgresClient", "TestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command (README, CI): installs PostgreSQL if missing, starts a private cluster in a
+# temporary directory on a free loopback port, runs `swift test` against it, always stops it.
+# Extra arguments go to `swift test` (e.g. --filter MigrationsTests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source Scripts/lib-postgres.sh
+
+pg_ensure_installed
+
+work=$(mktemp -d /tmp/engage-sync-test.XXXXXX)
+chmod 755 "$work"  # the postgres user must reach the cluster folder inside
+cleanup() { pg_private_stop "$work/pg"; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+
+echo "== building (debug, with tests)"
+swift build --build-tests
+
+pg_private_start "$work/pg"
+echo "== PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PGPORT_PRIVATE"
+export ENGAGE_SYNC_BIN="$PWD/.build/debug/engage-sync"
+
+echo "== swift test"
+swift test --skip-build "$@"

@@ -1,0 +1,147 @@
+import Foundation
+
+/// An audience (is this profile a member?) or a computed trait (a value per profile),
+/// as defined in JSON (DESIGN §5). Build one with ``DefinitionParser``.
+public struct Definition: Sendable, Hashable {
+    public enum Kind: String, Sendable, Hashable, Codable { case audience, trait }
+    public enum SendAs: String, Sendable, Hashable, Codable { case identify, track, both }
+
+    public var name: String
+    public var key: String
+    /// True when the JSON named the key; false when it came from ``Keys/key(forName:)``.
+    public var keyIsExplicit: Bool
+    public var kind: Kind
+    public var description: String?
+    /// Audiences only.
+    public var condition: Condition?
+    /// Traits only.
+    public var value: TraitValue?
+    public var syncEvery: SyncDuration
+    /// Destination names; nil means every enabled destination.
+    public var destinations: [String]?
+    public var sendAs: SendAs
+    public var includeAnonymous: Bool
+    public var enabled: Bool
+    /// The JSON document as given (normalised), stored in `engage.computations.definition`.
+    public var document: JSONValue
+
+    /// Keys of the audiences this definition refers to, directly.
+    public var referencedAudiences: [String] { condition?.referencedAudiences ?? [] }
+}
+
+/// A property path: dots separate nesting levels, `\.` is a literal dot.
+public struct PropertyPath: Sendable, Hashable, CustomStringConvertible {
+    public var segments: [String]
+    public var description: String {
+        segments.map { $0.replacingOccurrences(of: ".", with: "\\.") }.joined(separator: ".")
+    }
+
+    /// Splits on unescaped dots; nil when a segment is empty.
+    public init?(parsing text: String) {
+        var segments: [String] = []
+        var current = ""
+        var escaping = false
+        for ch in text {
+            if escaping {
+                current.append(ch)
+                escaping = false
+            } else if ch == "\\" {
+                escaping = true
+            } else if ch == "." {
+                segments.append(current)
+                current = ""
+            } else {
+                current.append(ch)
+            }
+        }
+        if escaping { current.append("\\") }
+        segments.append(current)
+        guard !segments.contains(where: \.isEmpty) else { return nil }
+        self.segments = segments
+    }
+
+    public init(segments: [String]) { self.segments = segments }
+}
+
+/// A boolean condition over a profile, its traits and its events.
+public indirect enum Condition: Sendable, Hashable {
+    case all([Condition])
+    case any([Condition])
+    case not(Condition)
+    case audience(String)
+    case event(EventCondition)
+    case trait(PropertyPath, Operator)
+
+    public var referencedAudiences: [String] {
+        switch self {
+        case .all(let items), .any(let items): items.flatMap(\.referencedAudiences)
+        case .not(let inner): inner.referencedAudiences
+        case .audience(let key): [key]
+        case .event, .trait: []
+        }
+    }
+}
+
+public struct EventCondition: Sendable, Hashable {
+    public var event: String
+    public var filters: [Filter]
+    public var window: TimeWindow?
+    public var count: CountRule
+}
+
+/// `within: d` (occurred_at >= now - d) or `between: [d1, d2]` (now - d1 <= occurred_at < now - d2).
+public enum TimeWindow: Sendable, Hashable {
+    case within(SyncDuration)
+    case between(SyncDuration, SyncDuration)
+}
+
+public enum CountRule: Sendable, Hashable {
+    case atLeast(Int), atMost(Int), exactly(Int)
+}
+
+/// `{"property": path, <operator>}` on event properties.
+public struct Filter: Sendable, Hashable {
+    public var path: PropertyPath
+    public var op: Operator
+}
+
+/// A comparison on a JSON value found at a path.
+public enum Operator: Sendable, Hashable {
+    case equals(JSONValue)
+    case notEquals(JSONValue)
+    case gt(Double), gte(Double), lt(Double), lte(Double)
+    case oneOf([JSONValue])
+    case noneOf([JSONValue])
+    case contains(String), notContains(String), startsWith(String), endsWith(String)
+    case exists(Bool)
+    case before(Date), after(Date)
+    case withinLast(SyncDuration)
+
+    /// The operator names of DESIGN §5, in the order listed there.
+    public static let names = ["equals", "not_equals", "gt", "gte", "lt", "lte", "one_of", "none_of", "contains",
+                               "not_contains", "starts_with", "ends_with", "exists", "before", "after", "within_last"]
+}
+
+/// How a computed trait's value is computed from events.
+public struct TraitValue: Sendable, Hashable {
+    public enum Aggregate: String, Sendable, Hashable, CaseIterable {
+        case count, sum, avg, min, max, first, last
+        case mostFrequent = "most_frequent"
+        case uniqueList = "unique_list"
+        case uniqueListCount = "unique_list_count"
+
+        /// What a profile whose value was sent, and that now has no matching event, is told.
+        public var emptyValue: JSONValue {
+            switch self {
+            case .count, .sum, .uniqueListCount: .int(0)
+            default: .null
+            }
+        }
+    }
+
+    public var aggregate: Aggregate
+    public var event: String
+    public var property: PropertyPath?
+    public var filters: [Filter]
+    public var within: SyncDuration?
+}

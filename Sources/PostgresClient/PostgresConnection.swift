@@ -1,0 +1,379 @@
+import CLibPQ
+import Foundation
+import NIOConcurrencyHelpers
+import NIOPosix
+
+/// A notice or warning the server sent (`RAISE NOTICE`, "relation already exists, skipping", ...).
+public struct PostgresNotice: Sendable {
+    public var severity: String
+    public var message: String
+}
+
+/// One PostgreSQL connection over libpq.
+///
+/// Threading rule: libpq calls block, so every call runs on a dedicated `NIOThreadPool`,
+/// never on Swift's cooperative pool. A connection serves **one task at a time**: each call
+/// holds the connection's lock while libpq works, but a transaction spans several calls, so
+/// share a connection between tasks only by handing it over, never concurrently.
+public final class PostgresConnection: @unchecked Sendable {
+    /// Blocking libpq work runs here. Sized generously: a call waiting on a row lock holds a
+    /// thread, and starving the pool must not deadlock other connections.
+    static let blockingPool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 64)
+        pool.start()
+        return pool
+    }()
+
+    private let conn: OpaquePointer
+    private let lock = NIOLock()
+    private var closed = false
+    private let noticeBox: NoticeBox
+
+    /// Where the connection goes, for messages: `host:port/database` (never the password).
+    public let endpoint: String
+
+    private init(conn: OpaquePointer, endpoint: String, noticeBox: NoticeBox) {
+        self.conn = conn
+        self.endpoint = endpoint
+        self.noticeBox = noticeBox
+    }
+
+    deinit {
+        if !closed { PQfinish(conn) }
+    }
+
+    /// Connects with a libpq URI (`postgresql://…`) or conninfo string (`host=… dbname=…`).
+    /// With nil or an empty string, libpq reads the standard `PG*` environment variables,
+    /// exactly as `psql` does. Sets `TimeZone=UTC` and `DateStyle=ISO` for the session.
+    ///
+    /// - Parameter onNotice: called, on a pool thread, for every notice the server sends.
+    public static func connect(_ conninfo: String? = nil,
+                               applicationName: String = "engage-sync",
+                               onNotice: (@Sendable (PostgresNotice) -> Void)? = nil) async throws -> PostgresConnection {
+        let connection = try await runBlocking { () throws -> PostgresConnection in
+            // Keys/values form lets us add options whatever the conninfo looks like.
+            let keys = ["dbname", "fallback_application_name", "options", "client_encoding"]
+            let values = [conninfo ?? "", applicationName, "-c TimeZone=UTC -c DateStyle=ISO", "UTF8"]
+            let raw = withCStrings(keys) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
+            guard let raw else {
+                throw PostgresError(kind: .connection, message: "could not allocate a libpq connection")
+            }
+            let endpoint = describeEndpoint(raw)
+            guard PQstatus(raw) == CONNECTION_OK else {
+                let message = lastError(raw)
+                PQfinish(raw)
+                throw PostgresError(kind: .connection, message: "cannot connect to PostgreSQL at \(endpoint): \(message)")
+            }
+            let box = NoticeBox(handler: onNotice)
+            PQsetNoticeReceiver(raw, noticeReceiver, Unmanaged.passUnretained(box).toOpaque())
+            return PostgresConnection(conn: raw, endpoint: endpoint, noticeBox: box)
+        }
+        return connection
+    }
+
+    /// Closes the connection. Further calls throw.
+    public func close() async {
+        _ = try? await Self.runBlocking { [self] in
+            lock.withLock {
+                if !closed {
+                    closed = true
+                    PQfinish(conn)
+                }
+            }
+        }
+    }
+
+    /// The server's process id for this session (for `pg_terminate_backend` in tests).
+    public var backendPID: Int32 { lock.withLock { PQbackendPID(conn) } }
+
+    // MARK: - Statements
+
+    /// Runs one or more statements separated by `;` with the simple protocol (no parameters).
+    /// Stops at the first failing statement; earlier ones outside a transaction stay applied.
+    public func execute(_ sql: String) async throws {
+        try await blocking { conn in
+            guard PQsendQuery(conn, sql) == 1 else {
+                throw self.connectionError(statement: sql)
+            }
+            var firstError: PostgresError?
+            while let result = PQgetResult(conn) {
+                defer { PQclear(result) }
+                if firstError == nil, let error = Self.resultError(result, conn: conn, statement: sql) {
+                    firstError = error
+                }
+            }
+            if let firstError { throw firstError }
+        }
+    }
+
+    /// Runs one parameterized statement. `$1…$n` are bound to `parameters`, never interpolated.
+    @discardableResult
+    public func query(_ sql: String, _ parameters: [any PostgresEncodable] = []) async throws -> PostgresRows {
+        let binds = parameters.map(\.postgresBind)
+        return try await blocking { conn in
+            let result = Self.execParams(conn, sql, binds)
+            defer { PQclear(result) }
+            if let error = Self.resultError(result, conn: conn, statement: sql) { throw error }
+            return Self.rows(of: result)
+        }
+    }
+
+    /// Convenience: parameters as variadic arguments.
+    @discardableResult
+    public func query(_ sql: String, _ first: any PostgresEncodable, _ rest: any PostgresEncodable...) async throws -> PostgresRows {
+        try await query(sql, [first] + rest)
+    }
+
+    /// Runs `body` in a transaction: commits when it returns, rolls back when it throws or when
+    /// the task was cancelled by the time it returns (then throws `CancellationError`).
+    public func withTransaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await execute("BEGIN")
+        let value: T
+        do {
+            value = try await body(self)
+            try Task.checkCancellation()
+        } catch {
+            // A broken connection cannot roll back; the server aborts the transaction anyway.
+            try? await execute("ROLLBACK")
+            throw error
+        }
+        try await execute("COMMIT")
+        return value
+    }
+
+    // MARK: - COPY
+
+    /// Streams rows into `COPY … FROM STDIN`. `body` writes text-format data (already
+    /// escaped; see ``PostgresCopyWriter/escape(_:)``) through the writer, which sends it in
+    /// chunks. Returns the number of rows copied. An error thrown by `body` aborts the COPY.
+    @discardableResult
+    public func copyIn(_ sql: String, _ body: (PostgresCopyWriter) async throws -> Void) async throws -> Int {
+        try await blocking { conn in
+            let result = PQexec(conn, sql)
+            defer { PQclear(result) }
+            guard PQresultStatus(result) == PGRES_COPY_IN else {
+                throw Self.resultError(result, conn: conn, statement: sql)
+                    ?? PostgresError(kind: .usage, message: "statement did not start a COPY FROM STDIN", statement: sql)
+            }
+        }
+        let writer = PostgresCopyWriter(connection: self)
+        do {
+            try await body(writer)
+            try await writer.flush()
+        } catch {
+            try? await blocking { conn in
+                _ = PQputCopyEnd(conn, "aborted by client")
+                while let r = PQgetResult(conn) { PQclear(r) }
+            }
+            throw error
+        }
+        return try await blocking { conn in
+            guard PQputCopyEnd(conn, nil) == 1 else { throw self.connectionError(statement: sql) }
+            var outcome: Result<Int, PostgresError> = .success(0)
+            while let result = PQgetResult(conn) {
+                defer { PQclear(result) }
+                if let error = Self.resultError(result, conn: conn, statement: sql) {
+                    outcome = .failure(error)
+                } else if case .success = outcome {
+                    outcome = .success(Int(String(cString: PQcmdTuples(result))) ?? 0)
+                }
+            }
+            return try outcome.get()
+        }
+    }
+
+    func sendCopyData(_ bytes: [UInt8]) async throws {
+        try await blocking { conn in
+            let ok = bytes.withUnsafeBufferPointer { buffer in
+                buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) {
+                    PQputCopyData(conn, $0, Int32(buffer.count))
+                }
+            }
+            guard ok == 1 else { throw self.connectionError(statement: "COPY data") }
+        }
+    }
+
+    // MARK: - Internals
+
+    /// Runs libpq work on the blocking pool. Deliberately ignores task cancellation: a statement
+    /// once sent runs to completion, so a cancelled transaction can still send its ROLLBACK.
+    private func blocking<T: Sendable>(_ work: @escaping @Sendable (OpaquePointer) throws -> T) async throws -> T {
+        try await Self.runBlocking { [self] in
+            try lock.withLock {
+                guard !closed else {
+                    throw PostgresError(kind: .usage, message: "the connection to \(endpoint) is closed")
+                }
+                return try work(conn)
+            }
+        }
+    }
+
+    private static func runBlocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            blockingPool.submit { state in
+                guard case .active = state else {
+                    continuation.resume(throwing: PostgresError(kind: .usage, message: "the libpq thread pool is shut down"))
+                    return
+                }
+                continuation.resume(with: Result { try work() })
+            }
+        }
+    }
+
+    private func connectionError(statement: String?) -> PostgresError {
+        PostgresError(kind: .connection, message: "connection to \(endpoint) failed: \(Self.lastError(conn))",
+                      statement: statement)
+    }
+
+    private static func execParams(_ conn: OpaquePointer, _ sql: String, _ binds: [PostgresBind]) -> OpaquePointer? {
+        let types = binds.map { Oid($0.typeOID) }
+        // strdup'd copies live until PQexecParams returns.
+        let cValues: [UnsafeMutablePointer<CChar>?] = binds.map { bind in bind.text.map { strdup($0) } }
+        defer { cValues.forEach { free($0) } }
+        return cValues.withUnsafeBufferPointer { valuesBuffer in
+            valuesBuffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(binds.count, 1)) { values in
+                PQexecParams(conn, sql, Int32(binds.count), types, binds.isEmpty ? nil : values, nil, nil, 0)
+            }
+        }
+    }
+
+    private static func rows(of result: OpaquePointer?) -> PostgresRows {
+        let fieldCount = Int(PQnfields(result))
+        let rowCount = Int(PQntuples(result))
+        let columns = (0..<fieldCount).map { String(cString: PQfname(result, Int32($0))) }
+        var rows: [PostgresRow] = []
+        rows.reserveCapacity(rowCount)
+        for r in 0..<rowCount {
+            var values: [String?] = []
+            values.reserveCapacity(fieldCount)
+            for f in 0..<fieldCount {
+                if PQgetisnull(result, Int32(r), Int32(f)) == 1 {
+                    values.append(nil)
+                } else {
+                    values.append(String(cString: PQgetvalue(result, Int32(r), Int32(f))))
+                }
+            }
+            rows.append(PostgresRow(columns: columns, values: values))
+        }
+        let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+        return PostgresRows(columns: columns, rows: rows, affectedRows: affected)
+    }
+
+    /// Nil when the result is a success; otherwise the error with SQLSTATE and fields.
+    static func resultError(_ result: OpaquePointer?, conn: OpaquePointer, statement: String) -> PostgresError? {
+        guard let result else {
+            return PostgresError(kind: .connection, message: lastError(conn), statement: statement)
+        }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_COPY_IN, PGRES_COPY_OUT, PGRES_EMPTY_QUERY, PGRES_SINGLE_TUPLE:
+            return nil
+        default:
+            func field(_ code: Int32) -> String? {
+                guard let p = PQresultErrorField(result, code) else { return nil }
+                return String(cString: p)
+            }
+            let sqlState = field(PG_DIAG_SQLSTATE)
+            let message = field(PG_DIAG_MESSAGE_PRIMARY)
+                ?? String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines)
+            let lost = sqlState == nil && PQstatus(conn) != CONNECTION_OK
+            return PostgresError(kind: lost || sqlState == nil ? .connection : .server, sqlState: sqlState,
+                                 message: message.isEmpty ? lastError(conn) : message,
+                                 detail: field(PG_DIAG_MESSAGE_DETAIL), hint: field(PG_DIAG_MESSAGE_HINT),
+                                 statement: statement)
+        }
+    }
+
+    static func lastError(_ conn: OpaquePointer) -> String {
+        String(cString: PQerrorMessage(conn)).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    static func describeEndpoint(_ conn: OpaquePointer) -> String {
+        func text(_ p: UnsafeMutablePointer<CChar>?) -> String { p.map { String(cString: $0) } ?? "" }
+        let host = text(PQhost(conn))
+        let port = text(PQport(conn))
+        let db = text(PQdb(conn))
+        return "\(host.isEmpty ? "localhost" : host):\(port.isEmpty ? "5432" : port)/\(db)"
+    }
+}
+
+/// Buffers COPY text data and sends it in chunks of about 256 KiB.
+public final class PostgresCopyWriter: @unchecked Sendable {
+    private let connection: PostgresConnection
+    private var buffer: [UInt8] = []
+    private static let chunkSize = 256 * 1024
+
+    init(connection: PostgresConnection) {
+        self.connection = connection
+        buffer.reserveCapacity(Self.chunkSize + 4096)
+    }
+
+    /// Appends raw COPY text (one or more complete or partial lines).
+    public func write(_ text: String) async throws {
+        buffer.append(contentsOf: text.utf8)
+        if buffer.count >= Self.chunkSize { try await flush() }
+    }
+
+    /// Appends one row in COPY text format; each value is escaped, nil becomes `\N`.
+    public func writeRow(_ values: [String?]) async throws {
+        for (i, value) in values.enumerated() {
+            if i > 0 { buffer.append(9) }
+            if let value { Self.appendEscaped(value, to: &buffer) } else { buffer.append(contentsOf: [92, 78]) }
+        }
+        buffer.append(10)
+        if buffer.count >= Self.chunkSize { try await flush() }
+    }
+
+    func flush() async throws {
+        guard !buffer.isEmpty else { return }
+        let chunk = buffer
+        buffer.removeAll(keepingCapacity: true)
+        try await connection.sendCopyData(chunk)
+    }
+
+    /// Escapes a value for COPY text format (backslash, tab, newline, carriage return).
+    public static func escape(_ value: String) -> String {
+        var bytes: [UInt8] = []
+        appendEscaped(value, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func appendEscaped(_ value: String, to out: inout [UInt8]) {
+        for byte in value.utf8 {
+            switch byte {
+            case 92: out.append(contentsOf: [92, 92])
+            case 9: out.append(contentsOf: [92, 116])
+            case 10: out.append(contentsOf: [92, 110])
+            case 13: out.append(contentsOf: [92, 114])
+            default: out.append(byte)
+            }
+        }
+    }
+}
+
+private final class NoticeBox: @unchecked Sendable {
+    let handler: (@Sendable (PostgresNotice) -> Void)?
+    init(handler: (@Sendable (PostgresNotice) -> Void)?) { self.handler = handler }
+}
+
+private func noticeReceiver(_ arg: UnsafeMutableRawPointer?, _ result: OpaquePointer?) {
+    guard let arg, let result else { return }
+    let box = Unmanaged<NoticeBox>.fromOpaque(arg).takeUnretainedValue()
+    guard let handler = box.handler else { return }
+    func field(_ code: Int32) -> String { PQresultErrorField(result, code).map { String(cString: $0) } ?? "" }
+    handler(PostgresNotice(severity: field(PG_DIAG_SEVERITY), message: field(PG_DIAG_MESSAGE_PRIMARY)))
+}
+
+private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+    let copies: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
+    defer { copies.forEach { free($0) } }
+    return copies.withUnsafeBufferPointer { buffer in
+        buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: copies.count) { body($0) }
+    }
+}
+
+// libpq's PG_DIAG_* field codes are character-literal macros, which Swift does not import.
+private let PG_DIAG_SEVERITY = Int32(UInt8(ascii: "S"))
+private let PG_DIAG_SQLSTATE = Int32(UInt8(ascii: "C"))
+private let PG_DIAG_MESSAGE_PRIMARY = Int32(UInt8(ascii: "M"))
+private let PG_DIAG_MESSAGE_DETAIL = Int32(UInt8(ascii: "D"))
+private let PG_DIAG_MESSAGE_HINT = Int32(UInt8(ascii: "H"))

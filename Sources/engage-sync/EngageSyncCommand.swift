@@ -1,0 +1,63 @@
+import ArgumentParser
+import EngageStore
+import Foundation
+import PostgresClient
+
+/// `engage-sync`: the root command. Subcommands are nested types in their own files.
+struct EngageSyncCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "engage-sync",
+        abstract: "Sync audiences and computed traits from PostgreSQL to Vero.",
+        version: EngageSyncVersion.current,
+        subcommands: [Migrate.self]
+    )
+}
+
+enum EngageSyncVersion {
+    static let current = "0.1.0"
+}
+
+/// Options every database command shares.
+struct DatabaseOptions: ParsableArguments {
+    @Option(name: .customLong("database-url"),
+            help: "libpq URI or conninfo; default: DATABASE_URL, else the PG* variables as psql reads them.")
+    var databaseURL: String?
+
+    /// Connects as `psql` would: `--database-url`, then `DATABASE_URL`, then the `PG*` variables.
+    func connect() async throws -> PostgresConnection {
+        let url = databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"]
+        return try await PostgresConnection.connect(url)
+    }
+
+    /// Runs `body` with a connection and closes it afterwards, whatever happens.
+    func withConnection<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        let db = try await connect()
+        do {
+            let value = try await body(db)
+            await db.close()
+            return value
+        } catch {
+            await db.close()
+            throw error
+        }
+    }
+}
+
+extension EngageSyncCommand {
+    struct Migrate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create or upgrade the engage schema (idempotent, safe to run concurrently).")
+
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            let report = try await database.withConnection { try await Migrations.migrate($0) }
+            if report.applied.isEmpty {
+                print("schema engage is up to date (version \(report.version))")
+            } else {
+                for name in report.applied { print("applied \(name)") }
+                print("schema engage is at version \(report.version)")
+            }
+        }
+    }
+}

@@ -1,0 +1,51 @@
+import ArgumentParser
+import Foundation
+
+/// Exit statuses (DESIGN §12): 0 all good; 1 error; 2 usage or validation error;
+/// 3 the sync ran but some rows failed, were blocked or skipped.
+enum ExitStatus {
+    static let error: Int32 = 1
+    static let usage: Int32 = 2
+    static let partial: Int32 = 3
+}
+
+/// An error the user caused (a bad definition, an unknown key): exit status 2.
+protocol UserError: Error {}
+
+@main
+enum Main {
+    static func main() async {
+        let command: ParsableCommand
+        do {
+            command = try EngageSyncCommand.parseAsRoot()
+        } catch {
+            // --help and --version arrive here as "errors" with exit code 0.
+            let message = EngageSyncCommand.fullMessage(for: error)
+            if EngageSyncCommand.exitCode(for: error) == .success {
+                print(message)
+                exit(0)
+            }
+            printError(message)
+            exit(ExitStatus.usage)
+        }
+        do {
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                var syncCommand = command
+                try syncCommand.run()
+            }
+        } catch let code as ExitCode {
+            exit(code.rawValue)
+        } catch {
+            printError("error: \(error)")
+            exit(error is UserError ? ExitStatus.usage : ExitStatus.error)
+        }
+        exit(0)
+    }
+}
+
+/// One line (or block) on stderr.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}

@@ -1,0 +1,75 @@
+import EngageStore
+import Foundation
+import PostgresClient
+import Testing
+import TestSupport
+
+@Suite("Migrations")
+struct MigrationsTests {
+    @Test("the embedded migrations match sql/ (run Scripts/embed-sql.sh after editing sql/)")
+    func embeddedMatchesFiles() throws {
+        let sqlDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("sql")
+        let files = try FileManager.default.contentsOfDirectory(atPath: sqlDir.path)
+            .filter { $0.hasSuffix(".sql") }.sorted()
+        #expect(files.map { String($0.dropLast(4)) } == Migrations.all.map(\.name))
+        for (file, migration) in zip(files, Migrations.all) {
+            let text = try String(contentsOf: sqlDir.appendingPathComponent(file), encoding: .utf8)
+            #expect(text == migration.sql + "\n" || text == migration.sql, "\(file) differs from the embedded copy")
+        }
+    }
+
+    @Test("migrate twice: the second call applies nothing and changes nothing")
+    func idempotent() async throws {
+        try await TestDatabase.with(migrated: false) { db, _ in
+            let first = try await Migrations.migrate(db)
+            #expect(first.applied == Migrations.all.map(\.name))
+            let spaceID = try await db.query("SELECT value FROM engage.settings WHERE key = 'space_id'").first?
+                .decode(String.self, "value")
+            let second = try await Migrations.migrate(db)
+            #expect(second.applied.isEmpty)
+            let again = try await db.query("SELECT value FROM engage.settings WHERE key = 'space_id'").first?
+                .decode(String.self, "value")
+            #expect(spaceID != nil && spaceID == again)
+            let count = try await db.query("SELECT count(*)::int AS c FROM engage.schema_migrations").first?
+                .decode(Int.self, "c")
+            #expect(count == Migrations.all.count)
+        }
+    }
+
+    @Test("engage-sync migrate: twice in a row, and two processes at once")
+    func migrateCommand() async throws {
+        try await TestDatabase.with(migrated: false) { db, url in
+            async let a = CLI.run(["migrate", "--database-url", url])
+            async let b = CLI.run(["migrate", "--database-url", url])
+            let (ra, rb) = try await (a, b)
+            #expect(ra.status == 0, "\(ra.stderr)")
+            #expect(rb.status == 0, "\(rb.stderr)")
+            // Exactly one of them applied the migrations.
+            #expect([ra.stdout, rb.stdout].filter { $0.contains("applied 0001_init") }.count == 1)
+            let third = try await CLI.run(["migrate"], environment: ["DATABASE_URL": url])
+            #expect(third.status == 0)
+            #expect(third.stdout.contains("up to date"))
+            let count = try await db.query("SELECT count(*)::int AS c FROM engage.schema_migrations").first?
+                .decode(Int.self, "c")
+            #expect(count == Migrations.all.count)
+        }
+    }
+
+    @Test("a connection failure exits 1 with one clear line and no password")
+    func migrateConnectionError() async throws {
+        let run = try await CLI.run(["migrate", "--database-url", "postgresql://u:hunter2@127.0.0.1:1/x?connect_timeout=2"])
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("127.0.0.1:1/x"))
+        #expect(!run.stderr.contains("hunter2"))
+    }
+
+    @Test("usage errors exit 2; --version prints the version")
+    func usage() async throws {
+        let bad = try await CLI.run(["migrate", "--no-such-flag"])
+        #expect(bad.status == 2)
+        let version = try await CLI.run(["--version"])
+        #expect(version.status == 0)
+        #expect(version.stdout.contains("0.1.0"))
+    }
+}
