@@ -9,7 +9,7 @@ struct EngageSyncCommand: AsyncParsableCommand {
         commandName: "engage-sync",
         abstract: "Sync audiences and computed traits from PostgreSQL to Vero.",
         version: EngageSyncVersion.current,
-        subcommands: [Migrate.self]
+        subcommands: [Migrate.self, Define.self, List.self, Preview.self, Remove.self]
     )
 }
 

@@ -9,6 +9,14 @@ public struct ValidationIssue: Sendable, Hashable, CustomStringConvertible {
         self.reason = reason
     }
     public var description: String { path.isEmpty ? reason : "\(path): \(reason)" }
+
+    /// Joins where a definition sits (`defs.json`, `defs.json:[2]`, `[2]`, or empty) and a JSON
+    /// path inside it (`condition.all[0]`): `defs.json:condition.all[0]`, `defs.json:[2].key`.
+    public static func join(_ location: String, _ path: String) -> String {
+        if location.isEmpty { return path }
+        if path.isEmpty { return location }
+        return location.hasSuffix("]") ? "\(location).\(path)" : "\(location):\(path)"
+    }
 }
 
 /// A definition was rejected; carries every problem found, not just the first.

@@ -1,0 +1,65 @@
+/// Checks that hold across definitions: audience references resolve, form no cycle, and
+/// keys do not collide. Pure: the caller supplies what is stored.
+public enum DefinitionGraph {
+    /// Where a `{"audience": key}` reference sits in the JSON, e.g. `condition.all[1].not.audience`.
+    public static func referencePaths(_ definition: Definition) -> [(key: String, path: String)] {
+        guard let condition = definition.condition else { return [] }
+        var out: [(String, String)] = []
+        func walk(_ c: Condition, _ path: String) {
+            switch c {
+            case .all(let items): for (i, item) in items.enumerated() { walk(item, "\(path).all[\(i)]") }
+            case .any(let items): for (i, item) in items.enumerated() { walk(item, "\(path).any[\(i)]") }
+            case .not(let inner): walk(inner, "\(path).not")
+            case .audience(let key): out.append((key, "\(path).audience"))
+            case .event, .trait: break
+            }
+        }
+        walk(condition, "condition")
+        return out
+    }
+
+    /// Every reference that does not name a known audience, and every cycle, as issues.
+    /// `known` maps each key (stored and new) to its definition; `checking` are the new ones,
+    /// with the path prefix of each in its file.
+    public static func problems(checking: [(definition: Definition, path: String)],
+                                known: [String: Definition]) -> [ValidationIssue] {
+        var issues: [ValidationIssue] = []
+        for (definition, prefix) in checking {
+            for (key, path) in referencePaths(definition) {
+                let fullPath = ValidationIssue.join(prefix, path)
+                guard let target = known[key] else {
+                    issues.append(ValidationIssue(path: fullPath, reason: "refers to unknown audience \(key.debugDescription)"))
+                    continue
+                }
+                if target.kind != .audience {
+                    issues.append(ValidationIssue(path: fullPath, reason: "\(key.debugDescription) is a trait, not an audience"))
+                }
+            }
+            if let cycle = cycle(from: definition.key, known: known) {
+                issues.append(ValidationIssue(path: ValidationIssue.join(prefix, "condition"),
+                                              reason: "audience references form a cycle: \(cycle.joined(separator: " → "))"))
+            }
+        }
+        return issues
+    }
+
+    /// A cycle through `start`, as the keys along it (first and last equal), or nil.
+    public static func cycle(from start: String, known: [String: Definition]) -> [String]? {
+        var visiting: [String] = []
+        var done: Set<String> = []
+        func visit(_ key: String) -> [String]? {
+            if let index = visiting.firstIndex(of: key) {
+                return key == start ? Array(visiting[index...]) + [key] : nil
+            }
+            if done.contains(key) { return nil }
+            visiting.append(key)
+            for next in known[key]?.referencedAudiences ?? [] {
+                if let found = visit(next) { return found }
+            }
+            visiting.removeLast()
+            done.insert(key)
+            return nil
+        }
+        return visit(start)
+    }
+}

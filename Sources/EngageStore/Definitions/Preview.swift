@@ -1,0 +1,61 @@
+import EngageCore
+import Foundation
+import PostgresClient
+
+/// What `preview` shows: the size of an audience (or how many profiles have a trait value),
+/// the most common values of a trait, and a sample. Writes nothing.
+public struct PreviewResult: Sendable {
+    public struct Sample: Sendable {
+        public var profileID: String
+        public var userID: String?
+        public var email: String?
+        /// The value as JSON text (`true` for audience members).
+        public var value: String
+    }
+
+    public var total: Int
+    public var sample: [Sample]
+    /// Traits: the ten most common values (JSON text) and how many profiles have each.
+    public var distribution: [(value: String, profiles: Int)]
+}
+
+extension DefinitionRepository {
+    /// Evaluates `definition` once (one statement) and summarises the result.
+    public func preview(_ definition: Definition, limit: Int, now: Date = Date()) async throws -> PreviewResult {
+        let compiled = try DefinitionCompiler(audiences: try await audiences()).compile(definition, now: now)
+        let limitParameter = "$\(compiled.parameters.count + 1)"
+        let rows = try await db.query("""
+            WITH q AS MATERIALIZED (
+            \(compiled.sql)
+            )
+            SELECT (SELECT count(*) FROM q) AS total,
+                   (SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]') FROM (
+                        SELECT q.profile_id, p.user_id, p.email, to_jsonb(q.value)::text AS value
+                        FROM (SELECT * FROM q ORDER BY profile_id LIMIT \(limitParameter)) q
+                        JOIN engage.profiles p USING (profile_id) ORDER BY q.profile_id) s) AS sample,
+                   (SELECT coalesce(jsonb_agg(to_jsonb(d)), '[]') FROM (
+                        SELECT to_jsonb(value)::text AS value, count(*) AS profiles FROM q
+                        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10) d) AS distribution
+            """, compiled.parameters + [limit])
+        guard let row = rows.first else { return PreviewResult(total: 0, sample: [], distribution: []) }
+        struct SampleRow: Decodable { var profile_id: String; var user_id: String?; var email: String?; var value: String }
+        struct DistributionRow: Decodable { var value: String; var profiles: Int }
+        let sample = try row.decodeJSON([SampleRow].self, "sample").map {
+            PreviewResult.Sample(profileID: $0.profile_id, userID: $0.user_id, email: $0.email, value: $0.value)
+        }
+        let distribution = try row.decodeJSON([DistributionRow].self, "distribution").map { ($0.value, $0.profiles) }
+        return PreviewResult(total: try row.decode(Int.self, "total"), sample: sample,
+                             distribution: definition.kind == .trait ? distribution : [])
+    }
+
+    /// Runs the compiled query of `definition` and returns `profile_id → value` (JSON text).
+    /// For tests and small audiences only: it holds the result in memory.
+    public func evaluate(_ definition: Definition, now: Date) async throws -> [String: String] {
+        let compiled = try DefinitionCompiler(audiences: try await audiences()).compile(definition, now: now)
+        let rows = try await db.query("SELECT profile_id, to_jsonb(value)::text AS value FROM (\(compiled.sql)) q",
+                                      compiled.parameters)
+        var result: [String: String] = [:]
+        for row in rows { result[try row.decode(String.self, "profile_id")] = try row.decode(String.self, "value") }
+        return result
+    }
+}

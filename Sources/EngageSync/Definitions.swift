@@ -1,0 +1,50 @@
+import EngageCore
+import EngageStore
+import Foundation
+import PostgresClient
+
+/// `define`, `list`, `preview`, `remove`: reading definition files and managing what is stored.
+public struct DefinitionService: Sendable {
+    public let repository: DefinitionRepository
+
+    public init(_ db: PostgresConnection) { repository = DefinitionRepository(db) }
+
+    /// A definition file could not be read.
+    public struct FileError: Error, CustomStringConvertible, Sendable {
+        public var file: String
+        public var reason: String
+        public var description: String { "\(file): \(reason)" }
+    }
+
+    /// Reads every file (a JSON object or an array of them), validates everything, and saves
+    /// only when nothing is wrong anywhere. Issues are reported as `file:json.path: reason`.
+    public func define(files: [String], dryRun: Bool) async throws -> [(key: String, outcome: SaveOutcome)] {
+        var inputs: [DefinitionInput] = []
+        var issues: [ValidationIssue] = []
+        for file in files {
+            let data: Data
+            do {
+                data = try Data(contentsOf: URL(fileURLWithPath: file))
+            } catch {
+                throw FileError(file: file, reason: "cannot read the file (\((error as NSError).localizedDescription))")
+            }
+            switch DefinitionParser.parseDocument(data) {
+            case .success(let definitions):
+                let isArray = data.first(where: { !$0.isWhitespace }) == UInt8(ascii: "[")
+                for (i, d) in definitions.enumerated() {
+                    inputs.append(DefinitionInput(definition: d, location: isArray ? "\(file):[\(i)]" : file))
+                }
+            case .failure(let error):
+                issues += error.issues.map {
+                    ValidationIssue(path: ValidationIssue.join(file, $0.path), reason: $0.reason)
+                }
+            }
+        }
+        guard issues.isEmpty else { throw DefinitionValidationError(issues: issues) }
+        return try await repository.save(inputs, dryRun: dryRun)
+    }
+}
+
+private extension UInt8 {
+    var isWhitespace: Bool { self == 0x20 || self == 0x0A || self == 0x0D || self == 0x09 }
+}

@@ -1,0 +1,112 @@
+import ArgumentParser
+import EngageCore
+import EngageStore
+import EngageSync
+import Foundation
+
+extension DefinitionValidationError: UserError {}
+extension DefinitionService.FileError: UserError {}
+extension RemoveError: UserError {}
+
+/// A key on the command line that names no stored definition.
+struct UnknownKey: UserError, CustomStringConvertible {
+    var key: String
+    var description: String { "no definition has the key \(key.debugDescription) (see `engage-sync list`)" }
+}
+
+extension EngageSyncCommand {
+    struct Define: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create or update definitions from JSON files (an object or an array per file).",
+            discussion: "Everything is validated first; when any definition has a problem, every problem is printed and nothing is stored (exit 2).")
+
+        @OptionGroup var database: DatabaseOptions
+        @Flag(help: "Validate and compile only; store nothing.") var dryRun = false
+        @Argument(help: "Definition files.") var files: [String]
+
+        func run() async throws {
+            let results = try await database.withConnection { db in
+                try await DefinitionService(db).define(files: files, dryRun: dryRun)
+            }
+            for (key, outcome) in results {
+                print("\(dryRun ? "would be " : "")\(outcome.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(key)")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List definitions.")
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            let stored = try await database.withConnection { try await DefinitionRepository($0).all() }
+            if stored.isEmpty {
+                print("no definitions yet: add some with `engage-sync define FILE`")
+                return
+            }
+            var table = [["KEY", "TYPE", "ENABLED", "EVERY", "NAME"]]
+            for s in stored {
+                let d = s.definition
+                table.append([d.key, d.kind.rawValue, d.enabled ? "yes" : "no", d.syncEvery.description, d.name])
+            }
+            printTable(table)
+        }
+    }
+
+    struct Preview: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Evaluate a definition now: member count (or value distribution) and a sample. Writes nothing.")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "The definition's key.") var key: String
+        @Option(help: "How many sample profiles to show.") var limit = 10
+
+        func run() async throws {
+            let started = Date()
+            let (definition, result) = try await database.withConnection { db in
+                let repository = DefinitionRepository(db)
+                guard let stored = try await repository.find(key: key), stored.removedAt == nil else { throw UnknownKey(key: key) }
+                return (stored.definition, try await repository.preview(stored.definition, limit: max(0, limit)))
+            }
+            let seconds = Date().timeIntervalSince(started)
+            switch definition.kind {
+            case .audience:
+                print("\(definition.key): \(result.total) members (evaluated in \(String(format: "%.2f", seconds)) s)")
+            case .trait:
+                print("\(definition.key): \(result.total) profiles have a value (evaluated in \(String(format: "%.2f", seconds)) s)")
+                if !result.distribution.isEmpty {
+                    print("\nmost common values:")
+                    printTable([["VALUE", "PROFILES"]] + result.distribution.map { [$0.value, String($0.profiles)] })
+                }
+            }
+            if !result.sample.isEmpty {
+                print("\nsample:")
+                printTable([["PROFILE", "USER_ID", "EMAIL", "VALUE"]]
+                           + result.sample.map { [$0.profileID, $0.userID ?? "-", $0.email ?? "-", $0.value] })
+            }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Tombstone a definition: it stops syncing and its key is never reused.")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "The definition's key.") var key: String
+
+        func run() async throws {
+            let removed = try await database.withConnection { try await DefinitionRepository($0).remove(key: key) }
+            print("removed \(removed.definition.key)")
+        }
+    }
+}
+
+/// Prints rows as left-aligned columns.
+func printTable(_ rows: [[String]]) {
+    guard let columns = rows.first?.count else { return }
+    let widths = (0..<columns).map { c in min(60, rows.map { $0[c].count }.max() ?? 0) }
+    for row in rows {
+        let cells = row.enumerated().map { i, cell in
+            i == columns - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+        }
+        print(cells.joined(separator: "  "))
+    }
+}
