@@ -43,7 +43,8 @@ let package = Package(
             dependencies: [
                 "EngageCore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         // A local Vero-compatible API server for tests, benchmarks and the quickstart.
@@ -52,6 +53,8 @@ let package = Package(
             dependencies: [
                 "EngageCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         // Orchestration: define, sync runs, delivery, resync.
@@ -59,6 +62,8 @@ let package = Package(
             name: "EngageSync",
             dependencies: [
                 "EngageCore", "EngageStore", "VeroClient", "PostgresClient",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -66,8 +71,9 @@ let package = Package(
         .executableTarget(
             name: "engage-sync",
             dependencies: [
-                "EngageSync", "EngageStore", "EngageCore", "VeroSandbox", "PostgresClient",
+                "EngageSync", "EngageStore", "EngageCore", "VeroSandbox", "VeroClient", "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -81,6 +87,7 @@ let package = Package(
             dependencies: [
                 "EngageSync", "EngageStore", "EngageCore", "VeroClient", "VeroSandbox", "PostgresClient", "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
     ],

@@ -9,7 +9,8 @@ struct EngageSyncCommand: AsyncParsableCommand {
         commandName: "engage-sync",
         abstract: "Sync audiences and computed traits from PostgreSQL to Vero.",
         version: EngageSyncVersion.current,
-        subcommands: [Migrate.self, Define.self, List.self, Preview.self, Remove.self]
+        subcommands: [Migrate.self, Define.self, List.self, Preview.self, Remove.self, DestinationCommand.self,
+                      Deliver.self, Forward.self, Sandbox.self]
     )
 }
 
@@ -23,10 +24,12 @@ struct DatabaseOptions: ParsableArguments {
             help: "libpq URI or conninfo; default: DATABASE_URL, else the PG* variables as psql reads them.")
     var databaseURL: String?
 
+    /// `--database-url`, else `DATABASE_URL`; nil lets libpq read the `PG*` variables.
+    var resolvedURL: String? { databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"] }
+
     /// Connects as `psql` would: `--database-url`, then `DATABASE_URL`, then the `PG*` variables.
     func connect() async throws -> PostgresConnection {
-        let url = databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"]
-        return try await PostgresConnection.connect(url)
+        try await PostgresConnection.connect(resolvedURL)
     }
 
     /// Runs `body` with a connection and closes it afterwards, whatever happens.

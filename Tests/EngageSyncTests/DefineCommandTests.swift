@@ -104,7 +104,13 @@ struct DefineCommandTests {
                  {"name": "Order Count", "type": "trait", "value": {"aggregate": "count", "event": "Order Completed"}}]
                 """)
             #expect(try await CLI.run(["define", defs, "--database-url", url]).status == 0)
-            let before = try await db.query("SELECT count(*)::int AS c FROM pg_stat_user_tables WHERE n_tup_ins > 0").first?.decode(Int.self, "c")
+            let fingerprint = """
+                SELECT md5(string_agg(t, '|' ORDER BY t)) AS f FROM (
+                    SELECT c::text AS t FROM engage.computations c UNION ALL SELECT m::text FROM engage.memberships m
+                    UNION ALL SELECT o::text FROM engage.outbox o UNION ALL SELECT r::text FROM engage.sync_runs r
+                    UNION ALL SELECT l::text FROM engage.ledger l UNION ALL SELECT p::text FROM engage.profiles p) rows
+                """
+            let before = try await db.query(fingerprint).first?.decode(String.self, "f")
             let audience = try await CLI.run(["preview", "buyers", "--limit", "3", "--database-url", url])
             #expect(audience.status == 0, "\(audience.stderr)")
             #expect(audience.stdout.contains("buyers: 20 members"))
@@ -114,8 +120,8 @@ struct DefineCommandTests {
             #expect(trait.stdout.contains("most common values"))
             let missing = try await CLI.run(["preview", "nope", "--database-url", url])
             #expect(missing.status == 2)
-            let after = try await db.query("SELECT count(*)::int AS c FROM pg_stat_user_tables WHERE n_tup_ins > 0").first?.decode(Int.self, "c")
-            #expect(before == after)
+            let after = try await db.query(fingerprint).first?.decode(String.self, "f")
+            #expect(before != nil && before == after)
             let computations = try await db.query("SELECT count(*)::int AS c FROM engage.computations").first?.decode(Int.self, "c")
             #expect(computations == 2)
         }

@@ -97,13 +97,21 @@ public enum CLI {
         return await collect(process, out, err)
     }
 
-    /// Waits for a started process (reading its pipes as it goes, so it never blocks on them).
+    /// Waits for a started process, reading its pipes as it goes so it never blocks on them.
+    /// The blocking reads and the wait run on GCD threads, never on Swift's cooperative pool,
+    /// which must stay free for in-process servers (the sandbox) the process may be talking to.
     public static func collect(_ process: Process, _ out: Pipe, _ err: Pipe) async -> CLIRun {
-        async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-        async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
+        async let stdout = offPool { out.fileHandleForReading.readDataToEndOfFile() }
+        async let stderr = offPool { err.fileHandleForReading.readDataToEndOfFile() }
         let (o, e) = await (stdout, stderr)
-        process.waitUntilExit()
+        await offPool { process.waitUntilExit() }
         return CLIRun(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
                       stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    static func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: work()) }
+        }
     }
 }

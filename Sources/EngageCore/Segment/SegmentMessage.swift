@@ -1,0 +1,126 @@
+import Foundation
+
+/// A Segment-spec call (identify, track, page, screen, group, alias), as the outbox stores it
+/// and as `ingest`/`forward` read it from NDJSON. Unknown fields are ignored.
+public struct SegmentMessage: Sendable, Hashable {
+    public enum Kind: String, Sendable, CaseIterable {
+        case identify, track, page, screen, group, alias
+    }
+
+    public var type: Kind
+    public var messageId: String?
+    public var userId: String?
+    public var anonymousId: String?
+    public var previousId: String?
+    public var groupId: String?
+    /// `track`: the event name.
+    public var event: String?
+    /// `page`/`screen`: the name.
+    public var name: String?
+    public var traits: [String: JSONValue]
+    public var properties: [String: JSONValue]
+    public var context: [String: JSONValue]
+    public var integrations: [String: JSONValue]
+    /// The original timestamp text, and its parsed value.
+    public var timestamp: Date?
+
+    /// `context.traits.email` when it is a string.
+    public var contextEmail: String? { context["traits"]?["email"]?.stringValue }
+
+    /// Options for Vero under `integrations.Vero` (or `integrations.vero`).
+    public var veroOptions: JSONValue? { integrations["Vero"] ?? integrations["vero"] }
+
+    /// Why a JSON document is not a Segment call.
+    public struct DecodingError: Error, Sendable, CustomStringConvertible {
+        public var reason: String
+        public var description: String { reason }
+    }
+
+    /// Decodes a parsed JSON object; throws with a reason when it is not a usable call.
+    public init(json: JSONValue) throws {
+        guard let object = json.objectValue else {
+            throw DecodingError(reason: "a message must be a JSON object, got \(json.typeName)")
+        }
+        guard let rawType = object["type"] else { throw DecodingError(reason: "missing \"type\"") }
+        guard let typeName = rawType.stringValue, let type = Kind(rawValue: typeName.lowercased()) else {
+            throw DecodingError(reason: "unknown type \(rawType.jsonString) (expected one of \(Kind.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        self.type = type
+        /// Ids may arrive as numbers; Segment's libraries stringify them.
+        func id(_ key: String) throws -> String? {
+            switch object[key] {
+            case nil, .null?: return nil
+            case .string(let s)?: return s.isEmpty ? nil : s
+            case .int(let i)?: return String(i)
+            case let other?: throw DecodingError(reason: "\"\(key)\" must be a string, got \(other.typeName)")
+            }
+        }
+        func dictionary(_ key: String) throws -> [String: JSONValue] {
+            switch object[key] {
+            case nil, .null?: return [:]
+            case .object(let o)?: return o
+            case let other?: throw DecodingError(reason: "\"\(key)\" must be an object, got \(other.typeName)")
+            }
+        }
+        messageId = try id("messageId")
+        userId = try id("userId")
+        anonymousId = try id("anonymousId")
+        previousId = try id("previousId")
+        groupId = try id("groupId")
+        traits = try dictionary("traits")
+        properties = try dictionary("properties")
+        context = try dictionary("context")
+        integrations = try dictionary("integrations")
+        name = object["name"]?.stringValue
+        if type == .track {
+            guard let event = object["event"]?.stringValue, !event.isEmpty else {
+                throw DecodingError(reason: "a track call needs a non-empty \"event\"")
+            }
+            self.event = event
+        }
+        switch object["timestamp"] ?? object["originalTimestamp"] {
+        case nil, .null?:
+            timestamp = nil
+        case .string(let text)?:
+            guard let date = SegmentTimestamp.parse(text) else {
+                throw DecodingError(reason: "\"timestamp\" is not an ISO-8601 date: \(text.prefix(40).debugDescription)")
+            }
+            timestamp = date
+        case let other?:
+            throw DecodingError(reason: "\"timestamp\" must be an ISO-8601 string, got \(other.typeName)")
+        }
+    }
+
+    /// Parses one NDJSON line.
+    public init(line: String) throws {
+        let json: JSONValue
+        do { json = try JSONValue.parse(line) } catch {
+            throw DecodingError(reason: "\(error)")
+        }
+        try self.init(json: json)
+    }
+}
+
+/// Segment timestamps: ISO-8601 with or without fractional seconds; a bare year or date
+/// (as in Segment's own fixtures, `"2014"`) is read as its first instant, UTC.
+public enum SegmentTimestamp {
+    public static func parse(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        for options: ISO8601DateFormatter.Options in [[.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime], [.withFullDate]] {
+            formatter.formatOptions = options
+            if let date = formatter.date(from: text) { return date }
+        }
+        if text.count == 4, let year = Int(text), year > 1900 {
+            formatter.formatOptions = [.withFullDate]
+            return formatter.date(from: "\(text)-01-01")
+        }
+        return nil
+    }
+
+    /// `2025-06-01T12:00:00.000Z`
+    public static func format(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: date)
+    }
+}

@@ -1,0 +1,180 @@
+import EngageCore
+import Foundation
+import PostgresClient
+
+/// An outbox row a worker has leased, to send.
+public struct ClaimedRow: Sendable {
+    public var id: Int
+    /// The Segment call, as JSON text.
+    public var message: String
+    /// Attempts made before this one.
+    public var attempts: Int
+}
+
+/// What became of one claimed row.
+public struct DeliveryResult: Sendable {
+    public enum Kind: String, Sendable {
+        /// 2xx for every request of the row: delivered, and the ledger advances.
+        case delivered
+        /// Worth another try after `delay` seconds (or failed, once attempts are used up).
+        case retry
+        /// A permanent 4xx.
+        case failed
+        /// The mapper refused the call (`missing_user_id`, ...): never sent.
+        case rejected
+        /// 401/403: the row stays pending; the destination stops.
+        case credentials
+        /// Not sent (the worker stopped): the lease is given back, no attempt counted.
+        case released
+    }
+
+    public var id: Int
+    public var kind: Kind
+    public var statusCode: Int?
+    /// The error or rejection reason; the first 1 KiB of the body for HTTP errors.
+    public var error: String?
+    /// Seconds until the next attempt (retry only).
+    public var delay: Double
+    /// The Vero request(s) as sent, without the token.
+    public var request: JSONValue?
+
+    public init(id: Int, kind: Kind, statusCode: Int? = nil, error: String? = nil, delay: Double = 0, request: JSONValue? = nil) {
+        self.id = id
+        self.kind = kind
+        self.statusCode = statusCode
+        self.error = error
+        self.delay = delay
+        self.request = request
+    }
+}
+
+/// How a recorded batch turned out.
+public struct RecordedCounts: Sendable {
+    public var delivered = 0
+    public var retrying = 0
+    public var failed = 0
+    public var rejected = 0
+
+    public init() {}
+
+    public static func += (lhs: inout RecordedCounts, rhs: RecordedCounts) {
+        lhs.delivered += rhs.delivered
+        lhs.retrying += rhs.retrying
+        lhs.failed += rhs.failed
+        lhs.rejected += rhs.rejected
+    }
+}
+
+/// Claims outbox rows with leases and records delivery results (DESIGN §10).
+public struct OutboxStore: Sendable {
+    public let db: PostgresConnection
+    public init(_ db: PostgresConnection) { self.db = db }
+
+    /// Leases up to `limit` pending rows of a destination that are due, oldest first.
+    /// `FOR UPDATE SKIP LOCKED` lets any number of workers share the outbox; a row whose lease
+    /// expired (its worker died) is claimed again.
+    public func claim(destinationID: Int, limit: Int, leaseSeconds: Double, worker: String) async throws -> [ClaimedRow] {
+        let rows = try await db.query("""
+            WITH due AS (
+                SELECT id FROM engage.outbox
+                WHERE destination_id = $1 AND status = 'pending' AND next_attempt_at <= now()
+                  AND (locked_until IS NULL OR locked_until < now())
+                ORDER BY next_attempt_at, id
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED)
+            UPDATE engage.outbox o
+            SET locked_until = now() + make_interval(secs => $3), locked_by = $4
+            FROM due WHERE o.id = due.id
+            RETURNING o.id, o.message::text AS message, o.attempts
+            """, [destinationID, limit, leaseSeconds, worker])
+        return try rows.map {
+            ClaimedRow(id: try $0.decode(Int.self, "id"), message: try $0.decode(String.self, "message"),
+                       attempts: try $0.decode(Int.self, "attempts"))
+        }.sorted { $0.id < $1.id }
+    }
+
+    /// Records results in one statement: marks rows and, for delivered ones that carry a
+    /// definition's value, advances the ledger in the same transaction. A row already
+    /// delivered elsewhere is left alone; a superseded row that was delivered anyway is
+    /// recorded as delivered (it was), so the ledger tells the truth.
+    public func record(_ results: [DeliveryResult], maxAttempts: Int) async throws -> RecordedCounts {
+        guard !results.isEmpty else { return RecordedCounts() }
+        let payload = JSONValue.array(results.map { r in
+            .object([
+                "id": .int(r.id), "kind": .string(r.kind.rawValue), "code": r.statusCode.map { .int($0) } ?? .null,
+                "error": r.error.map { .string(String($0.prefix(1024))) } ?? .null,
+                "delay": .double(r.delay), "request": r.request ?? .null,
+            ])
+        })
+        let rows = try await db.query("""
+            WITH r AS (
+                SELECT * FROM jsonb_to_recordset($1::jsonb)
+                    AS r(id bigint, kind text, code integer, error text, delay double precision, request jsonb)),
+            upd AS (
+                UPDATE engage.outbox o SET
+                    status = CASE
+                        WHEN r.kind = 'delivered' THEN 'delivered'
+                        WHEN o.status = 'superseded' THEN 'superseded'
+                        WHEN r.kind IN ('rejected', 'failed') THEN r.kind
+                        WHEN r.kind = 'retry' AND o.attempts + 1 >= $2 THEN 'failed'
+                        ELSE 'pending' END,
+                    attempts = o.attempts + CASE WHEN r.kind IN ('released', 'rejected') THEN 0 ELSE 1 END,
+                    reason = CASE WHEN r.kind = 'rejected' THEN r.error ELSE o.reason END,
+                    last_status_code = CASE WHEN r.kind IN ('released', 'rejected') THEN o.last_status_code ELSE r.code END,
+                    last_error = CASE WHEN r.kind = 'delivered' THEN NULL
+                                      WHEN r.kind = 'released' THEN o.last_error ELSE r.error END,
+                    next_attempt_at = now() + make_interval(secs => coalesce(r.delay, 0)),
+                    locked_until = NULL, locked_by = NULL, updated_at = now(),
+                    delivered_at = CASE WHEN r.kind = 'delivered' THEN now() ELSE o.delivered_at END,
+                    request = coalesce(r.request, o.request)
+                FROM r
+                WHERE o.id = r.id AND o.status IN ('pending', 'superseded')
+                RETURNING o.id, o.status, o.destination_id, o.computation_id, o.profile_id, o.value, r.kind),
+            ledger AS (
+                INSERT INTO engage.ledger (destination_id, computation_id, profile_id, value, confirmed_at, outbox_id)
+                SELECT destination_id, computation_id, profile_id, value, now(), id FROM upd
+                WHERE status = 'delivered' AND computation_id IS NOT NULL AND profile_id IS NOT NULL AND value IS NOT NULL
+                ON CONFLICT (destination_id, computation_id, profile_id) DO UPDATE
+                    SET value = EXCLUDED.value, confirmed_at = EXCLUDED.confirmed_at, outbox_id = EXCLUDED.outbox_id
+                    WHERE engage.ledger.outbox_id < EXCLUDED.outbox_id
+                RETURNING 1)
+            SELECT count(*) FILTER (WHERE status = 'delivered')::int AS delivered,
+                   count(*) FILTER (WHERE status = 'pending' AND kind = 'retry')::int AS retrying,
+                   count(*) FILTER (WHERE status = 'failed')::int AS failed,
+                   count(*) FILTER (WHERE status = 'rejected')::int AS rejected,
+                   (SELECT count(*) FROM ledger)::int AS ledger
+            FROM upd
+            """, [PostgresJSON(rawJSON: payload.jsonString), maxAttempts])
+        var counts = RecordedCounts()
+        if let row = rows.first {
+            counts.delivered = try row.decode(Int.self, "delivered")
+            counts.retrying = try row.decode(Int.self, "retrying")
+            counts.failed = try row.decode(Int.self, "failed")
+            counts.rejected = try row.decode(Int.self, "rejected")
+        }
+        return counts
+    }
+
+    /// When the next pending row of a destination becomes due (nil: none pending).
+    public func nextDue(destinationID: Int) async throws -> Date? {
+        try await db.query("""
+            SELECT min(greatest(next_attempt_at, coalesce(locked_until, next_attempt_at))) AS due
+            FROM engage.outbox WHERE destination_id = $1 AND status = 'pending'
+            """, [destinationID]).first?.decode(Date?.self, "due")
+    }
+
+    /// Enqueues Segment calls for a destination as they are (`forward`): one pending row each,
+    /// or a rejected row with the mapper's reason. Returns the run they belong to.
+    public func enqueueForward(runID: Int, destinationID: Int,
+                               rows: [(message: String, rejection: String?)]) async throws {
+        guard !rows.isEmpty else { return }
+        let payload = JSONValue.array(rows.map { row in
+            .object(["message": .string(row.message), "reason": row.rejection.map { .string($0) } ?? .null])
+        })
+        try await db.query("""
+            INSERT INTO engage.outbox (run_id, destination_id, op, message, status, reason)
+            SELECT $1, $2, 'forward', r.message::jsonb, CASE WHEN r.reason IS NULL THEN 'pending' ELSE 'rejected' END, r.reason
+            FROM jsonb_to_recordset($3::jsonb) AS r(message text, reason text)
+            """, [runID, destinationID, PostgresJSON(rawJSON: payload.jsonString)])
+    }
+}

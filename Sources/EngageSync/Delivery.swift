@@ -1,0 +1,308 @@
+import AsyncHTTPClient
+import EngageCore
+import EngageStore
+import Foundation
+import NIOConcurrencyHelpers
+import PostgresClient
+import VeroClient
+
+/// The auth token's environment variable is not set: nothing was sent.
+public struct MissingToken: Error, Sendable, CustomStringConvertible {
+    public var destination: String
+    public var variable: String
+    public var description: String {
+        "destination \(destination) reads its auth token from the environment variable \(variable), which is not set; nothing was sent"
+    }
+}
+
+/// Vero answered 401/403: the credentials are wrong. Delivery to that destination stopped at once.
+public struct CredentialsRejected: Error, Sendable, CustomStringConvertible {
+    public var destination: String
+    public var status: Int
+    public var description: String {
+        "destination \(destination) rejected the auth token (HTTP \(status)); delivery stopped, the rows stay pending. Check the token variable and run `engage-sync deliver` again"
+    }
+}
+
+/// What one delivery pass did.
+public struct DeliveryReport: Sendable {
+    public var delivered = 0
+    /// Attempts that failed and were scheduled again.
+    public var retried = 0
+    public var failed = 0
+    public var rejected = 0
+    /// HTTP requests sent (a row with tags sends two).
+    public var requests = 0
+    public var seconds = 0.0
+    /// Set when 401/403 stopped the pass.
+    public var credentialsStatus: Int?
+
+    public init() {}
+
+    public var requestsPerSecond: Double { seconds > 0 ? Double(requests) / seconds : 0 }
+
+    public var summary: String {
+        String(format: "delivered %d, retried %d, failed %d, rejected %d; %d requests in %.1f s (%.0f/s)",
+               delivered, retried, failed, rejected, requests, seconds, requestsPerSecond)
+    }
+}
+
+/// Tuning of a delivery pass.
+public struct DeliveryOptions: Sendable {
+    /// Rows claimed per lease.
+    public var batchSize = 1_000
+    /// How long a claim holds rows; after that a crashed worker's rows return.
+    public var leaseSeconds = 300.0
+    /// After the due rows are done, wait for rows scheduled for retry when the next one is
+    /// due within this many seconds; 0 stops as soon as nothing is due.
+    public var maxWaitSeconds = 30.0
+    public var retry = RetryPolicy()
+    public var requestTimeoutSeconds: Int64 = 30
+
+    public init(batchSize: Int = 1_000, leaseSeconds: Double = 300, maxWaitSeconds: Double = 30,
+                retry: RetryPolicy = RetryPolicy(), requestTimeoutSeconds: Int64 = 30) {
+        self.batchSize = batchSize
+        self.leaseSeconds = leaseSeconds
+        self.maxWaitSeconds = maxWaitSeconds
+        self.retry = retry
+        self.requestTimeoutSeconds = requestTimeoutSeconds
+    }
+}
+
+/// Sends a destination's pending outbox rows (DESIGN §10): claim a batch with a lease, map each
+/// Segment call to Vero requests, send with bounded concurrency and a token-bucket rate,
+/// record the batch (and advance the ledger) in one statement. Claiming the next batch and
+/// recording the last one overlap with sending.
+public struct Deliverer: Sendable {
+    public let destination: Destination
+    public let databaseURL: String?
+    public let client: HTTPClient
+    public let options: DeliveryOptions
+    public let worker: String
+
+    public init(destination: Destination, databaseURL: String?, client: HTTPClient, options: DeliveryOptions = DeliveryOptions()) {
+        self.destination = destination
+        self.databaseURL = databaseURL
+        self.client = client
+        self.options = options
+        self.worker = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier):\(UUID().uuidString.prefix(8))"
+    }
+
+    /// The token, from the environment variable the destination names.
+    public static func token(for destination: Destination) throws -> String {
+        guard let token = ProcessInfo.processInfo.environment[destination.tokenEnv], !token.isEmpty else {
+            throw MissingToken(destination: destination.name, variable: destination.tokenEnv)
+        }
+        return token
+    }
+
+    /// Delivers until nothing is due (waiting for retries due within `maxWaitSeconds`).
+    /// Throws ``CredentialsRejected`` after recording what was done when Vero says 401/403.
+    public func run(progress: (@Sendable (DeliveryReport) -> Void)? = nil) async throws -> DeliveryReport {
+        let token = try Self.token(for: destination)
+        let transport = VeroTransport(client: client, endpoint: VeroEndpoint(
+            baseURL: destination.baseURL, token: token, requestTimeout: .seconds(options.requestTimeoutSeconds)))
+        let bucket = TokenBucket(rate: destination.rate)
+        let claimDB = try await PostgresConnection.connect(databaseURL)
+        let recordDB: PostgresConnection
+        do { recordDB = try await PostgresConnection.connect(databaseURL) } catch {
+            await claimDB.close()
+            throw error
+        }
+        do {
+            let report = try await run(claims: OutboxStore(claimDB), records: OutboxStore(recordDB), transport: transport,
+                                       bucket: bucket, progress: progress)
+            await claimDB.close()
+            await recordDB.close()
+            return report
+        } catch {
+            await claimDB.close()
+            await recordDB.close()
+            throw error
+        }
+    }
+
+    private func run(claims: OutboxStore, records: OutboxStore, transport: VeroTransport, bucket: TokenBucket,
+                     progress: (@Sendable (DeliveryReport) -> Void)?) async throws -> DeliveryReport {
+        let started = ContinuousClock.now
+        var report = DeliveryReport()
+        let stop = StopFlag()
+
+        func claim() async throws -> [ClaimedRow] {
+            try await claims.claim(destinationID: destination.id, limit: options.batchSize,
+                                   leaseSeconds: options.leaseSeconds, worker: worker)
+        }
+        var batch = try await claim()
+        var recording: Task<RecordedCounts, Error>?
+        while true {
+            if batch.isEmpty {
+                if let pending = recording {
+                    report.add(try await pending.value)
+                    recording = nil
+                }
+                if stop.isSet { break }
+                // Nothing due now: wait for a retry that is due soon, else stop.
+                guard options.maxWaitSeconds > 0, let due = try await claims.nextDue(destinationID: destination.id) else { break }
+                let wait = due.timeIntervalSinceNow
+                guard wait <= options.maxWaitSeconds else { break }
+                if wait > 0 { try await Task.sleep(for: .seconds(min(wait + 0.01, options.maxWaitSeconds))) }
+                batch = try await claim()
+                continue
+            }
+            let current = batch
+            async let nextBatch: [ClaimedRow] = stop.isSet ? [] : claim()
+            let (results, requests) = await send(current, transport: transport, bucket: bucket, stop: stop)
+            report.requests += requests
+            if let pending = recording { report.add(try await pending.value) }
+            if let status = results.first(where: { $0.kind == .credentials })?.statusCode {
+                stop.set()
+                report.credentialsStatus = status
+            }
+            let maxAttempts = destination.maxAttempts
+            recording = Task { try await records.record(results, maxAttempts: maxAttempts) }
+            batch = try await nextBatch
+            if stop.isSet, !batch.isEmpty {
+                // Give back rows claimed while we were stopping.
+                report.add(try await records.record(batch.map { DeliveryResult(id: $0.id, kind: .released) }, maxAttempts: maxAttempts))
+                batch = []
+            }
+            report.seconds = (ContinuousClock.now - started).seconds
+            progress?(report)
+        }
+        report.seconds = (ContinuousClock.now - started).seconds
+        if let status = report.credentialsStatus {
+            throw CredentialsRejected(destination: destination.name, status: status)
+        }
+        return report
+    }
+
+    /// Sends a batch with at most `concurrency` rows in flight. Rows about the same user go
+    /// through one worker in claim order, so a user's calls (identify, track, then alias)
+    /// reach Vero in the order they were enqueued. Returns a result per row and the number of
+    /// HTTP requests made.
+    private func send(_ rows: [ClaimedRow], transport: VeroTransport, bucket: TokenBucket,
+                      stop: StopFlag) async -> ([DeliveryResult], Int) {
+        let groups = Self.groupByUser(rows)
+        let next = NIOLockedValueBox(0)
+        let requests = NIOLockedValueBox(0)
+        let width = max(1, min(destination.concurrency, groups.count))
+        let results = await withTaskGroup(of: [DeliveryResult].self) { group in
+            for _ in 0..<width {
+                group.addTask {
+                    var out: [DeliveryResult] = []
+                    while true {
+                        let index = next.withLockedValue { i -> Int in defer { i += 1 }; return i }
+                        guard index < groups.count else { break }
+                        for (row, message) in groups[index] {
+                            if stop.isSet {
+                                out.append(DeliveryResult(id: row.id, kind: .released))
+                                continue
+                            }
+                            let (result, sent) = await deliver(row, message, transport: transport, bucket: bucket)
+                            requests.withLockedValue { $0 += sent }
+                            if result.kind == .credentials { stop.set() }
+                            out.append(result)
+                        }
+                    }
+                    return out
+                }
+            }
+            var all: [DeliveryResult] = []
+            all.reserveCapacity(rows.count)
+            for await part in group { all += part }
+            return all
+        }
+        return (results, requests.withLockedValue { $0 })
+    }
+
+    /// Decodes each row's message and groups rows by the user they are about (for an alias,
+    /// the previous id), keeping claim order inside a group and across first appearances.
+    static func groupByUser(_ rows: [ClaimedRow]) -> [[(ClaimedRow, Result<SegmentMessage, Error>)]] {
+        var groups: [[(ClaimedRow, Result<SegmentMessage, Error>)]] = []
+        var index: [String: Int] = [:]
+        for row in rows {
+            let decoded = Result { try SegmentMessage(line: row.message) }
+            let message = try? decoded.get()
+            let key = message.flatMap { $0.type == .alias ? ($0.previousId ?? $0.userId) : ($0.userId ?? $0.anonymousId) }
+            if let key, let i = index[key] {
+                groups[i].append((row, decoded))
+            } else {
+                if let key { index[key] = groups.count }
+                groups.append([(row, decoded)])
+            }
+        }
+        return groups
+    }
+
+    /// One row: map, send the main request, then the tags edit only if the main one succeeded.
+    private func deliver(_ row: ClaimedRow, _ decoded: Result<SegmentMessage, Error>, transport: VeroTransport,
+                         bucket: TokenBucket) async -> (DeliveryResult, Int) {
+        let message: SegmentMessage
+        do {
+            message = try decoded.get()
+        } catch {
+            return (DeliveryResult(id: row.id, kind: .rejected, error: "invalid_message: \(error)"), 0)
+        }
+        let requests: [VeroRequest]
+        switch VeroMapper.map(message) {
+        case .success(let mapped): requests = mapped
+        case .failure(let rejection): return (DeliveryResult(id: row.id, kind: .rejected, error: rejection.description), 0)
+        }
+        let recorded = JSONValue.array(requests.map { request in
+            .object(["method": .string(request.method.rawValue), "path": .string(request.path), "body": .object(request.body)])
+        })
+        var sent = 0
+        var last: VeroResponse?
+        for request in requests {
+            do { try await bucket.acquire() } catch {
+                return (DeliveryResult(id: row.id, kind: .released), sent)
+            }
+            let response = await transport.send(request)
+            sent += 1
+            last = response
+            guard response.classification == .success else { break }
+        }
+        guard let response = last else { return (DeliveryResult(id: row.id, kind: .released), sent) }
+        let base = DeliveryResult(id: row.id, kind: .delivered, statusCode: response.status, request: recorded)
+        switch response.classification {
+        case .success:
+            return (base, sent)
+        case .retryable:
+            var result = base
+            result.kind = .retry
+            result.error = response.status.map { "HTTP \($0): \(response.detail)" } ?? response.detail
+            result.delay = options.retry.delay(afterAttempt: row.attempts + 1, retryAfter: response.retryAfter)
+            return (result, sent)
+        case .credentials:
+            var result = base
+            result.kind = .credentials
+            result.error = "HTTP \(response.status ?? 0): credentials rejected"
+            return (result, sent)
+        case .permanent:
+            var result = base
+            result.kind = .failed
+            result.error = "HTTP \(response.status ?? 0): \(response.detail)"
+            return (result, sent)
+        }
+    }
+}
+
+extension DeliveryReport {
+    mutating func add(_ counts: RecordedCounts) {
+        delivered += counts.delivered
+        retried += counts.retrying
+        failed += counts.failed
+        rejected += counts.rejected
+    }
+}
+
+/// Set once, read from any task.
+final class StopFlag: Sendable {
+    private let flag = NIOLockedValueBox(false)
+    var isSet: Bool { flag.withLockedValue { $0 } }
+    func set() { flag.withLockedValue { $0 = true } }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

@@ -1,0 +1,95 @@
+import AsyncHTTPClient
+import EngageCore
+import EngageStore
+import Foundation
+import PostgresClient
+
+/// `forward`: Segment NDJSON straight through the Vero mapper, via the outbox, so every
+/// message's fate is recorded. Malformed lines are reported and skipped; the rest go on.
+public struct Forwarder: Sendable {
+    public struct Report: Sendable {
+        public var lines = 0
+        public var malformed = 0
+        public var rejected = 0
+        public var enqueued = 0
+        public var runID = 0
+        public var delivery = DeliveryReport()
+    }
+
+    public let databaseURL: String?
+    public init(databaseURL: String?) { self.databaseURL = databaseURL }
+
+    /// Reads `path` (or stdin), enqueues, then delivers. `onBadLine` receives `line N: reason`.
+    public func forward(path: String?, destinationName: String, client: HTTPClient, options: DeliveryOptions,
+                        onBadLine: @Sendable (String) -> Void) async throws -> Report {
+        let db = try await PostgresConnection.connect(databaseURL)
+        do {
+            let report = try await forward(db: db, path: path, destinationName: destinationName, client: client,
+                                           options: options, onBadLine: onBadLine)
+            await db.close()
+            return report
+        } catch {
+            await db.close()
+            throw error
+        }
+    }
+
+    private func forward(db: PostgresConnection, path: String?, destinationName: String, client: HTTPClient,
+                         options: DeliveryOptions, onBadLine: @Sendable (String) -> Void) async throws -> Report {
+        let destination = try await DestinationRepository(db).find(name: destinationName)
+        _ = try Deliverer.token(for: destination) // fail before reading anything when the token is missing
+        let runs = SyncRunStore(db)
+        let outbox = OutboxStore(db)
+        var report = Report()
+        report.runID = try await runs.start(computationID: nil, destinationID: destination.id, mode: "forward")
+        var pending: [(message: String, rejection: String?)] = []
+        do {
+            try await LineReader(path: path).forEachLine { line in
+                report.lines += 1
+                if line.tooLong {
+                    report.malformed += 1
+                    onBadLine("line \(line.number): longer than 1 MiB; skipped")
+                    return
+                }
+                guard let text = String(validating: line.bytes, as: UTF8.self) else {
+                    report.malformed += 1
+                    onBadLine("line \(line.number): not valid UTF-8")
+                    return
+                }
+                if text.allSatisfy(\.isWhitespace) { return }
+                do {
+                    let message = try SegmentMessage(line: text)
+                    var rejection: String?
+                    if case .failure(let r) = VeroMapper.map(message) {
+                        rejection = r.description
+                        report.rejected += 1
+                    } else {
+                        report.enqueued += 1
+                    }
+                    pending.append((text, rejection))
+                } catch {
+                    report.malformed += 1
+                    onBadLine("line \(line.number): \(error)")
+                }
+                if pending.count >= 1_000 {
+                    try await outbox.enqueueForward(runID: report.runID, destinationID: destination.id, rows: pending)
+                    pending.removeAll(keepingCapacity: true)
+                }
+            }
+            try await outbox.enqueueForward(runID: report.runID, destinationID: destination.id, rows: pending)
+            let deliverer = Deliverer(destination: destination, databaseURL: databaseURL, client: client, options: options)
+            report.delivery = try await deliverer.run()
+            var counts = RunCounts()
+            counts.members = report.enqueued + report.rejected
+            counts.entered = report.enqueued
+            counts.skipped = report.rejected
+            let ok = report.malformed == 0 && report.rejected == 0 && report.delivery.failed == 0
+            try await runs.finish(id: report.runID, status: ok ? "succeeded" : "partial", counts: counts,
+                                  deliverMs: report.delivery.seconds * 1000)
+            return report
+        } catch {
+            try? await runs.finish(id: report.runID, status: "failed", error: "\(error)")
+            throw error
+        }
+    }
+}

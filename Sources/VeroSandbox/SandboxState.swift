@@ -1,0 +1,119 @@
+import EngageCore
+import Foundation
+import NIOConcurrencyHelpers
+
+/// Fault injection and checks for the sandbox (DESIGN §11).
+public struct SandboxConfiguration: Sendable {
+    /// When set, requests must carry exactly this auth token (else 401); when nil, any
+    /// non-empty token is accepted.
+    public var token: String?
+    /// The share of Vero requests answered with `failStatus` before doing anything (0...1).
+    public var failRate: Double = 0
+    public var failStatus: Int = 503
+    /// Added to every Vero request, in milliseconds.
+    public var latencyMilliseconds: Int = 0
+    /// At most this many Vero requests a second; the rest get 429 with `Retry-After: 1`.
+    public var rateLimit: Int?
+    /// How many requests `/_sandbox/requests` remembers (the oldest are dropped).
+    public var maxRecordedRequests: Int = 200_000
+
+    public init(token: String? = nil, failRate: Double = 0, failStatus: Int = 503, latencyMilliseconds: Int = 0,
+                rateLimit: Int? = nil, maxRecordedRequests: Int = 200_000) {
+        self.token = token
+        self.failRate = failRate
+        self.failStatus = failStatus
+        self.latencyMilliseconds = latencyMilliseconds
+        self.rateLimit = rateLimit
+        self.maxRecordedRequests = maxRecordedRequests
+    }
+}
+
+/// A user as the sandbox holds it.
+public struct SandboxUser: Sendable, Codable, Equatable {
+    public var email: String?
+    public var data: [String: JSONValue]
+    public var tags: [String]
+    public var subscribed: Bool
+    public var events: Int
+
+    public init(email: String? = nil, data: [String: JSONValue] = [:], tags: [String] = [], subscribed: Bool = true, events: Int = 0) {
+        self.email = email
+        self.data = data
+        self.tags = tags
+        self.subscribed = subscribed
+        self.events = events
+    }
+}
+
+/// One request the sandbox answered, without its auth token.
+public struct SandboxRequest: Sendable, Codable {
+    public var method: String
+    public var path: String
+    public var body: JSONValue
+    public var status: Int
+    /// Seconds since 1970, when the request arrived.
+    public var at: Double
+}
+
+/// The sandbox's memory: users, the request log and the rate window. Thread-safe.
+final class SandboxState: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var users: [String: SandboxUser] = [:]
+    private var requests: [SandboxRequest] = []
+    private var dropped = 0
+    private var statusCounts: [Int: Int] = [:]
+    private var windowSecond: Int = 0
+    private var windowCount: Int = 0
+    let configuration: SandboxConfiguration
+
+    init(configuration: SandboxConfiguration) { self.configuration = configuration }
+
+    /// True when this request is over the rate limit for the current second.
+    func overRateLimit() -> Bool {
+        guard let limit = configuration.rateLimit else { return false }
+        let second = Int(Date().timeIntervalSince1970)
+        return lock.withLock {
+            if second != windowSecond {
+                windowSecond = second
+                windowCount = 0
+            }
+            windowCount += 1
+            return windowCount > limit
+        }
+    }
+
+    func record(method: String, path: String, body: JSONValue, status: Int) {
+        var clean = body
+        if case .object(var object) = body {
+            object["auth_token"] = nil
+            clean = .object(object)
+        }
+        let entry = SandboxRequest(method: method, path: path, body: clean, status: status, at: Date().timeIntervalSince1970)
+        lock.withLock {
+            statusCounts[status, default: 0] += 1
+            requests.append(entry)
+            if requests.count > configuration.maxRecordedRequests {
+                let excess = requests.count - configuration.maxRecordedRequests
+                requests.removeFirst(excess)
+                dropped += excess
+            }
+        }
+    }
+
+    func mutate<T>(_ body: (inout [String: SandboxUser]) -> T) -> T { lock.withLock { body(&users) } }
+
+    func snapshotUsers() -> [String: SandboxUser] { lock.withLock { users } }
+
+    func snapshotRequests() -> (requests: [SandboxRequest], dropped: Int, byStatus: [Int: Int]) {
+        lock.withLock { (requests, dropped, statusCounts) }
+    }
+
+    func reset() {
+        lock.withLock {
+            users = [:]
+            requests = []
+            dropped = 0
+            statusCounts = [:]
+        }
+    }
+}

@@ -1,0 +1,193 @@
+import AsyncHTTPClient
+import NIOHTTP1
+import EngageCore
+import EngageStore
+import EngageSync
+import Foundation
+import Testing
+import TestSupport
+import VeroSandbox
+
+@Suite("Delivery to the sandbox over HTTP")
+struct DeliveryTests {
+    @Test("10,000 rows: one successful request each, and the ledger equals the sandbox's users")
+    func tenThousand() async throws {
+        try await SyncFixture.with { f in
+            try await f.seedOutbox(count: 10_000)
+            let report = try await f.deliver()
+            #expect(report.delivered == 10_000)
+            #expect(report.requests == 10_000)
+            let listing = try await f.sandboxRequests()
+            let ok = listing.requests.filter { $0.status == 200 }
+            #expect(ok.count == 10_000)
+            #expect(Set(ok.compactMap(\.userID)).count == 10_000)
+            let users = try await f.sandboxUsers()
+            let ledger = try await f.db.query("""
+                SELECT p.user_id, l.value::text AS value FROM engage.ledger l JOIN engage.profiles p USING (profile_id)
+                """)
+            #expect(ledger.count == users.count)
+            for row in ledger {
+                let user = try row.decode(String.self, "user_id")
+                #expect(users[user]?.data["test_aud"] == .bool(true))
+                #expect(try row.decode(String.self, "value") == "true")
+            }
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered' AND attempts = 1 AND delivered_at IS NOT NULL") == 10_000)
+            // The stored request has no token.
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE request::text LIKE '%\(SyncFixture.token)%'") == 0)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE request IS NULL") == 0)
+        }
+    }
+
+    @Test("30% of requests fail with 503: everything is delivered eventually, attempts recorded")
+    func flakyDestination() async throws {
+        try await SyncFixture.with(sandbox: SandboxConfiguration(failRate: 0.3, failStatus: 503)) { f in
+            try await f.seedOutbox(count: 1_000)
+            let report = try await f.deliver(DeliveryOptions(maxWaitSeconds: 10, retry: RetryPolicy(baseSeconds: 0.02, capSeconds: 0.2)))
+            #expect(report.delivered == 1_000)
+            #expect(report.retried > 0)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 1_000)
+            let attempts = try await f.count("SELECT sum(attempts)::int AS c FROM engage.outbox")
+            let listing = try await f.sandboxRequests()
+            #expect(attempts == listing.total) // every attempt recorded, one per request
+            #expect(listing.requests.filter { $0.status == 503 }.count == attempts - 1_000)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.ledger") == 1_000)
+        }
+    }
+
+    @Test("429 with Retry-After: the retry waits at least that long")
+    func retryAfterHonoured() async throws {
+        try await SyncFixture.with(sandbox: SandboxConfiguration(rateLimit: 100)) { f in
+            try await f.seedOutbox(count: 300)
+            let report = try await f.deliver(DeliveryOptions(maxWaitSeconds: 10, retry: RetryPolicy(baseSeconds: 0.001, capSeconds: 0.01)))
+            #expect(report.delivered == 300)
+            let requests = try await f.sandboxRequests().requests
+            let limited = requests.filter { $0.status == 429 }
+            #expect(!limited.isEmpty)
+            for r in limited {
+                let next = requests.filter { $0.userID == r.userID && $0.at > r.at }.map(\.at).min()
+                let gap = (next ?? .infinity) - r.at
+                #expect(gap >= 0.99, "retried \(r.userID ?? "?") after \(gap) s")
+            }
+        }
+    }
+
+    @Test("a 400 row is failed with its body kept; the others are delivered")
+    func badRequest() async throws {
+        try await SyncFixture.with { f in
+            try await f.seedOutbox(count: 200, badEmailFor: [7])
+            let report = try await f.deliver()
+            #expect(report.delivered == 199)
+            #expect(report.failed == 1)
+            let row = try #require(try await f.db.query("SELECT status, last_status_code, last_error, attempts FROM engage.outbox WHERE profile_id = 'p7'").first)
+            #expect(try row.decode(String.self, "status") == "failed")
+            #expect(try row.decode(Int.self, "last_status_code") == 400)
+            #expect(try row.decode(String.self, "last_error").contains("email is malformed"))
+            #expect(try row.decode(Int.self, "attempts") == 1)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.ledger WHERE profile_id = 'p7'") == 0)
+        }
+    }
+
+    @Test("a wrong token stops delivery after at most `concurrency` requests")
+    func wrongToken() async throws {
+        try await SyncFixture.with(sandbox: SandboxConfiguration(token: "the-right-token"), concurrency: 8) { f in
+            try await f.seedOutbox(count: 500)
+            await #expect(throws: CredentialsRejected.self) { try await f.deliver() }
+            let listing = try await f.sandboxRequests()
+            #expect(listing.total >= 1 && listing.total <= 8)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'pending' AND locked_by IS NULL") == 500)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.ledger") == 0)
+        }
+    }
+
+    @Test("a missing token variable is an error before anything is sent")
+    func missingToken() async throws {
+        try await SyncFixture.with { f in
+            try await f.seedOutbox(count: 3)
+            try await f.db.query("UPDATE engage.destinations SET token_env = 'ENGAGE_SYNC_NO_SUCH_VARIABLE'")
+            let run = try await CLI.run(["deliver", "--database-url", f.url])
+            #expect(run.status == 1)
+            #expect(run.stderr.contains("ENGAGE_SYNC_NO_SUCH_VARIABLE"))
+            #expect(try await f.sandboxRequests().total == 0)
+        }
+    }
+
+    @Test("two deliver processes at once never send a row twice")
+    func twoWorkers() async throws {
+        try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 2)) { f in
+            try await f.seedOutbox(count: 3_000)
+            try await f.db.query("UPDATE engage.outbox SET status = 'pending'")
+            let env = [SyncFixture.tokenVariable: SyncFixture.token]
+            async let a = CLI.run(["deliver", "--database-url", f.url, "--max-wait", "0"], environment: env)
+            async let b = CLI.run(["deliver", "--database-url", f.url, "--max-wait", "0"], environment: env)
+            let (ra, rb) = try await (a, b)
+            #expect(ra.status == 0, "\(ra.stderr)")
+            #expect(rb.status == 0, "\(rb.stderr)")
+            let requests = try await f.sandboxRequests().requests
+            #expect(requests.count == 3_000)
+            #expect(Set(requests.compactMap(\.userID)).count == 3_000)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 3_000)
+        }
+    }
+
+    @Test("forward: NDJSON through the mapper and the outbox; bad lines reported by number, the rest delivered")
+    func forward() async throws {
+        try await SyncFixture.with { f in
+            let lines = [
+                #"{"type": "identify", "userId": "f1", "traits": {"email": "f1@example.com", "plan": "pro"}}"#,
+                #"{"type": "track", "userId": "f1", "event": "Order Completed", "properties": {"total": 5}, "integrations": {"Vero": {"tags": {"action": "add", "values": ["buyer"]}}}}"#,
+                "{not json",
+                #"{"type": "track", "userId": "f2"}"#,
+                #"{"type": "identify", "anonymousId": "anon"}"#,
+                "",
+                #"{"type": "alias", "previousId": "f1", "userId": "f1-new"}"#,
+            ]
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("fwd-\(UUID()).ndjson").path
+            try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+            let run = try await CLI.run(["forward", file, "--destination", "vero", "--database-url", f.url],
+                                        environment: [SyncFixture.tokenVariable: SyncFixture.token])
+            #expect(run.status == 3, "\(run.stderr)")
+            #expect(run.stderr.contains("line 3: invalid JSON"))
+            #expect(run.stderr.contains("line 4: a track call needs a non-empty \"event\""))
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 3)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'rejected' AND reason LIKE 'missing_user_id%'") == 1)
+            let users = try await f.sandboxUsers()
+            #expect(users["f1-new"]?.tags == ["buyer"])
+            #expect(users["f1-new"]?.data["plan"] == "pro")
+            #expect(users["f1-new"]?.events == 1)
+        }
+    }
+}
+
+@Suite("The sandbox checks requests as Vero does")
+struct SandboxTests {
+    func post(_ base: String, _ path: String, _ body: String, method: HTTPMethod = .POST) async throws -> (Int, String) {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = method
+        request.body = .bytes(.init(string: body))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        let text = try await response.body.collect(upTo: 1 << 20)
+        return (Int(response.status.code), String(buffer: text))
+    }
+
+    @Test("auth, missing id, malformed email, tags without add/remove, heartbeat, reset")
+    func validation() async throws {
+        let running = try await VeroSandbox(configuration: SandboxConfiguration(token: "t")).start()
+        let base = running.baseURL
+        #expect(try await post(base, "/api/v2/users/track", #"{"id": "1"}"#).0 == 401)
+        #expect(try await post(base, "/api/v2/users/track", #"{"auth_token": "wrong", "id": "1"}"#).0 == 401)
+        #expect(try await post(base, "/api/v2/users/track", #"{"auth_token": "t"}"#).0 == 400)
+        #expect(try await post(base, "/api/v2/users/track", #"{"auth_token": "t", "id": "1", "email": "user@my"}"#).0 == 400)
+        #expect(try await post(base, "/api/v2/users/tags/edit", #"{"auth_token": "t", "id": "1"}"#, method: .PUT).0 == 400)
+        #expect(try await post(base, "/api/v2/events/track", #"{"auth_token": "t", "identity": {"id": "1"}}"#).0 == 400)
+        let ok = try await post(base, "/api/v2/users/track", #"{"auth_token": "t", "id": "1", "email": "a@b.co", "data": {"x": true}}"#)
+        #expect(ok.0 == 200)
+        #expect(ok.1.contains("Success"))
+        let heartbeat = try await HTTPClient.shared.execute(HTTPClientRequest(url: base + "/api/v2/heartbeat"), timeout: .seconds(5))
+        #expect(heartbeat.status.code == 200)
+        let requests = try await HTTPClient.shared.execute(HTTPClientRequest(url: base + "/_sandbox/requests"), timeout: .seconds(5))
+        let text = String(buffer: try await requests.body.collect(upTo: 1 << 20))
+        #expect(!text.contains("\"t\"") && !text.contains("wrong")) // tokens are not recorded
+        #expect(try await post(base, "/_sandbox/reset", "").0 == 200)
+        await running.stop()
+    }
+}
