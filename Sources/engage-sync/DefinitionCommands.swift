@@ -88,13 +88,20 @@ extension EngageSyncCommand {
 
     struct Remove: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Tombstone a definition: it stops syncing and its key is never reused.")
+            abstract: "Tombstone a definition and send exits: its key is never reused.",
+            discussion: "Every profile whose ledger says true is sent false (a trait's value is sent as empty), unless --keep-values.")
         @OptionGroup var database: DatabaseOptions
+        @OptionGroup var flags: DeliveryFlags
         @Argument(help: "The definition's key.") var key: String
+        @Flag(help: "Leave the destinations' values as they are.") var keepValues = false
 
         func run() async throws {
-            let removed = try await database.withConnection { try await DefinitionRepository($0).remove(key: key) }
-            print("removed \(removed.definition.key)")
+            let url = database.resolvedURL
+            let outcomes = try await withHTTPClient { client in
+                try await SyncRunner(databaseURL: url, client: client).remove(key: key, keepValues: keepValues, delivery: flags.options)
+            }
+            print("removed \(key)\(keepValues ? " (values kept at the destinations)" : "")")
+            if !outcomes.isEmpty { try report(outcomes, dryRun: false) }
         }
     }
 }

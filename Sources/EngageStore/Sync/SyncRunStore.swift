@@ -32,7 +32,8 @@ public struct SyncRunStore: Sendable {
                        deliverMs: Double? = nil, error: String? = nil) async throws {
         let c = counts ?? RunCounts()
         try await db.query("""
-            UPDATE engage.sync_runs SET status = $2, finished_at = now(), error = coalesce($3, error),
+            UPDATE engage.sync_runs SET status = $2, finished_at = CASE WHEN $2 = 'running' THEN NULL ELSE now() END,
+                error = coalesce($3, error),
                 members = CASE WHEN $4 THEN $5 ELSE members END, entered = CASE WHEN $4 THEN $6 ELSE entered END,
                 exited = CASE WHEN $4 THEN $7 ELSE exited END, changed = CASE WHEN $4 THEN $8 ELSE changed END,
                 unchanged = CASE WHEN $4 THEN $9 ELSE unchanged END, skipped = CASE WHEN $4 THEN $10 ELSE skipped END,

@@ -1,0 +1,77 @@
+import Foundation
+import PostgresClient
+
+/// Per (definition, destination) bookkeeping: locks, schedule, stale runs, outcomes.
+public struct PairStore: Sendable {
+    public let db: PostgresConnection
+    public init(_ db: PostgresConnection) { self.db = db }
+
+    /// A session-level advisory lock serialising runs of one pair across processes and machines.
+    /// Held until ``unlock(computationID:destinationID:)`` or until the connection closes
+    /// (a crashed process releases it).
+    public func tryLock(computationID: Int, destinationID: Int) async throws -> Bool {
+        try await db.query("SELECT pg_try_advisory_lock($1) AS locked", [Self.lockKey(computationID, destinationID)])
+            .first?.decode(Bool.self, "locked") ?? false
+    }
+
+    public func unlock(computationID: Int, destinationID: Int) async throws {
+        try await db.query("SELECT pg_advisory_unlock($1)", [Self.lockKey(computationID, destinationID)])
+    }
+
+    /// Serialises snapshot refreshes of one definition (several destinations share it).
+    public func lockSnapshot(computationID: Int) async throws {
+        try await db.query("SELECT pg_advisory_xact_lock(1701733735, $1::int)", [computationID])
+    }
+
+    /// Positive and above the 32-bit range, so it never meets a `hashtext` lock.
+    static func lockKey(_ computationID: Int, _ destinationID: Int) -> Int {
+        (computationID << 32) | (destinationID & 0xFFFF_FFFF)
+    }
+
+    /// Runs of this pair left `running` by a process that died (we hold the pair's lock, so no
+    /// live process is running it) become `failed`.
+    @discardableResult
+    public func failStaleRuns(computationID: Int, destinationID: Int) async throws -> Int {
+        try await db.query("""
+            UPDATE engage.sync_runs SET status = 'failed', finished_at = now(),
+                error = 'interrupted: the process stopped before the run finished; its committed changes are delivered by later runs'
+            WHERE computation_id = $1 AND destination_id = $2 AND status = 'running'
+            """, [computationID, destinationID]).affectedRows
+    }
+
+    /// When the pair last ran successfully (succeeded or partial), or nil.
+    public func lastSuccessfulRun(computationID: Int, destinationID: Int) async throws -> Date? {
+        try await db.query("""
+            SELECT max(started_at) AS at FROM engage.sync_runs
+            WHERE computation_id = $1 AND destination_id = $2 AND status IN ('succeeded', 'partial')
+            """, [computationID, destinationID]).first?.decode(Date?.self, "at")
+    }
+
+    /// How this run's rows ended up.
+    public struct RowOutcome: Sendable {
+        public var delivered = 0, pending = 0, failed = 0, skipped = 0
+    }
+
+    public func rowOutcome(runID: Int) async throws -> RowOutcome {
+        let row = try await db.query("""
+            SELECT count(*) FILTER (WHERE status = 'delivered')::int AS delivered,
+                   count(*) FILTER (WHERE status = 'pending')::int AS pending,
+                   count(*) FILTER (WHERE status IN ('failed', 'rejected'))::int AS failed,
+                   count(*) FILTER (WHERE status = 'skipped')::int AS skipped
+            FROM engage.outbox WHERE run_id = $1
+            """, [runID]).first
+        var outcome = RowOutcome()
+        if let row {
+            outcome.delivered = try row.decode(Int.self, "delivered")
+            outcome.pending = try row.decode(Int.self, "pending")
+            outcome.failed = try row.decode(Int.self, "failed")
+            outcome.skipped = try row.decode(Int.self, "skipped")
+        }
+        return outcome
+    }
+
+    /// The space id created at migrate time.
+    public func spaceID() async throws -> String {
+        try await db.query("SELECT value FROM engage.settings WHERE key = 'space_id'").first?.decode(String.self, "value") ?? "unknown"
+    }
+}

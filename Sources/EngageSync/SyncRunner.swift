@@ -1,0 +1,277 @@
+import AsyncHTTPClient
+import EngageCore
+import EngageStore
+import Foundation
+import PostgresClient
+
+/// What `run`, `resync` and `remove` are asked to do.
+public struct SyncRequest: Sendable {
+    /// Only these definitions (empty: every enabled one). Naming keys runs them now, whatever the schedule.
+    public var keys: [String] = []
+    /// Only this destination.
+    public var destination: String?
+    /// Ignore the schedule.
+    public var all = false
+    /// Print what would change; write nothing.
+    public var dryRun = false
+    /// Enqueue only; a later `deliver` sends.
+    public var noDeliver = false
+    /// Let a run the guardrail would block go through.
+    public var force = false
+    /// `resync` or `remove` instead of full/incremental.
+    public var mode: RunMode?
+    public var delivery = DeliveryOptions()
+
+    public init() {}
+}
+
+/// The outcome of one (definition, destination) pair.
+public struct PairOutcome: Sendable {
+    public enum Status: String, Sendable {
+        case succeeded, partial, failed, blocked
+        /// Another process was running this pair.
+        case skipped
+        /// `--dry-run`.
+        case planned
+    }
+
+    public var key: String
+    public var destination: String
+    public var runID: Int?
+    public var mode: RunMode
+    public var status: Status
+    public var counts = RunCounts()
+    public var delivered = 0
+    public var failed = 0
+    public var pending = 0
+    public var examples: [PlannedChange] = []
+    public var message: String?
+    public var timings = (evaluate: 0.0, diff: 0.0, deliver: 0.0)
+}
+
+/// Runs syncs (DESIGN §7): picks the due (definition, destination) pairs, evaluates and diffs
+/// each inside PostgreSQL under a per-pair advisory lock, commits the outbox rows, delivers, and
+/// records every run in `engage.sync_runs`.
+public struct SyncRunner: Sendable {
+    public let databaseURL: String?
+    public let client: HTTPClient
+
+    public init(databaseURL: String?, client: HTTPClient) {
+        self.databaseURL = databaseURL
+        self.client = client
+    }
+
+    /// A key that names no active definition.
+    public struct UnknownKey: Error, Sendable, CustomStringConvertible {
+        public var key: String
+        public var description: String { "no active definition has the key \(key.debugDescription) (see `engage-sync list`)" }
+    }
+
+    public func run(_ request: SyncRequest, now: Date = Date(), onOutcome: @Sendable (PairOutcome) -> Void = { _ in })
+        async throws -> [PairOutcome] {
+        let db = try await PostgresConnection.connect(databaseURL)
+        do {
+            let outcomes = try await run(request, db: db, now: now, onOutcome: onOutcome)
+            await db.close() // releases every pair lock
+            return outcomes
+        } catch {
+            await db.close()
+            throw error
+        }
+    }
+
+    /// `remove KEY`: tombstones the definition, then (unless `keepValues`) tells every
+    /// destination that holds `true` (or a trait value) for a profile that it no longer does.
+    public func remove(key: String, keepValues: Bool, delivery: DeliveryOptions) async throws -> [PairOutcome] {
+        let db = try await PostgresConnection.connect(databaseURL)
+        do {
+            _ = try await DefinitionRepository(db).remove(key: key)
+            await db.close()
+        } catch {
+            await db.close()
+            throw error
+        }
+        if keepValues { return [] }
+        var request = SyncRequest()
+        request.keys = [key]
+        request.mode = .remove
+        request.delivery = delivery
+        return try await run(request)
+    }
+
+    private func run(_ request: SyncRequest, db: PostgresConnection, now: Date,
+                     onOutcome: @Sendable (PairOutcome) -> Void) async throws -> [PairOutcome] {
+        let pairs = try await selectPairs(request, db: db, now: now)
+        var outcomes: [PairOutcome] = []
+        var lockedPairs: [(Int, Int)] = []
+        let spaceID = try await PairStore(db).spaceID()
+        // Phase 1: evaluate, diff and enqueue each pair, each in its own transaction.
+        for pair in pairs {
+            let outcome = try await plan(pair, request: request, db: db, spaceID: spaceID, now: now)
+            if outcome.status != .skipped { lockedPairs.append((pair.computationID, pair.destination.id)) }
+            outcomes.append(outcome)
+        }
+        // Phase 2: deliver each destination once (its rows from every pair, and any left over).
+        if !request.dryRun && !request.noDeliver {
+            var delivered: Set<Int> = []
+            for (index, pair) in pairs.enumerated() where outcomes[index].runID != nil && !delivered.contains(pair.destination.id) {
+                delivered.insert(pair.destination.id)
+                let started = ContinuousClock.now
+                var failure: String?
+                do {
+                    _ = try await Deliverer(destination: pair.destination, databaseURL: databaseURL, client: client,
+                                            options: request.delivery).run()
+                } catch {
+                    failure = "\(error)"
+                }
+                let seconds = (ContinuousClock.now - started).seconds
+                for i in outcomes.indices where pairs[i].destination.id == pair.destination.id && outcomes[i].runID != nil {
+                    outcomes[i].timings.deliver = seconds
+                    if let failure {
+                        outcomes[i].status = .failed
+                        outcomes[i].message = failure
+                    }
+                }
+            }
+        }
+        // Phase 3: record how each run ended.
+        let pairStore = PairStore(db), runs = SyncRunStore(db)
+        for i in outcomes.indices {
+            guard let runID = outcomes[i].runID, outcomes[i].status != .blocked else { continue }
+            let rows = try await pairStore.rowOutcome(runID: runID)
+            outcomes[i].delivered = rows.delivered
+            outcomes[i].failed = rows.failed
+            outcomes[i].pending = rows.pending
+            if outcomes[i].status != .failed {
+                let clean = rows.failed == 0 && rows.skipped == 0 && (rows.pending == 0 || request.noDeliver)
+                outcomes[i].status = clean ? .succeeded : .partial
+            }
+            try await runs.finish(id: runID, status: outcomes[i].status.rawValue,
+                                  deliverMs: request.noDeliver ? nil : outcomes[i].timings.deliver * 1000,
+                                  error: outcomes[i].message)
+        }
+        for (computationID, destinationID) in lockedPairs {
+            try await pairStore.unlock(computationID: computationID, destinationID: destinationID)
+        }
+        outcomes.forEach(onOutcome)
+        return outcomes
+    }
+
+    struct Pair {
+        var computationID: Int
+        var definition: Definition
+        var destination: Destination
+    }
+
+    /// The pairs to run: selected by key and destination, and due unless keys or `all` were given.
+    private func selectPairs(_ request: SyncRequest, db: PostgresConnection, now: Date) async throws -> [Pair] {
+        let stored = try await DefinitionRepository(db).all(includeRemoved: request.mode == .remove)
+        var definitions = stored.filter { request.mode == .remove ? $0.removedAt != nil : $0.definition.enabled }
+        if !request.keys.isEmpty {
+            for key in request.keys where !definitions.contains(where: { $0.definition.key == key }) {
+                throw UnknownKey(key: key)
+            }
+            definitions = definitions.filter { request.keys.contains($0.definition.key) }
+        }
+        var destinations = try await DestinationRepository(db).all().filter(\.enabled)
+        if let name = request.destination {
+            destinations = [try await DestinationRepository(db).find(name: name)]
+        }
+        let pairStore = PairStore(db)
+        let ignoreSchedule = request.all || !request.keys.isEmpty || request.mode != nil
+        var pairs: [Pair] = []
+        for stored in definitions {
+            for destination in destinations {
+                if let wanted = stored.definition.destinations, !wanted.contains(destination.name) { continue }
+                if !ignoreSchedule, let last = try await pairStore.lastSuccessfulRun(computationID: stored.id, destinationID: destination.id),
+                   now.timeIntervalSince(last) < Double(stored.definition.syncEvery.seconds) {
+                    continue
+                }
+                pairs.append(Pair(computationID: stored.id, definition: stored.definition, destination: destination))
+            }
+        }
+        return pairs
+    }
+
+    /// Phase 1 for one pair: lock, evaluate, diff, guardrail, supersede, enqueue, snapshot —
+    /// one transaction, so a crash loses nothing and never half-applies a run.
+    private func plan(_ pair: Pair, request: SyncRequest, db: PostgresConnection, spaceID: String, now: Date) async throws -> PairOutcome {
+        let pairStore = PairStore(db), runs = SyncRunStore(db)
+        var outcome = PairOutcome(key: pair.definition.key, destination: pair.destination.name, mode: request.mode ?? .incremental,
+                                  status: .planned)
+        guard try await pairStore.tryLock(computationID: pair.computationID, destinationID: pair.destination.id) else {
+            outcome.status = .skipped
+            outcome.message = "another process is running this pair; skipped"
+            if !request.dryRun {
+                outcome.runID = nil
+                let id = try await runs.start(computationID: pair.computationID, destinationID: pair.destination.id,
+                                              mode: outcome.mode.rawValue, status: "skipped")
+                try await runs.finish(id: id, status: "skipped", error: outcome.message)
+            }
+            return outcome
+        }
+        try await pairStore.failStaleRuns(computationID: pair.computationID, destinationID: pair.destination.id)
+        if request.mode == nil {
+            let last = try await pairStore.lastSuccessfulRun(computationID: pair.computationID, destinationID: pair.destination.id)
+            outcome.mode = last == nil ? .full : .incremental
+        }
+        let runID = request.dryRun ? nil : try await runs.start(computationID: pair.computationID, destinationID: pair.destination.id,
+                                                                mode: outcome.mode.rawValue)
+        outcome.runID = runID
+        let engine = DiffEngine(db: db, computationID: pair.computationID, definition: pair.definition, destination: pair.destination)
+        do {
+            try await db.execute("BEGIN")
+            try await pairStore.lockSnapshot(computationID: pair.computationID)
+            var clock = ContinuousClock.now
+            if outcome.mode == .remove {
+                try await engine.evaluate(nil)
+            } else {
+                let audiences = try await DefinitionRepository(db).audiences()
+                try await engine.evaluate(try DefinitionCompiler(audiences: audiences).compile(pair.definition, now: now))
+            }
+            outcome.timings.evaluate = (ContinuousClock.now - clock).seconds
+            clock = ContinuousClock.now
+            let summary = try await engine.diff(mode: outcome.mode)
+            outcome.counts = summary.counts
+            let ratio = pair.destination.maxExitRatio
+            if outcome.mode == .incremental, !request.force, pair.definition.kind == .audience, summary.deliveredMembers >= 100,
+               Double(summary.counts.exited) > ratio * Double(summary.deliveredMembers) {
+                try await db.execute("ROLLBACK")
+                outcome.status = .blocked
+                outcome.message = String(format: "guardrail: this run would exit %d of %d delivered members (more than %.0f%%); nothing was enqueued. If the exits are real, rerun with --force",
+                                         summary.counts.exited, summary.deliveredMembers, ratio * 100)
+                if let runID {
+                    try await runs.finish(id: runID, status: "blocked", counts: outcome.counts, error: outcome.message)
+                }
+                return outcome
+            }
+            if request.dryRun {
+                outcome.examples = try await engine.examples(mode: outcome.mode, limit: 5)
+                try await db.execute("ROLLBACK")
+                return outcome
+            }
+            outcome.counts.superseded = try await engine.supersede()
+            if let runID {
+                let (_, skipped) = try await engine.enqueue(runID: runID, mode: outcome.mode, runAt: now, spaceID: spaceID)
+                outcome.counts.skipped = skipped
+            }
+            if outcome.mode == .remove {
+                try await db.query("DELETE FROM engage.memberships WHERE computation_id = $1", [pair.computationID])
+            } else {
+                try await engine.refreshSnapshot(at: now)
+            }
+            outcome.timings.diff = (ContinuousClock.now - clock).seconds
+            try await db.execute("COMMIT")
+        } catch {
+            try? await db.execute("ROLLBACK")
+            if let runID { try? await runs.finish(id: runID, status: "failed", error: "\(error)") }
+            throw error
+        }
+        if let runID {
+            try await runs.finish(id: runID, status: "running", counts: outcome.counts,
+                                  evaluateMs: outcome.timings.evaluate * 1000, diffMs: outcome.timings.diff * 1000)
+        }
+        outcome.status = .succeeded
+        return outcome
+    }
+}

@@ -1,0 +1,132 @@
+import ArgumentParser
+import EngageCore
+import EngageStore
+import EngageSync
+import Foundation
+
+extension SyncRunner.UnknownKey: UserError {}
+
+/// Prints one line per pair and turns the outcomes into the exit status of DESIGN §12.
+func report(_ outcomes: [PairOutcome], dryRun: Bool) throws {
+    if outcomes.isEmpty { print(dryRun ? "nothing to plan" : "nothing is due") }
+    for o in outcomes {
+        let c = o.counts
+        var line = "\(o.key) → \(o.destination): "
+        switch o.status {
+        case .skipped:
+            line += o.message ?? "skipped"
+        case .blocked:
+            line += "BLOCKED. " + (o.message ?? "")
+        case .planned:
+            line += "\(o.mode.rawValue) would send: \(c.members) members, +\(c.entered) entered, -\(c.exited) exited, \(c.changed) changed, \(c.unchanged) unchanged"
+            for e in o.examples { line += "\n    \(e.op) \(e.userID ?? "(no user id) \(e.profileID)") = \(e.value)" }
+        default:
+            line += "\(o.mode.rawValue) run \(o.runID.map(String.init) ?? "-") \(o.status.rawValue): \(c.members) members, +\(c.entered) entered, -\(c.exited) exited, \(c.changed) changed"
+            if c.skipped > 0 { line += ", \(c.skipped) skipped (missing_user_id)" }
+            if c.superseded > 0 { line += ", \(c.superseded) superseded" }
+            line += "; delivered \(o.delivered), failed \(o.failed), pending \(o.pending)"
+            line += String(format: " [evaluate %.2fs, diff %.2fs, deliver %.2fs]", o.timings.evaluate, o.timings.diff, o.timings.deliver)
+            if let message = o.message { line += "\n    error: \(message)" }
+        }
+        print(line)
+    }
+    if let failed = outcomes.first(where: { $0.status == .failed }) {
+        printError("error: \(failed.key) → \(failed.destination): \(failed.message ?? "failed")")
+        throw ExitCode(ExitStatus.error)
+    }
+    if outcomes.contains(where: { $0.status == .blocked || $0.status == .partial }) {
+        throw ExitCode(ExitStatus.partial)
+    }
+}
+
+extension EngageSyncCommand {
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Sync every (definition, destination) pair that is due; for cron.",
+            discussion: """
+                A pair is due when it never ran or its last successful run started at least sync_every ago.
+                Safe to start every minute: overlapping invocations skip pairs another process is running.
+                Exit status: 0 all good, 1 error, 2 usage, 3 some rows failed, were skipped or a run was blocked.
+                """)
+        @OptionGroup var database: DatabaseOptions
+        @OptionGroup var flags: DeliveryFlags
+        @Option(name: .customLong("key"), help: "Only this definition (repeatable); runs it now, whatever the schedule.") var keys: [String] = []
+        @Option(help: "Only this destination.") var destination: String?
+        @Flag(help: "Ignore the schedule: run every pair.") var all = false
+        @Flag(help: "Print what would enter, exit and change; write nothing.") var dryRun = false
+        @Flag(help: "Enqueue only; send later with `engage-sync deliver`.") var noDeliver = false
+        @Flag(help: "Let a run through that the exit guardrail would block.") var force = false
+
+        func run() async throws {
+            var request = SyncRequest()
+            request.keys = keys
+            request.destination = destination
+            request.all = all
+            request.dryRun = dryRun
+            request.noDeliver = noDeliver
+            request.force = force
+            request.delivery = flags.options
+            let url = database.resolvedURL
+            let outcomes = try await withHTTPClient { try await SyncRunner(databaseURL: url, client: $0).run(request) }
+            try report(outcomes, dryRun: dryRun)
+        }
+    }
+
+    struct Resync: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Send every current member again, and false to ledger-true profiles that left.")
+        @OptionGroup var database: DatabaseOptions
+        @OptionGroup var flags: DeliveryFlags
+        @Option(name: .customLong("key"), help: "Only this definition (repeatable).") var keys: [String] = []
+        @Option(help: "Only this destination.") var destination: String?
+
+        func run() async throws {
+            var request = SyncRequest()
+            request.keys = keys
+            request.destination = destination
+            request.mode = .resync
+            request.delivery = flags.options
+            let url = database.resolvedURL
+            let outcomes = try await withHTTPClient { try await SyncRunner(databaseURL: url, client: $0).run(request) }
+            try report(outcomes, dryRun: false)
+        }
+    }
+}
+
+extension EngageSyncCommand {
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Per definition and destination: members, delivered, pending, failed, last run, next due.")
+        @OptionGroup var database: DatabaseOptions
+        @Flag(help: "Print JSON (one object per pair).") var json = false
+
+        func run() async throws {
+            let rows = try await database.withConnection { db in
+                try await db.query("""
+                    SELECT key, destination, type, members::int, delivered_true::int, pending::int, failed::int,
+                           to_char(last_run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS last_run_at, last_run_status,
+                           to_char(next_due AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS next_due
+                    FROM engage.sync_status ORDER BY key, destination
+                    """)
+            }
+            let columns = ["key", "destination", "type", "members", "delivered_true", "pending", "failed",
+                           "last_run_at", "last_run_status", "next_due"]
+            if json {
+                let numeric: Set<String> = ["members", "delivered_true", "pending", "failed"]
+                let objects: [JSONValue] = rows.map { row in
+                    .object(Dictionary(uniqueKeysWithValues: columns.map { c -> (String, JSONValue) in
+                        if numeric.contains(c) { return (c, .int(Int(row[c] ?? "") ?? 0)) }
+                        return (c, row[c].map { .string($0) } ?? .null)
+                    }))
+                }
+                print(JSONValue.array(objects).jsonString)
+                return
+            }
+            if rows.isEmpty {
+                print("nothing to show: define a definition and add a destination first")
+                return
+            }
+            printTable([columns.map { $0.uppercased() }] + rows.map { row in columns.map { row[$0] ?? "-" } })
+        }
+    }
+}
