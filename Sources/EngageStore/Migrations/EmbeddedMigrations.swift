@@ -233,5 +233,9 @@ LEFT JOIN LATERAL (SELECT max(r.started_at) AS started_at FROM engage.sync_runs 
                      AND r.status IN ('succeeded', 'partial')) last_ok ON true
 WHERE c.removed_at IS NULL AND d.enabled AND (c.destinations IS NULL OR d.name = ANY (c.destinations));
 """#),
+        Migration(version: 5, name: "0005_ingest", sql: #"""
+-- Ingest helpers: merging identify traits in message order ("later wins").
+CREATE AGGREGATE engage.jsonb_merge(jsonb) (SFUNC = jsonb_concat, STYPE = jsonb, INITCOND = '{}');
+"""#),
     ]
 }

@@ -1,0 +1,175 @@
+import Foundation
+import PostgresClient
+
+/// One Segment call ready for loading: the fields ingest needs, and the call as JSON text.
+public struct IngestRow: Sendable {
+    public var line: Int
+    public var kind: String
+    /// `userId`, else `anonymousId` (for an alias: the `userId` it merges into).
+    public var profileKey: String
+    public var userID: String?
+    public var anonymousID: String?
+    public var previousID: String?
+    public var messageID: String
+    public var event: String?
+    public var occurredAt: Date?
+    public var json: String
+
+    public init(line: Int, kind: String, profileKey: String, userID: String?, anonymousID: String?, previousID: String?,
+                messageID: String, event: String?, occurredAt: Date?, json: String) {
+        self.line = line
+        self.kind = kind
+        self.profileKey = profileKey
+        self.userID = userID
+        self.anonymousID = anonymousID
+        self.previousID = previousID
+        self.messageID = messageID
+        self.event = event
+        self.occurredAt = occurredAt
+        self.json = json
+    }
+}
+
+/// What loading a batch did.
+public struct IngestCounts: Sendable {
+    public var profilesCreated = 0
+    public var profilesUpdated = 0
+    public var eventsInserted = 0
+    public var duplicateEvents = 0
+    public var aliases = 0
+    public init() {}
+
+    public static func += (lhs: inout IngestCounts, rhs: IngestCounts) {
+        lhs.profilesCreated += rhs.profilesCreated
+        lhs.profilesUpdated += rhs.profilesUpdated
+        lhs.eventsInserted += rhs.eventsInserted
+        lhs.duplicateEvents += rhs.duplicateEvents
+        lhs.aliases += rhs.aliases
+    }
+}
+
+/// Loads Segment calls into `engage.profiles` / `engage.events`: COPY into a staging table,
+/// then set-based upserts in one transaction per batch. Idempotent by `messageId`.
+public struct IngestStore: Sendable {
+    public let db: PostgresConnection
+    public init(_ db: PostgresConnection) { self.db = db }
+
+    /// Creates the session's staging table.
+    public func prepare() async throws {
+        try await db.execute("""
+            CREATE TEMP TABLE IF NOT EXISTS engage_ingest_stage (
+                line bigint, kind text, profile_key text, user_id text, anonymous_id text, previous_id text,
+                message_id text, event text, occurred_at timestamptz, doc jsonb)
+            """)
+    }
+
+    /// Copies rows into the staging table. Throws the server's error when a document is one
+    /// PostgreSQL refuses (the caller then finds the bad line with ``stageOne(_:)``).
+    public func stage(_ rows: [IngestRow]) async throws {
+        try await db.execute("TRUNCATE engage_ingest_stage")
+        try await db.copyIn("COPY engage_ingest_stage FROM STDIN") { writer in
+            for r in rows {
+                try await writer.writeRow([String(r.line), r.kind, r.profileKey, r.userID, r.anonymousID, r.previousID,
+                                           r.messageID, r.event, r.occurredAt.map(Self.timestamp), r.json])
+            }
+        }
+    }
+
+    /// Stages one row with a parameterized insert; throws when PostgreSQL refuses it.
+    public func stageOne(_ r: IngestRow) async throws {
+        try await db.query("""
+            INSERT INTO engage_ingest_stage VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::timestamptz, $10::jsonb)
+            """, [r.line, r.kind, r.profileKey, r.userID, r.anonymousID, r.previousID, r.messageID, r.event,
+                  r.occurredAt.map(Self.timestamp), r.json])
+    }
+
+    public func clearStage() async throws { try await db.execute("TRUNCATE engage_ingest_stage") }
+
+    /// Applies the staged rows in one transaction.
+    public func apply() async throws -> IngestCounts {
+        try await db.withTransaction { tx in
+            var counts = IngestCounts()
+            counts.profilesCreated = try await tx.query("""
+                INSERT INTO engage.profiles (profile_id, user_id, anonymous_id)
+                SELECT DISTINCT ON (profile_key) profile_key, user_id, anonymous_id
+                FROM engage_ingest_stage WHERE kind <> 'alias'
+                ORDER BY profile_key, line
+                ON CONFLICT (profile_id) DO NOTHING
+                """).affectedRows
+            counts.profilesUpdated = try await tx.query("""
+                UPDATE engage.profiles p
+                SET traits = p.traits || t.traits, email = coalesce(t.email, p.email),
+                    user_id = coalesce(p.user_id, t.user_id), anonymous_id = coalesce(p.anonymous_id, t.anonymous_id),
+                    updated_at = now()
+                FROM (SELECT profile_key,
+                             engage.jsonb_merge(CASE
+                                 WHEN kind = 'identify' THEN coalesce(doc -> 'traits', '{}')
+                                 ELSE jsonb_build_object('group_id', doc -> 'groupId', 'group', coalesce(doc -> 'traits', '{}'))
+                             END ORDER BY line) AS traits,
+                             (array_agg(doc #>> '{traits,email}' ORDER BY line DESC)
+                                 FILTER (WHERE kind = 'identify' AND jsonb_typeof(doc #> '{traits,email}') = 'string'))[1] AS email,
+                             max(user_id) AS user_id, max(anonymous_id) AS anonymous_id
+                      FROM engage_ingest_stage WHERE kind IN ('identify', 'group')
+                      GROUP BY profile_key) t
+                WHERE p.profile_id = t.profile_key
+                """).affectedRows
+            let events = try await tx.query("""
+                INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
+                SELECT message_id, profile_key,
+                       CASE kind WHEN 'page' THEN 'Page Viewed' WHEN 'screen' THEN 'Screen Viewed' ELSE event END,
+                       coalesce(doc -> 'properties', '{}')
+                           || CASE kind WHEN 'page' THEN jsonb_strip_nulls(jsonb_build_object('page_name', doc -> 'name'))
+                                        WHEN 'screen' THEN jsonb_strip_nulls(jsonb_build_object('screen_name', doc -> 'name'))
+                                        ELSE '{}'::jsonb END,
+                       coalesce(occurred_at, now())
+                FROM engage_ingest_stage WHERE kind IN ('track', 'page', 'screen')
+                ON CONFLICT (message_id) DO NOTHING
+                """).affectedRows
+            let staged = try await tx.query("""
+                SELECT count(*)::int AS c FROM engage_ingest_stage WHERE kind IN ('track', 'page', 'screen')
+                """).first?.decode(Int.self, "c") ?? 0
+            counts.eventsInserted = events
+            counts.duplicateEvents = staged - events
+            // Aliases, in line order: the anonymous profile merges into the identified one.
+            let aliases = try await tx.query("""
+                SELECT previous_id, profile_key FROM engage_ingest_stage WHERE kind = 'alias' ORDER BY line
+                """)
+            for alias in aliases {
+                let from = try alias.decode(String.self, "previous_id"), to = try alias.decode(String.self, "profile_key")
+                guard from != to else { continue }
+                counts.aliases += try await Self.merge(from: from, into: to, tx)
+            }
+            return counts
+        }
+    }
+
+    /// Moves `from`'s events to `into` (created if missing), merges traits (the identified
+    /// profile's win), and deletes `from`. Returns 1 when there was something to merge.
+    static func merge(from: String, into: String, _ tx: PostgresConnection) async throws -> Int {
+        let exists = try await tx.query("SELECT 1 FROM engage.profiles WHERE profile_id = $1", [from]).count
+        guard exists > 0 else { return 0 }
+        try await tx.query("""
+            INSERT INTO engage.profiles (profile_id, user_id, anonymous_id) VALUES ($1, $1, $2)
+            ON CONFLICT (profile_id) DO NOTHING
+            """, [into, from])
+        try await tx.query("UPDATE engage.events SET profile_id = $2 WHERE profile_id = $1", [from, into])
+        try await tx.query("""
+            UPDATE engage.profiles t SET traits = f.traits || t.traits, email = coalesce(t.email, f.email),
+                anonymous_id = coalesce(t.anonymous_id, f.anonymous_id, f.profile_id), updated_at = now()
+            FROM engage.profiles f WHERE f.profile_id = $1 AND t.profile_id = $2
+            """, [from, into])
+        try await tx.query("DELETE FROM engage.profiles WHERE profile_id = $1", [from])
+        return 1
+    }
+
+    /// ISO-8601 in UTC with milliseconds; cheap enough to run for every row.
+    static func timestamp(_ date: Date) -> String {
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        let seconds = milliseconds >= 0 ? milliseconds / 1000 : (milliseconds - 999) / 1000
+        var t = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03lldZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
+                      Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), milliseconds - seconds * 1000)
+    }
+}

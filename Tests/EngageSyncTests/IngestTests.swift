@@ -1,0 +1,94 @@
+import EngageCore
+import Foundation
+import PostgresClient
+import Testing
+import TestSupport
+
+@Suite("ingest: Segment NDJSON into profiles and events")
+struct IngestTests {
+    func file(_ lines: [String]) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ingest-\(UUID()).ndjson").path
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func scalar(_ db: PostgresConnection, _ sql: String) async throws -> String? {
+        try await db.query(sql).first?[0]
+    }
+
+    @Test("every message type, trait merging (later wins), page/screen names, group, alias merge, idempotency")
+    func messageTypes() async throws {
+        try await TestDatabase.with { db, url in
+            let path = try file([
+                #"{"type": "identify", "messageId": "i1", "userId": "ann", "traits": {"email": "ann@old.example", "plan": "free", "city": "Oslo"}}"#,
+                #"{"type": "identify", "messageId": "i2", "userId": "ann", "traits": {"email": "ann@example.com", "plan": "pro"}}"#,
+                #"{"type": "track", "messageId": "t1", "userId": "ann", "event": "Order Completed", "properties": {"total": 42}, "timestamp": "2025-05-01T10:00:00Z"}"#,
+                #"{"type": "page", "messageId": "p1", "userId": "ann", "name": "Pricing", "properties": {"url": "https://x/pricing"}}"#,
+                #"{"type": "screen", "messageId": "s1", "anonymousId": "anon-1", "name": "Home"}"#,
+                #"{"type": "track", "messageId": "t2", "anonymousId": "anon-1", "event": "Product Viewed"}"#,
+                #"{"type": "identify", "messageId": "i3", "anonymousId": "anon-1", "traits": {"referrer": "ads", "plan": "trial"}}"#,
+                #"{"type": "group", "messageId": "g1", "userId": "ann", "groupId": "acme", "traits": {"name": "Acme"}}"#,
+                #"{"type": "alias", "messageId": "a1", "previousId": "anon-1", "userId": "ann"}"#,
+            ])
+            let first = try await CLI.run(["ingest", path, "--database-url", url])
+            #expect(first.status == 0, "\(first.stderr)")
+            #expect(try await scalar(db, "SELECT count(*) FROM engage.profiles") == "1")
+            let ann = try #require(try await db.query("SELECT user_id, email, anonymous_id, traits::text AS traits FROM engage.profiles WHERE profile_id = 'ann'").first)
+            #expect(try ann.decode(String.self, "email") == "ann@example.com")
+            #expect(try ann.decode(String.self, "anonymous_id") == "anon-1")
+            let traits = try JSONValue.parse(try ann.decode(String.self, "traits"))
+            #expect(traits["plan"] == "pro")     // the identified profile's value wins over the anonymous one
+            #expect(traits["city"] == "Oslo")
+            #expect(traits["referrer"] == "ads") // merged from the anonymous profile
+            #expect(traits["group_id"] == "acme")
+            #expect(traits["group"]?["name"] == "Acme")
+            let events = try await db.query("SELECT message_id, profile_id, event, properties::text AS p FROM engage.events ORDER BY message_id")
+            #expect(events.count == 4)
+            #expect(events.allSatisfy { $0["profile_id"] == "ann" }) // the anonymous events moved
+            #expect(events.first { $0["message_id"] == "p1" }?["event"] == "Page Viewed")
+            #expect(events.first { $0["message_id"] == "p1" }?["p"]?.contains(#""page_name": "Pricing""#) == true)
+            #expect(events.first { $0["message_id"] == "s1" }?["event"] == "Screen Viewed")
+            #expect(try await scalar(db, "SELECT occurred_at FROM engage.events WHERE message_id = 't1'") == "2025-05-01 10:00:00+00")
+
+            let fingerprint = "SELECT md5(string_agg(t, '|' ORDER BY t)) FROM (SELECT (p.profile_id, p.user_id, p.email, p.traits)::text AS t FROM engage.profiles p UNION ALL SELECT (e.message_id, e.profile_id, e.event, e.properties, e.occurred_at)::text FROM engage.events e) x"
+            let before = try await scalar(db, fingerprint)
+            let again = try await CLI.run(["ingest", path, "--database-url", url])
+            #expect(again.status == 0)
+            #expect(again.stdout.contains("0 events (4 already present)"))
+            #expect(try await scalar(db, fingerprint) == before)
+        }
+    }
+
+    @Test("malformed lines are reported by number, the rest load, exit 3")
+    func malformed() async throws {
+        try await TestDatabase.with { db, url in
+            var lines = [
+                #"{"type": "track", "messageId": "ok1", "userId": "u", "event": "E"}"#,
+                "{not json",
+                #"{"userId": "u", "event": "E"}"#,
+                #"{"type": "track", "userId": "u"}"#,
+                #"{"type": "launch", "userId": "u"}"#,
+                #"{"type": "track", "event": "E"}"#,
+                #"{"type": "track", "messageId": "nul", "userId": "u", "event": "E", "properties": {"x": "a\u0000b"}}"#,
+                #"{"type": "track", "messageId": "big", "userId": "u", "event": "E", "properties": {"n": 1e400}}"#,
+                #"{"type": "alias", "userId": "u"}"#,
+                #"{"type": "track", "messageId": "ok2", "userId": "u", "event": "E"}"#,
+            ]
+            lines.append(String(repeating: "x", count: 2 << 20))
+            var data = Data(lines.joined(separator: "\n").utf8)
+            data.append(contentsOf: [10, 0xFF, 0xFE, 10])
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID()).ndjson").path
+            try data.write(to: URL(fileURLWithPath: path))
+            let run = try await CLI.run(["ingest", path, "--database-url", url])
+            #expect(run.status == 3, "\(run.stdout) \(run.stderr)")
+            for expected in ["line 2: invalid JSON", "line 3: missing \"type\"", "line 4: a track call needs", "line 5: unknown type",
+                             "line 6: needs userId or anonymousId", "line 7: contains a NUL", "line 9: an alias needs",
+                             "line 11: longer than 1 MiB", "line 12: not valid UTF-8"] {
+                #expect(run.stderr.contains(expected), "missing: \(expected)\n\(run.stderr)")
+            }
+            #expect(run.stdout.contains("lines rejected"))
+            let ids = try await db.query("SELECT message_id FROM engage.events ORDER BY 1").map { $0["message_id"] ?? "" }
+            #expect(ids.contains("ok1") && ids.contains("ok2"))
+        }
+    }
+}
