@@ -52,14 +52,16 @@ public struct DeliveryOptions: Sendable {
     /// Rows claimed per lease.
     public var batchSize = 1_000
     /// How long a claim holds rows; after that a crashed worker's rows return.
-    public var leaseSeconds = 300.0
+    public var leaseSeconds = 120.0
     /// After the due rows are done, wait for rows scheduled for retry when the next one is
     /// due within this many seconds; 0 stops as soon as nothing is due.
     public var maxWaitSeconds = 30.0
     public var retry = RetryPolicy()
     public var requestTimeoutSeconds: Int64 = 30
+    /// Results are recorded in chunks of this many rows (at least `concurrency`).
+    public var recordChunkSize = 64
 
-    public init(batchSize: Int = 1_000, leaseSeconds: Double = 300, maxWaitSeconds: Double = 30,
+    public init(batchSize: Int = 1_000, leaseSeconds: Double = 120, maxWaitSeconds: Double = 30,
                 retry: RetryPolicy = RetryPolicy(), requestTimeoutSeconds: Int64 = 30) {
         self.batchSize = batchSize
         self.leaseSeconds = leaseSeconds
@@ -132,14 +134,13 @@ public struct Deliverer: Sendable {
             try await claims.claim(destinationID: destination.id, limit: options.batchSize,
                                    leaseSeconds: options.leaseSeconds, worker: worker)
         }
+        // Results are recorded in small chunks while the batch is still being sent, so a worker
+        // killed mid-batch leaves at most one chunk (plus what was in flight) unrecorded.
+        let recorder = Recorder(store: records, maxAttempts: destination.maxAttempts,
+                                chunkSize: max(destination.concurrency, options.recordChunkSize))
         var batch = try await claim()
-        var recording: Task<RecordedCounts, Error>?
         while true {
             if batch.isEmpty {
-                if let pending = recording {
-                    report.add(try await pending.value)
-                    recording = nil
-                }
                 if stop.isSet { break }
                 // Nothing due now: wait for a retry that is due soon, else stop.
                 guard options.maxWaitSeconds > 0, let due = try await claims.nextDue(destinationID: destination.id) else { break }
@@ -151,19 +152,19 @@ public struct Deliverer: Sendable {
             }
             let current = batch
             async let nextBatch: [ClaimedRow] = stop.isSet ? [] : claim()
-            let (results, requests) = await send(current, transport: transport, bucket: bucket, stop: stop)
+            let (requests, credentials) = await send(current, transport: transport, bucket: bucket, stop: stop, recorder: recorder)
             report.requests += requests
-            if let pending = recording { report.add(try await pending.value) }
-            if let status = results.first(where: { $0.kind == .credentials })?.statusCode {
+            if let credentials {
                 stop.set()
-                report.credentialsStatus = status
+                report.credentialsStatus = credentials
             }
-            let maxAttempts = destination.maxAttempts
-            recording = Task { try await records.record(results, maxAttempts: maxAttempts) }
+            recorder.flush()
+            report.add(try await recorder.drain())
             batch = try await nextBatch
             if stop.isSet, !batch.isEmpty {
                 // Give back rows claimed while we were stopping.
-                report.add(try await records.record(batch.map { DeliveryResult(id: $0.id, kind: .released) }, maxAttempts: maxAttempts))
+                report.add(try await records.record(batch.map { DeliveryResult(id: $0.id, kind: .released) },
+                                                    maxAttempts: destination.maxAttempts))
                 batch = []
             }
             report.seconds = (ContinuousClock.now - started).seconds
@@ -181,38 +182,36 @@ public struct Deliverer: Sendable {
     /// reach Vero in the order they were enqueued. Returns a result per row and the number of
     /// HTTP requests made.
     private func send(_ rows: [ClaimedRow], transport: VeroTransport, bucket: TokenBucket,
-                      stop: StopFlag) async -> ([DeliveryResult], Int) {
+                      stop: StopFlag, recorder: Recorder) async -> (requests: Int, credentialsStatus: Int?) {
         let groups = Self.groupByUser(rows)
         let next = NIOLockedValueBox(0)
         let requests = NIOLockedValueBox(0)
+        let credentials = NIOLockedValueBox<Int?>(nil)
         let width = max(1, min(destination.concurrency, groups.count))
-        let results = await withTaskGroup(of: [DeliveryResult].self) { group in
+        await withTaskGroup(of: Void.self) { group in
             for _ in 0..<width {
                 group.addTask {
-                    var out: [DeliveryResult] = []
                     while true {
                         let index = next.withLockedValue { i -> Int in defer { i += 1 }; return i }
                         guard index < groups.count else { break }
                         for (row, message) in groups[index] {
                             if stop.isSet {
-                                out.append(DeliveryResult(id: row.id, kind: .released))
+                                recorder.add(DeliveryResult(id: row.id, kind: .released))
                                 continue
                             }
                             let (result, sent) = await deliver(row, message, transport: transport, bucket: bucket)
                             requests.withLockedValue { $0 += sent }
-                            if result.kind == .credentials { stop.set() }
-                            out.append(result)
+                            if result.kind == .credentials {
+                                stop.set()
+                                credentials.withLockedValue { $0 = $0 ?? result.statusCode }
+                            }
+                            recorder.add(result)
                         }
                     }
-                    return out
                 }
             }
-            var all: [DeliveryResult] = []
-            all.reserveCapacity(rows.count)
-            for await part in group { all += part }
-            return all
         }
-        return (results, requests.withLockedValue { $0 })
+        return (requests.withLockedValue { $0 }, credentials.withLockedValue { $0 })
     }
 
     /// Decodes each row's message and groups rows by the user they are about (for an alias,
@@ -293,6 +292,55 @@ extension DeliveryReport {
         retried += counts.retrying
         failed += counts.failed
         rejected += counts.rejected
+    }
+}
+
+/// Collects delivery results and records them in chunks, each chunk in its own task.
+final class Recorder: Sendable {
+    private struct State {
+        var buffer: [DeliveryResult] = []
+        var tasks: [Task<RecordedCounts, Error>] = []
+    }
+
+    private let state = NIOLockedValueBox(State())
+    let store: OutboxStore
+    let maxAttempts: Int
+    let chunkSize: Int
+
+    init(store: OutboxStore, maxAttempts: Int, chunkSize: Int) {
+        self.store = store
+        self.maxAttempts = maxAttempts
+        self.chunkSize = chunkSize
+    }
+
+    func add(_ result: DeliveryResult) {
+        state.withLockedValue { s in
+            s.buffer.append(result)
+            if s.buffer.count >= chunkSize { start(&s) }
+        }
+    }
+
+    /// Starts recording whatever is buffered.
+    func flush() { state.withLockedValue { start(&$0) } }
+
+    /// Waits for every started recording and sums what they did.
+    func drain() async throws -> RecordedCounts {
+        let tasks = state.withLockedValue { s -> [Task<RecordedCounts, Error>] in defer { s.tasks = [] }; return s.tasks }
+        var total = RecordedCounts()
+        var firstError: Error?
+        for task in tasks {
+            do { total += try await task.value } catch { firstError = firstError ?? error }
+        }
+        if let firstError { throw firstError }
+        return total
+    }
+
+    private func start(_ s: inout State) {
+        guard !s.buffer.isEmpty else { return }
+        let chunk = s.buffer
+        s.buffer = []
+        let store = self.store, maxAttempts = self.maxAttempts
+        s.tasks.append(Task { try await store.record(chunk, maxAttempts: maxAttempts) })
     }
 }
 

@@ -143,7 +143,9 @@ public struct SyncRunner: Sendable {
             outcomes[i].failed = rows.failed
             outcomes[i].pending = rows.pending
             if outcomes[i].status != .failed {
-                let clean = rows.failed == 0 && rows.skipped == 0 && (rows.pending == 0 || request.noDeliver)
+                // Pending rows without an error are on their way (another worker holds them, or
+                // --no-deliver); only failures, skips and rows waiting for a retry make it partial.
+                let clean = rows.failed == 0 && rows.skipped == 0 && rows.retrying == 0
                 outcomes[i].status = clean ? .succeeded : .partial
             }
             try await runs.finish(id: runID, status: outcomes[i].status.rawValue,

@@ -64,15 +64,27 @@ final class SandboxState: @unchecked Sendable {
     private var statusCounts: [Int: Int] = [:]
     private var windowSecond: Int = 0
     private var windowCount: Int = 0
-    let configuration: SandboxConfiguration
+    private var current: SandboxConfiguration
 
-    init(configuration: SandboxConfiguration) { self.configuration = configuration }
+    init(configuration: SandboxConfiguration) { current = configuration }
+
+    /// The faults in force now (they can change at run time through `/_sandbox/faults`).
+    var configuration: SandboxConfiguration { lock.withLock { current } }
+
+    func setFaults(failRate: Double?, failStatus: Int?, latencyMilliseconds: Int?, rateLimit: Int??) {
+        lock.withLock {
+            if let failRate { current.failRate = failRate }
+            if let failStatus { current.failStatus = failStatus }
+            if let latencyMilliseconds { current.latencyMilliseconds = latencyMilliseconds }
+            if let rateLimit { current.rateLimit = rateLimit }
+        }
+    }
 
     /// True when this request is over the rate limit for the current second.
     func overRateLimit() -> Bool {
-        guard let limit = configuration.rateLimit else { return false }
         let second = Int(Date().timeIntervalSince1970)
         return lock.withLock {
+            guard let limit = current.rateLimit else { return false }
             if second != windowSecond {
                 windowSecond = second
                 windowCount = 0
@@ -92,8 +104,8 @@ final class SandboxState: @unchecked Sendable {
         lock.withLock {
             statusCounts[status, default: 0] += 1
             requests.append(entry)
-            if requests.count > configuration.maxRecordedRequests {
-                let excess = requests.count - configuration.maxRecordedRequests
+            if requests.count > current.maxRecordedRequests {
+                let excess = requests.count - current.maxRecordedRequests
                 requests.removeFirst(excess)
                 dropped += excess
             }

@@ -10,13 +10,17 @@ import NIOCore
 /// - `POST /api/v2/users/track`, `PUT /api/v2/users/edit`, `PUT /api/v2/users/tags/edit`,
 ///   `POST /api/v2/users/unsubscribe`, `POST /api/v2/users/resubscribe`,
 ///   `PUT /api/v2/users/reidentify`, `POST /api/v2/events/track`, `GET /api/v2/heartbeat`
-/// - `GET /_sandbox/users`, `GET /_sandbox/requests`, `POST /_sandbox/reset`
+/// - `GET /_sandbox/users`, `GET /_sandbox/requests`, `POST /_sandbox/reset`,
+///   `POST /_sandbox/faults` (change fault injection while running)
 public struct VeroSandbox: Sendable {
     let state: SandboxState
 
     public init(configuration: SandboxConfiguration = SandboxConfiguration()) {
         state = SandboxState(configuration: configuration)
     }
+
+    /// Every request answered so far (for in-process tests that outlive a stopped server).
+    public var recordedRequests: [SandboxRequest] { state.snapshotRequests().requests }
 
     /// A started sandbox: its port, and how to stop it.
     public struct Running: Sendable {
@@ -78,6 +82,17 @@ public struct VeroSandbox: Sendable {
                                   by_status: Dictionary(uniqueKeysWithValues: byStatus.map { (String($0), $1) }),
                                   requests: kept)
             return Self.json(200, Self.encode(listing))
+        }
+        // Change faults while running: {"fail_rate": 0.5, "fail_status": 503, "latency_ms": 2000, "rate_limit": null}
+        router.post("/_sandbox/faults") { request, _ in
+            let bytes = try await request.body.collect(upTo: 1 << 16)
+            guard let body = try? JSONValue.parse(Data(bytes.readableBytesView)).objectValue else {
+                return Self.json(400, #"{"status":400,"message":"a JSON object is required"}"#)
+            }
+            let rateLimit: Int?? = body["rate_limit"].map { $0.numberValue.map { Int($0) } }
+            state.setFaults(failRate: body["fail_rate"]?.numberValue, failStatus: body["fail_status"]?.numberValue.map { Int($0) },
+                            latencyMilliseconds: body["latency_ms"]?.numberValue.map { Int($0) }, rateLimit: rateLimit)
+            return Self.json(200, #"{"status":200,"message":"faults updated"}"#)
         }
         router.post("/_sandbox/reset") { _, _ in
             state.reset()

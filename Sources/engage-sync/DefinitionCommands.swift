@@ -59,8 +59,17 @@ extension EngageSyncCommand {
         @OptionGroup var database: DatabaseOptions
         @Argument(help: "The definition's key.") var key: String
         @Option(help: "How many sample profiles to show.") var limit = 10
+        @Flag(help: "Print the compiled SQL as a PREPARE/EXECUTE pair for psql instead of running it.") var sql = false
 
         func run() async throws {
+            if sql {
+                print(try await database.withConnection { db -> String in
+                    let repository = DefinitionRepository(db)
+                    guard let stored = try await repository.find(key: key), stored.removedAt == nil else { throw UnknownKey(key: key) }
+                    return try await repository.psqlScript(stored.definition, now: Date())
+                })
+                return
+            }
             let started = Date()
             let (definition, result) = try await database.withConnection { db in
                 let repository = DefinitionRepository(db)

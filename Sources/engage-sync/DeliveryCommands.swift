@@ -14,9 +14,11 @@ struct DeliveryFlags: ParsableArguments {
     @Option(help: "Wait for retries due within this many seconds before stopping (0: stop when nothing is due).")
     var maxWait: Double = 30
     @Option(help: "Per-request timeout in seconds.") var requestTimeout: Int64 = 30
+    @Option(help: "Seconds a worker leases the rows it claims; a crashed worker's rows return after this.")
+    var lease: Double = 120
 
     var options: DeliveryOptions {
-        DeliveryOptions(maxWaitSeconds: max(0, maxWait), requestTimeoutSeconds: max(1, requestTimeout))
+        DeliveryOptions(leaseSeconds: max(1, lease), maxWaitSeconds: max(0, maxWait), requestTimeoutSeconds: max(1, requestTimeout))
     }
 }
 

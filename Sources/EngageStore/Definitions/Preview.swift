@@ -59,3 +59,16 @@ extension DefinitionRepository {
         return result
     }
 }
+
+extension DefinitionRepository {
+    /// The compiled query as `PREPARE engage_preview AS …; EXECUTE engage_preview(…);`, for
+    /// reading, `EXPLAIN ANALYZE EXECUTE …` and benchmarks. Parameters become quoted literals.
+    public func psqlScript(_ definition: Definition, now: Date) async throws -> String {
+        let compiled = try DefinitionCompiler(audiences: try await audiences()).compile(definition, now: now)
+        let literals = compiled.parameters.map { parameter -> String in
+            guard let text = parameter.postgresBind.text else { return "NULL" }
+            return "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
+        }
+        return "PREPARE engage_preview AS\n\(compiled.sql);\nEXECUTE engage_preview(\(literals.joined(separator: ", ")));"
+    }
+}

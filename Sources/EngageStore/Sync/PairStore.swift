@@ -50,6 +50,8 @@ public struct PairStore: Sendable {
     /// How this run's rows ended up.
     public struct RowOutcome: Sendable {
         public var delivered = 0, pending = 0, failed = 0, skipped = 0
+        /// Pending rows whose last attempt failed (waiting for a retry).
+        public var retrying = 0
     }
 
     public func rowOutcome(runID: Int) async throws -> RowOutcome {
@@ -57,7 +59,8 @@ public struct PairStore: Sendable {
             SELECT count(*) FILTER (WHERE status = 'delivered')::int AS delivered,
                    count(*) FILTER (WHERE status = 'pending')::int AS pending,
                    count(*) FILTER (WHERE status IN ('failed', 'rejected'))::int AS failed,
-                   count(*) FILTER (WHERE status = 'skipped')::int AS skipped
+                   count(*) FILTER (WHERE status = 'skipped')::int AS skipped,
+                   count(*) FILTER (WHERE status = 'pending' AND last_error IS NOT NULL)::int AS retrying
             FROM engage.outbox WHERE run_id = $1
             """, [runID]).first
         var outcome = RowOutcome()
@@ -66,6 +69,7 @@ public struct PairStore: Sendable {
             outcome.pending = try row.decode(Int.self, "pending")
             outcome.failed = try row.decode(Int.self, "failed")
             outcome.skipped = try row.decode(Int.self, "skipped")
+            outcome.retrying = try row.decode(Int.self, "retrying")
         }
         return outcome
     }

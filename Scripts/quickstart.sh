@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# A five-minute demo on a private PostgreSQL under .data/ (kept between runs): build, migrate,
+# generate sample data, define audiences and traits, start the Vero sandbox, run a full sync,
+# move time forward, run an incremental sync, and show what was sent. Rerunning starts the
+# demo database afresh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source Scripts/lib-postgres.sh
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "PostgreSQL"
+pg_ensure_installed
+mkdir -p .data
+pg_private_stop "$PWD/.data/pg" # a previous run that was interrupted
+pg_private_start "$PWD/.data/pg"
+sandbox_pid=""
+cleanup() {
+  [ -n "$sandbox_pid" ] && kill "$sandbox_pid" 2>/dev/null
+  pg_private_stop "$PWD/.data/pg"
+}
+trap cleanup EXIT INT TERM
+psql "$DATABASE_URL" -X -q -c "DROP DATABASE IF EXISTS engage_demo" -c "CREATE DATABASE engage_demo"
+export DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT_PRIVATE/engage_demo"
+echo "private cluster in .data/pg on 127.0.0.1:$PGPORT_PRIVATE, database engage_demo"
+
+say "build"
+swift build --product engage-sync 2>&1 | tail -n 1
+es() { .build/debug/engage-sync "$@"; }
+
+say "engage-sync migrate"
+es migrate
+
+say "sample data: 3,000 profiles, ~45,000 events over 90 days"
+psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 <<'SQL'
+SELECT setseed(0.2024);
+INSERT INTO engage.profiles (profile_id, user_id, email, traits, created_at)
+SELECT 'user-' || i,
+       CASE WHEN i % 50 = 0 THEN NULL ELSE 'user-' || i END,            -- 2% are email-only
+       lower(first) || '.' || lower(last) || i || '@example.com',
+       jsonb_build_object('first_name', first, 'last_name', last,
+                          'plan', (ARRAY['free', 'free', 'pro', 'enterprise'])[1 + floor(random() * 4)::int],
+                          'country', (ARRAY['US', 'GB', 'FR', 'DE', 'NO'])[1 + floor(random() * 5)::int]),
+       now() - random() * interval '400 days'
+FROM generate_series(1, 3000) i,
+     LATERAL (SELECT (ARRAY['Ann', 'Bob', 'Chloé', 'Dmitri', 'Eve', 'Farah', 'Goran', 'Hana'])[1 + floor(random() * 8)::int] AS first,
+                     (ARRAY['Smith', 'Lee', 'García', 'Müller', 'Okafor', 'Nakamura'])[1 + floor(random() * 6)::int] AS last) n;
+INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
+SELECT 'signup-' || i, 'user-' || i, 'Signed Up', '{}', now() - random() * interval '90 days' FROM generate_series(1, 3000) i;
+INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
+SELECT 'view-' || g, 'user-' || (1 + floor(random() * 3000)::int), 'Product Viewed',
+       jsonb_build_object('product', 'sku-' || floor(random() * 40)::int,
+                          'category', (ARRAY['shoes', 'bags', 'hats', 'coats', 'socks'])[1 + floor(random() * 5)::int]),
+       now() - random() * interval '90 days'
+FROM generate_series(1, 25000) g;
+INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
+SELECT 'order-' || g, 'user-' || (1 + floor(random() * 3000)::int), 'Order Completed',
+       jsonb_build_object('total', round((10 + random() * 240)::numeric, 2), 'currency', 'USD'),
+       now() - random() * interval '90 days'
+FROM generate_series(1, 6000) g;
+INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
+SELECT 'open-' || g, 'user-' || (1 + floor(random() * 2400)::int), 'Email Opened', '{}', now() - random() * interval '90 days'
+FROM generate_series(1, 11000) g;
+ANALYZE;
+SQL
+
+say "engage-sync define examples/definitions.json"
+es define examples/definitions.json
+
+say "the Vero sandbox (a local Vero-compatible API)"
+export VERO_AUTH_TOKEN=quickstart-token
+sandbox_log=$(mktemp)
+.build/debug/engage-sync sandbox --port 0 --token "$VERO_AUTH_TOKEN" > "$sandbox_log" &
+sandbox_pid=$!
+for _ in $(seq 1 100); do grep -q listening "$sandbox_log" && break; sleep 0.1; done
+sandbox_url=$(grep -o 'http://[0-9.:]*' "$sandbox_log")
+echo "listening on $sandbox_url"
+es destination add vero --base-url "$sandbox_url" --token-env VERO_AUTH_TOKEN
+
+say "engage-sync preview vip_buyers"
+es preview vip_buyers --limit 3
+
+say "engage-sync run   (first run: a full sync of every definition)"
+es run || [ $? -eq 3 ]   # 3: some email-only profiles were skipped (missing_user_id), as expected
+
+say "time passes: every event moves 20 days into the past, and new orders arrive"
+psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 <<'SQL'
+UPDATE engage.events SET occurred_at = occurred_at - interval '20 days';
+INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
+SELECT 'order-new-' || g, 'user-' || (1 + floor(random() * 3000)::int), 'Order Completed',
+       jsonb_build_object('total', round((10 + random() * 240)::numeric, 2), 'currency', 'USD'), now() - random() * interval '2 days'
+FROM generate_series(1, 400) g;
+SQL
+
+say "engage-sync run --all   (incremental: only entries, exits and changed values)"
+es run --all || [ $? -eq 3 ]
+
+say "what each sync sent"
+psql "$DATABASE_URL" -X -P pager=off -c "
+SELECT r.id AS run, c.key, r.mode, r.status, r.members, r.entered, r.exited, r.changed, r.skipped
+FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id
+WHERE c.type = 'audience' ORDER BY r.id"
+
+say "a few real identify calls and the Vero requests they became"
+psql "$DATABASE_URL" -X -P pager=off -A -t -c "
+SELECT jsonb_pretty(message) || E'\n→ ' || (request -> 0 ->> 'method') || ' ' || (request -> 0 ->> 'path') || ' ' || (request -> 0 -> 'body')::text || E'\n'
+FROM engage.outbox o JOIN engage.computations c ON c.id = o.computation_id
+WHERE c.key = 'order_completed_last_30days' AND o.status = 'delivered' AND o.op IN ('enter', 'exit')
+ORDER BY o.op, o.id DESC LIMIT 2"
+
+say "explore with psql \"$DATABASE_URL\" (start the cluster again with Scripts/quickstart.sh)"
+cat <<'SQL'
+-- who is in an audience right now
+SELECT key, count(*) FROM engage.audience_members GROUP BY key ORDER BY key;
+-- recent exits, and whether Vero confirmed them
+SELECT key, user_id, status, delivered_at FROM engage.sync_changelog WHERE op = 'exit' ORDER BY created_at DESC LIMIT 10;
+-- everything that was not delivered, and why
+SELECT key, status, reason, count(*) FROM engage.delivery_failures GROUP BY 1, 2, 3;
+SQL
+
+cat <<'EOF2'
+
+To sync to your real Vero account instead of the sandbox:
+  export VERO_AUTH_TOKEN=<your Vero auth token>        # never stored in the database
+  engage-sync destination add vero --base-url https://api.getvero.com --token-env VERO_AUTH_TOKEN
+  engage-sync run                                      # from cron, every few minutes
+EOF2
