@@ -82,9 +82,9 @@ es preview vip_buyers --limit 3
 say "engage-sync run   (first run: a full sync of every definition)"
 es run || [ $? -eq 3 ]   # 3: some email-only profiles were skipped (missing_user_id), as expected
 
-say "time passes: every event moves 20 days into the past, and new orders arrive"
+say "time passes: every event moves 10 days into the past, and new orders arrive"
 psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 <<'SQL'
-UPDATE engage.events SET occurred_at = occurred_at - interval '20 days';
+UPDATE engage.events SET occurred_at = occurred_at - interval '10 days';
 INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
 SELECT 'order-new-' || g, 'user-' || (1 + floor(random() * 3000)::int), 'Order Completed',
        jsonb_build_object('total', round((10 + random() * 240)::numeric, 2), 'currency', 'USD'), now() - random() * interval '2 days'
@@ -103,9 +103,8 @@ WHERE c.type = 'audience' ORDER BY r.id"
 say "a few real identify calls and the Vero requests they became"
 psql "$DATABASE_URL" -X -P pager=off -A -t -c "
 SELECT jsonb_pretty(message) || E'\n→ ' || (request -> 0 ->> 'method') || ' ' || (request -> 0 ->> 'path') || ' ' || (request -> 0 -> 'body')::text || E'\n'
-FROM engage.outbox o JOIN engage.computations c ON c.id = o.computation_id
-WHERE c.key = 'order_completed_last_30days' AND o.status = 'delivered' AND o.op IN ('enter', 'exit')
-ORDER BY o.op, o.id DESC LIMIT 2"
+FROM (SELECT DISTINCT ON (o.op) o.message, o.request FROM engage.outbox o JOIN engage.computations c ON c.id = o.computation_id
+      WHERE c.key = 'order_completed_last_30days' AND o.status = 'delivered' ORDER BY o.op, o.id DESC) x"
 
 say "explore with psql \"$DATABASE_URL\" (start the cluster again with Scripts/quickstart.sh)"
 cat <<'SQL'

@@ -52,12 +52,10 @@ public struct VeroTransport: Sendable {
     }
 
     /// The exact bytes sent: the request body plus `auth_token`.
-    public func encodedBody(_ request: VeroRequest) -> Data {
+    public func encodedBody(_ request: VeroRequest) -> [UInt8] {
         var body = request.body
         body["auth_token"] = .string(endpoint.token)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
-        return (try? encoder.encode(body)) ?? Data("{}".utf8)
+        return JSONValue.object(body).jsonBytes(sortedKeys: false)
     }
 
     /// Sends one request; never throws: failures come back as a response without a status.

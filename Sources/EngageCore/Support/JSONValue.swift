@@ -34,18 +34,20 @@ public enum JSONValue: Sendable, Hashable, Codable {
         }
     }
 
-    /// Parses JSON text. Throws `JSONValue.ParseError` with the decoder's reason.
+    /// Parses JSON text strictly (RFC 8259; nesting up to 512 levels; numbers that do not fit
+    /// a Double are refused). Throws `JSONValue.ParseError` with the reason and byte offset.
     public static func parse(_ data: Data) throws -> JSONValue {
-        do {
-            return try JSONDecoder().decode(JSONValue.self, from: data)
-        } catch let DecodingError.dataCorrupted(context) {
-            throw ParseError(reason: context.underlyingError.map { "\($0)" } ?? context.debugDescription)
-        } catch {
-            throw ParseError(reason: "\(error)")
-        }
+        try data.withUnsafeBytes { raw in try JSONReader.parse(raw.bindMemory(to: UInt8.self)) }
     }
 
-    public static func parse(_ text: String) throws -> JSONValue { try parse(Data(text.utf8)) }
+    public static func parse(_ text: String) throws -> JSONValue {
+        var text = text
+        return try text.withUTF8 { try JSONReader.parse($0) }
+    }
+
+    public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
+        try bytes.withUnsafeBufferPointer { try JSONReader.parse($0) }
+    }
 
     public struct ParseError: Error, CustomStringConvertible, Sendable {
         public var reason: String
@@ -53,11 +55,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
     }
 
     /// Compact JSON with sorted keys: a stable text form, for hashing and storage.
-    public var jsonString: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "null"
-    }
+    public var jsonString: String { String(decoding: jsonBytes(sortedKeys: true), as: UTF8.self) }
 
     /// A short name of the JSON type, for error messages.
     public var typeName: String {

@@ -69,6 +69,13 @@ extension DefinitionRepository {
             guard let text = parameter.postgresBind.text else { return "NULL" }
             return "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
         }
-        return "PREPARE engage_preview AS\n\(compiled.sql);\nEXECUTE engage_preview(\(literals.joined(separator: ", ")));"
+        let typeNames: [UInt32: String] = [16: "boolean", 20: "bigint", 23: "integer", 701: "double precision",
+                                           1009: "text[]", 1184: "timestamptz", 2950: "uuid", 3802: "jsonb"]
+        let types = compiled.parameters.map { typeNames[$0.postgresBind.typeOID] ?? "text" }
+        return """
+            PREPARE engage_preview(\(types.joined(separator: ", "))) AS
+            \(compiled.sql);
+            EXECUTE engage_preview(\(literals.joined(separator: ", ")));
+            """
     }
 }
