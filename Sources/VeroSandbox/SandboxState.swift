@@ -104,8 +104,11 @@ final class SandboxState: @unchecked Sendable {
         lock.withLock {
             statusCounts[status, default: 0] += 1
             requests.append(entry)
-            if requests.count > current.maxRecordedRequests {
-                let excess = requests.count - current.maxRecordedRequests
+            // Trim in steps of a tenth, not one by one: removing the first element of a long
+            // array on every request made the sandbox itself the bottleneck past the limit.
+            let limit = current.maxRecordedRequests
+            if requests.count > limit + max(1, limit / 10) {
+                let excess = requests.count - limit
                 requests.removeFirst(excess)
                 dropped += excess
             }

@@ -1,0 +1,275 @@
+import AsyncHTTPClient
+import EngageCore
+import EngageStore
+import EngageSync
+import Foundation
+import PostgresClient
+import Testing
+import TestSupport
+import VeroSandbox
+
+/// Crashes, faults, concurrency, hostile input and secrets (issue 8). Each scenario is bounded
+/// in time and works in its own database.
+@Suite("Reliability: nothing lost, nothing pretended")
+struct ReliabilityTests {
+    static let audience = #"{"name": "Recent Buyers", "type": "audience", "condition": {"event": "Order Completed", "within": "30d"}}"#
+    let env = [SyncFixture.tokenVariable: SyncFixture.token]
+
+    func define(_ f: SyncFixture, _ json: String) async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("def-\(UUID()).json").path
+        try json.write(toFile: path, atomically: true, encoding: .utf8)
+        let run = try await CLI.run(["define", path, "--database-url", f.url])
+        #expect(run.status == 0, "\(run.stderr)")
+    }
+
+    func seed(_ f: SyncFixture, members: Int) async throws {
+        try await f.db.query("""
+            INSERT INTO engage.profiles (profile_id, user_id, email)
+            SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com' FROM generate_series(1, $1) i
+            """, [members])
+        try await f.db.query("""
+            INSERT INTO engage.events (message_id, profile_id, event, occurred_at)
+            SELECT 'seed-' || i, 'p' || i, 'Order Completed', now() - interval '3 days' FROM generate_series(1, $1) i
+            """, [members])
+    }
+
+    /// Polls until `sql` returns at least `atLeast` (a bounded wait).
+    func waitFor(_ f: SyncFixture, _ sql: String, atLeast: Int, seconds: Double = 60) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try await f.count(sql) >= atLeast { return }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        Issue.record("timed out waiting for \(sql) >= \(atLeast)")
+    }
+
+    /// Sandbox state versus what every profile should hold; successful requests per user.
+    func converged(_ f: SyncFixture, members: Int, exited: ClosedRange<Int>?, since: Int) async throws -> Int {
+        let users = try await f.sandboxUsers()
+        var wrong = 0
+        for i in 1...members {
+            let expected: JSONValue = (exited?.contains(i) ?? false) ? false : true
+            if users["u\(i)"]?.data["recent_buyers"] != expected { wrong += 1 }
+        }
+        #expect(wrong == 0, "\(wrong) users hold the wrong value")
+        // The ledger equals what the sandbox confirmed.
+        let mismatched = try await f.db.query("""
+            SELECT p.user_id, l.value::text AS value FROM engage.ledger l JOIN engage.profiles p USING (profile_id)
+            """).filter { row in users[row["user_id"] ?? ""]?.data["recent_buyers"]?.jsonString != row["value"] }
+        #expect(mismatched.isEmpty, "\(mismatched.count) ledger rows differ from the sandbox")
+        #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'running'") == 0)
+        let ok = try await f.sandboxRequests().requests.filter { $0.status == 200 }.dropFirst(since)
+        return ok.count
+    }
+
+    @Test("kill -9 during evaluation, after the outbox commit and mid-delivery: a plain run converges each time",
+          .timeLimit(.minutes(10)))
+    func crashAnywhere() async throws {
+        let members = 50_000
+        try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 1)) { f in
+            try await seed(f, members: members)
+            try await define(f, Self.audience)
+            let crashArgs = ["run", "--all", "--lease", "5", "--database-url", f.url]
+            let converge = ["run", "--all", "--lease", "5", "--max-wait", "20", "--database-url", f.url]
+            var sent = 0
+
+            // 1. During evaluation: killed 100 ms in.
+            var (process, out, err) = try CLI.start(crashArgs, environment: env)
+            try await Task.sleep(for: .milliseconds(100))
+            kill(process.processIdentifier, SIGKILL)
+            _ = await CLI.collect(process, out, err)
+            var run = try await CLI.run(converge, environment: env)
+            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+            var delivered = try await converged(f, members: members, exited: nil, since: sent)
+            #expect(delivered >= members)
+            #expect(delivered - members <= 300, "sent twice: \(delivered - members)")
+            print("crashAnywhere: killed during evaluation; sent twice: \(delivered - members)")
+            sent += delivered
+
+            // 2. Right after the outbox commit: 40% of members leave.
+            try await f.db.execute("UPDATE engage.events SET occurred_at = now() - interval '60 days' WHERE profile_id IN (SELECT 'p' || i FROM generate_series(1, 20000) i)")
+            (process, out, err) = try CLI.start(crashArgs, environment: env)
+            try await waitFor(f, "SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'exit'", atLeast: 1)
+            kill(process.processIdentifier, SIGKILL)
+            _ = await CLI.collect(process, out, err)
+            run = try await CLI.run(converge, environment: env)
+            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+            delivered = try await converged(f, members: members, exited: 1...20000, since: sent)
+            #expect(delivered >= 20_000)
+            #expect(delivered - 20_000 <= 300, "sent twice: \(delivered - 20_000)")
+            print("crashAnywhere: killed after the outbox commit; sent twice: \(delivered - 20_000)")
+            sent += delivered
+
+            // 3. Mid-delivery: they come back.
+            try await f.db.execute("UPDATE engage.events SET occurred_at = now() - interval '1 day' WHERE profile_id IN (SELECT 'p' || i FROM generate_series(1, 20000) i)")
+            (process, out, err) = try CLI.start(crashArgs, environment: env)
+            try await waitFor(f, "SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'enter' AND status = 'delivered' AND run_id = (SELECT max(id) FROM engage.sync_runs)", atLeast: 5_000)
+            kill(process.processIdentifier, SIGKILL)
+            _ = await CLI.collect(process, out, err)
+            run = try await CLI.run(converge, environment: env)
+            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+            delivered = try await converged(f, members: members, exited: nil, since: sent)
+            #expect(delivered >= 20_000)
+            #expect(delivered - 20_000 <= 300, "sent twice: \(delivered - 20_000)")
+            print("crashAnywhere: killed mid-delivery; sent twice: \(delivered - 20_000)")
+            // The killed runs were marked failed by the runs after them.
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'failed' AND error LIKE 'interrupted%'") >= 2)
+        }
+    }
+
+    @Test("the database connection dropped mid-run: a clear error and exit 1; the next run converges", .timeLimit(.minutes(5)))
+    func connectionDropped() async throws {
+        try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 2)) { f in
+            try await seed(f, members: 5_000)
+            try await define(f, Self.audience)
+            let (process, out, err) = try CLI.start(["run", "--lease", "5", "--database-url", f.url], environment: env)
+            try await waitFor(f, "SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'", atLeast: 200)
+            try await f.db.execute("""
+                SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid()
+                """)
+            let crashed = await CLI.collect(process, out, err)
+            #expect(crashed.status == 1, "\(crashed.stdout)\n\(crashed.stderr)")
+            #expect(crashed.stderr.contains("error:"))
+            #expect(crashed.stderr.lowercased().contains("connection") || crashed.stderr.contains("terminat"), "\(crashed.stderr)")
+            let run = try await CLI.run(["run", "--all", "--lease", "5", "--max-wait", "20", "--database-url", f.url], environment: env)
+            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+            let delivered = try await converged(f, members: 5_000, exited: nil, since: 0)
+            #expect(delivered >= 5_000)
+        }
+    }
+
+    @Test("latency past the request timeout: retried, and nothing marked delivered that the sandbox did not answer 200")
+    func timeouts() async throws {
+        try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 1_500)) { f in
+            try await f.seedOutbox(count: 40)
+            let slow = try await f.deliver(DeliveryOptions(maxWaitSeconds: 0, requestTimeoutSeconds: 1))
+            #expect(slow.delivered == 0)
+            #expect(slow.retried == 40)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE last_error LIKE 'timeout%'") == 40)
+            _ = try await HTTPClient.shared.execute({
+                var r = HTTPClientRequest(url: f.sandbox.baseURL + "/_sandbox/faults")
+                r.method = .POST
+                r.body = .bytes(.init(string: #"{"latency_ms": 0}"#))
+                return r
+            }(), timeout: .seconds(5))
+            let fast = try await f.deliver(DeliveryOptions(maxWaitSeconds: 30, retry: RetryPolicy(baseSeconds: 0.05, capSeconds: 0.5)))
+            #expect(fast.delivered == 40)
+            let ok = Set(try await f.sandboxRequests().requests.filter { $0.status == 200 }.compactMap(\.userID))
+            let marked = try await f.db.query("SELECT p.user_id FROM engage.outbox o JOIN engage.profiles p USING (profile_id) WHERE o.status = 'delivered'")
+            #expect(marked.allSatisfy { ok.contains($0["user_id"] ?? "") })
+        }
+    }
+
+    @Test("the destination goes away mid-delivery and comes back: everything delivered, nothing pretended", .timeLimit(.minutes(5)))
+    func destinationRestarts() async throws {
+        let first = VeroSandbox(configuration: SandboxConfiguration(latencyMilliseconds: 2))
+        let running = try await first.start()
+        let port = running.port
+        try await TestDatabase.with { db, url in
+            setenv(SyncFixture.tokenVariable, SyncFixture.token, 1)
+            let destination = try await DestinationRepository(db).upsert(name: "vero", settings: DestinationSettings(
+                baseURL: running.baseURL, tokenEnv: SyncFixture.tokenVariable, rate: 10_000, concurrency: 8))
+            let f = SyncFixture(db: db, url: url, sandbox: running, destination: destination)
+            try await f.seedOutbox(count: 3_000)
+            let delivery = Task {
+                try await f.deliver(DeliveryOptions(maxWaitSeconds: 30, retry: RetryPolicy(baseSeconds: 0.2, capSeconds: 1)))
+            }
+            try await waitFor(f, "SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'", atLeast: 500)
+            await running.stop()
+            try await Task.sleep(for: .seconds(1))
+            let second = VeroSandbox()
+            let restarted = try await second.start(port: port)
+            let report = try await delivery.value
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 3_000)
+            #expect(report.retried > 0)
+            let ok = Set((first.recordedRequests + second.recordedRequests).filter { $0.status == 200 }.compactMap(\.userID))
+            let marked = try await db.query("SELECT p.user_id FROM engage.outbox o JOIN engage.profiles p USING (profile_id) WHERE o.status = 'delivered'")
+            #expect(marked.count == 3_000)
+            #expect(marked.allSatisfy { ok.contains($0["user_id"] ?? "") })
+            await restarted.stop()
+        }
+    }
+
+    @Test("three run and two deliver processes at once: every change sent once, no deadlock, no run left running",
+          .timeLimit(.minutes(5)))
+    func manyProcesses() async throws {
+        try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 1)) { f in
+            try await seed(f, members: 3_000)
+            try await define(f, Self.audience)
+            try await define(f, #"{"name": "Order Count", "type": "trait", "value": {"aggregate": "count", "event": "Order Completed"}}"#)
+            try await define(f, #"{"name": "Everyone", "type": "audience", "condition": {"event": "Order Completed", "count": {"at_least": 0}}}"#)
+            let args = ["--database-url", f.url, "--max-wait", "5"]
+            let runs = try await withThrowingTaskGroup(of: CLIRun.self) { group in
+                for _ in 0..<3 { group.addTask { try await CLI.run(["run"] + args, environment: env) } }
+                for _ in 0..<2 { group.addTask { try await CLI.run(["deliver"] + args, environment: env) } }
+                var all: [CLIRun] = []
+                for try await r in group { all.append(r) }
+                return all
+            }
+            for r in runs { #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)") }
+            let requests = try await f.sandboxRequests().requests
+            #expect(requests.count == 9_000)
+            let keys = requests.map { r in "\(r.userID ?? "?")|\(r.body["data"]?.objectValue?.keys.filter { $0 != "id" && $0 != "email" }.sorted() ?? [])" }
+            #expect(Set(keys).count == 9_000)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'running'") == 0)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status <> 'delivered'") == 0)
+        }
+    }
+
+    @Test("hostile definitions: 10 MB strings, 1,000 levels of nesting, metacharacters everywhere")
+    func hostileDefinitions() async throws {
+        try await TestDatabase.with { db, url in
+            func define(_ text: String) async throws -> CLIRun {
+                let path = FileManager.default.temporaryDirectory.appendingPathComponent("h-\(UUID()).json").path
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+                return try await CLI.run(["define", path, "--database-url", url])
+            }
+            let huge = String(repeating: "x'; DROP TABLE engage.events; --", count: 320_000) // ~10 MB
+            let big = try await define(#"{"name": "\#(huge)", "type": "audience", "condition": {"event": "\#(huge)"}}"#)
+            #expect(big.status == 2)
+            #expect(big.stderr.contains("name: must be at most 255 characters"))
+            #expect(big.stderr.count < 10_000) // the error does not echo the 10 MB
+            var nested = #"{"event": "E"}"#
+            for _ in 0..<1_000 { nested = #"{"not": \#(nested)}"# }
+            let deep = try await define(#"{"name": "Deep", "type": "audience", "condition": \#(nested)}"#)
+            #expect(deep.status == 2)
+            #expect(deep.stderr.contains("nest"), "\(deep.stderr.prefix(300))")
+            let meta = #"'; SELECT pg_sleep(10); -- $1 \" \\ 漢 %s"#
+            let escaped = JSONValue.string(meta).jsonString
+            let ok = try await define(#"{"name": \#(escaped), "type": "audience", "condition": {"all": [{"event": \#(escaped), "where": [{"property": \#(escaped), "equals": \#(escaped)}]}, {"trait": \#(escaped), "contains": \#(escaped)}]}}"#)
+            #expect(ok.status == 0, "\(ok.stderr)")
+            let preview = try await CLI.run(["preview", "select_pg_sleep_10_1_s", "--database-url", url])
+            #expect(preview.status == 0, "\(preview.stderr)")
+            #expect(preview.stdout.contains("0 members"))
+            #expect(try await db.query("SELECT count(*)::int AS c FROM engage.events").first?.decode(Int.self, "c") == 0)
+        }
+    }
+
+    @Test("the auth token appears in no table, no output and no error")
+    func secrets() async throws {
+        let token = "SECRET-\(UUID().uuidString)"
+        try await SyncFixture.with(sandbox: SandboxConfiguration(token: token)) { f in
+            try await seed(f, members: 50)
+            try await define(f, Self.audience)
+            let secretEnv = [SyncFixture.tokenVariable: token]
+            let run = try await CLI.run(["run", "--database-url", f.url], environment: secretEnv)
+            #expect(run.status == 0, "\(run.stderr)")
+            let forwardFile = FileManager.default.temporaryDirectory.appendingPathComponent("s-\(UUID()).ndjson").path
+            try #"{"type": "track", "userId": "u1", "event": "Viewed"}"#.write(toFile: forwardFile, atomically: true, encoding: .utf8)
+            let forward = try await CLI.run(["forward", forwardFile, "--destination", "vero", "--database-url", f.url], environment: secretEnv)
+            let wrong = try await CLI.run(["deliver", "--database-url", f.url], environment: [SyncFixture.tokenVariable: token + "-wrong"])
+            let status = try await CLI.run(["status", "--json", "--database-url", f.url])
+            for output in [run, forward, wrong, status] {
+                #expect(!output.stdout.contains(token) && !output.stderr.contains(token))
+            }
+            let tables = try await f.db.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'engage'")
+            #expect(tables.count >= 10)
+            for table in tables {
+                let name = try table.decode(String.self, "table_name")
+                let hits = try await f.count("SELECT count(*)::int AS c FROM engage.\(name) t WHERE t::text LIKE '%' || '\(token)' || '%'")
+                #expect(hits == 0, "the token is in engage.\(name)")
+            }
+        }
+    }
+}
