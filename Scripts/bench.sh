@@ -2,17 +2,30 @@
 # Benchmarks (DESIGN §15): a release build on a private PostgreSQL; every figure is printed
 # beside its floor measured in the same run. Writes bench-results.json.
 #   Scripts/bench.sh [--profiles N] [--events-per-profile M] [--sizes 100000,300000,1000000]
+# BENCH_BUILD=debug uses the debug build instead (Scripts/test.sh's smoke run, so the script
+# cannot rot; its figures mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Scripts/lib-postgres.sh
 
 pg_ensure_installed
-if ! command -v wrk >/dev/null 2>&1; then
-  if [ "$(id -u)" -eq 0 ]; then apt-get install -y -qq wrk >&2 || apt-get update -qq && apt-get install -y -qq wrk >&2; fi
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then echo "error: install ${missing[*]}" >&2; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq "${missing[@]}" >&2 || { apt-get update -qq >&2 && apt-get install -y -qq "${missing[@]}" >&2; }
 fi
 
-echo "== release build" >&2
-swift build -c release --scratch-path .build-release --product engage-sync >&2
+if [ "${BENCH_BUILD:-release}" = debug ]; then
+  swift build --product engage-sync >&2
+  bin="$PWD/.build/debug/engage-sync"
+else
+  echo "== release build" >&2
+  swift build -c release --scratch-path .build-release --product engage-sync >&2
+  bin="$PWD/.build-release/release/engage-sync"
+fi
 
 work=$(mktemp -d /tmp/engage-sync-bench.XXXXXX)
 chmod 755 "$work"
@@ -20,4 +33,4 @@ cleanup() { pg_private_stop "$work/pg"; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 pg_private_start "$work/pg"
 
-ENGAGE_SYNC_BIN="$PWD/.build-release/release/engage-sync" python3 Scripts/bench.py --work "$work" "$@"
+ENGAGE_SYNC_BIN="$bin" python3 Scripts/bench.py --work "$work" "$@"

@@ -22,3 +22,14 @@ export ENGAGE_SYNC_BIN="$PWD/.build/debug/engage-sync"
 
 echo "== swift test"
 swift test --skip-build "$@"
+
+# A small benchmark run on the debug build, so Scripts/bench.sh cannot rot (its figures are
+# not checked: speed is judged by the real benchmark, never by a test). Skipped when the
+# caller filters tests.
+if [ $# -eq 0 ]; then
+  echo "== benchmark smoke run (Scripts/bench.sh --profiles 10000, debug build)"
+  pg_private_stop "$work/pg"
+  BENCH_BUILD=debug Scripts/bench.sh --profiles 10000 > "$work/bench.log" 2>&1 \
+    || { cat "$work/bench.log"; echo "the benchmark smoke run failed"; exit 1; }
+  grep -E "^(engage-sync benchmarks|delivery|ingest)" "$work/bench.log" || true
+fi

@@ -179,8 +179,8 @@ public struct Deliverer: Sendable {
 
     /// Sends a batch with at most `concurrency` rows in flight. Rows about the same user go
     /// through one worker in claim order, so a user's calls (identify, track, then alias)
-    /// reach Vero in the order they were enqueued. Returns a result per row and the number of
-    /// HTTP requests made.
+    /// reach Vero in the order they were enqueued. Each result goes to `recorder` as it comes.
+    /// Returns the number of HTTP requests made, and the status when Vero refused the token.
     private func send(_ rows: [ClaimedRow], transport: VeroTransport, bucket: TokenBucket,
                       stop: StopFlag, recorder: Recorder) async -> (requests: Int, credentialsStatus: Int?) {
         let groups = Self.groupByUser(rows)

@@ -185,9 +185,7 @@ public final class PostgresConnection: @unchecked Sendable {
     func sendCopyData(_ bytes: [UInt8]) async throws {
         try await blocking { conn in
             let ok = bytes.withUnsafeBufferPointer { buffer in
-                buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) {
-                    PQputCopyData(conn, $0, Int32(buffer.count))
-                }
+                buffer.withMemoryRebound(to: CChar.self) { PQputCopyData(conn, $0.baseAddress, Int32($0.count)) }
             }
             guard ok == 1 else { throw self.connectionError(statement: "COPY data") }
         }
@@ -230,9 +228,10 @@ public final class PostgresConnection: @unchecked Sendable {
         // strdup'd copies live until PQexecParams returns.
         let cValues: [UnsafeMutablePointer<CChar>?] = binds.map { bind in bind.text.map { strdup($0) } }
         defer { cValues.forEach { free($0) } }
+        guard !binds.isEmpty else { return PQexecParams(conn, sql, 0, nil, nil, nil, nil, 0) }
         return cValues.withUnsafeBufferPointer { valuesBuffer in
-            valuesBuffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(binds.count, 1)) { values in
-                PQexecParams(conn, sql, Int32(binds.count), types, binds.isEmpty ? nil : values, nil, nil, 0)
+            valuesBuffer.withMemoryRebound(to: UnsafePointer<CChar>?.self) { values in
+                PQexecParams(conn, sql, Int32(binds.count), types, values.baseAddress, nil, nil, 0)
             }
         }
     }
