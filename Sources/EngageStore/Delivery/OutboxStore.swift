@@ -72,13 +72,14 @@ public struct OutboxStore: Sendable {
 
     /// Leases up to `limit` pending rows of a destination that are due, oldest first.
     /// `FOR UPDATE SKIP LOCKED` lets any number of workers share the outbox; a row whose lease
-    /// expired (its worker died) is claimed again.
+    /// expired (its worker died) is claimed again — by another worker: a worker never re-claims
+    /// its own rows, which it may still be about to send (a slow batch outliving its lease).
     public func claim(destinationID: Int, limit: Int, leaseSeconds: Double, worker: String) async throws -> [ClaimedRow] {
         let rows = try await db.query("""
             WITH due AS (
                 SELECT id FROM engage.outbox
                 WHERE destination_id = $1 AND status = 'pending' AND next_attempt_at <= now()
-                  AND (locked_until IS NULL OR locked_until < now())
+                  AND (locked_until IS NULL OR (locked_until < now() AND locked_by IS DISTINCT FROM $4))
                 ORDER BY next_attempt_at, id
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED)
