@@ -23,7 +23,7 @@ public struct Ingestor: Sendable {
         self.batchSize = batchSize
     }
 
-    public func ingest(path: String?, onBadLine: @Sendable (String) -> Void) async throws -> Report {
+    public func ingest(path: String?, onBadLine: @escaping @Sendable (String) -> Void) async throws -> Report {
         let db = try await PostgresConnection.connect(databaseURL)
         do {
             let report = try await ingest(db: db, path: path, onBadLine: onBadLine)
@@ -35,30 +35,30 @@ public struct Ingestor: Sendable {
         }
     }
 
-    private func ingest(db: PostgresConnection, path: String?, onBadLine: @Sendable (String) -> Void) async throws -> Report {
+    private func ingest(db: PostgresConnection, path: String?, onBadLine: @escaping @Sendable (String) -> Void) async throws -> Report {
         let store = IngestStore(db)
         try await store.prepare()
         let started = ContinuousClock.now
         var report = Report()
         var batch: [IngestRow] = []
         batch.reserveCapacity(batchSize)
+        // One batch is loaded while the next is parsed: PostgreSQL and Swift work at once.
+        var loading: Task<(IngestCounts, Int), Error>?
+
+        func finishLoading() async throws {
+            guard let task = loading else { return }
+            loading = nil
+            let (counts, rejected) = try await task.value
+            report.counts += counts
+            report.rejected += rejected
+        }
 
         func flush() async throws {
+            try await finishLoading()
             guard !batch.isEmpty else { return }
-            do {
-                try await store.stage(batch)
-            } catch let error as PostgresError where error.kind == .server {
-                // A document PostgreSQL refuses: stage line by line to find and skip the bad ones.
-                try await store.clearStage()
-                for row in batch {
-                    do { try await store.stageOne(row) } catch let e as PostgresError where e.kind == .server {
-                        report.rejected += 1
-                        onBadLine("line \(row.line): PostgreSQL cannot store it (\(e.message))")
-                    }
-                }
-            }
-            report.counts += try await store.apply()
+            let rows = batch
             batch.removeAll(keepingCapacity: true)
+            loading = Task { try await Self.load(rows, store: store, onBadLine: onBadLine) }
         }
 
         try await LineReader(path: path).forEachLine { line in
@@ -73,8 +73,28 @@ public struct Ingestor: Sendable {
             if batch.count >= batchSize { try await flush() }
         }
         try await flush()
+        try await finishLoading()
         report.seconds = (ContinuousClock.now - started).seconds
         return report
+    }
+
+    /// Stages and applies one batch. A document PostgreSQL refuses makes the batch go in line
+    /// by line, so only the bad lines are skipped. Returns the counts and how many were refused.
+    static func load(_ rows: [IngestRow], store: IngestStore, onBadLine: @Sendable (String) -> Void)
+        async throws -> (IngestCounts, Int) {
+        var refused = 0
+        do {
+            try await store.stage(rows)
+        } catch let error as PostgresError where error.kind == .server {
+            try await store.clearStage()
+            for row in rows {
+                do { try await store.stageOne(row) } catch let e as PostgresError where e.kind == .server {
+                    refused += 1
+                    onBadLine("line \(row.line): PostgreSQL cannot store it (\(e.message))")
+                }
+            }
+        }
+        return (try await store.apply(), refused)
     }
 
     struct Reason: Error, CustomStringConvertible { var description: String }
