@@ -105,22 +105,11 @@ public struct Deliverer: Sendable {
         let transport = VeroTransport(client: client, endpoint: VeroEndpoint(
             baseURL: destination.baseURL, token: token, requestTimeout: .seconds(options.requestTimeoutSeconds)))
         let bucket = TokenBucket(rate: destination.rate)
-        let claimDB = try await PostgresConnection.connect(databaseURL)
-        let recordDB: PostgresConnection
-        do { recordDB = try await PostgresConnection.connect(databaseURL) } catch {
-            await claimDB.close()
-            throw error
-        }
-        do {
-            let report = try await run(claims: OutboxStore(claimDB), records: OutboxStore(recordDB), transport: transport,
-                                       bucket: bucket, progress: progress)
-            await claimDB.close()
-            await recordDB.close()
-            return report
-        } catch {
-            await claimDB.close()
-            await recordDB.close()
-            throw error
+        return try await PostgresConnection.withConnection(databaseURL) { claimDB in
+            try await PostgresConnection.withConnection(databaseURL) { recordDB in
+                try await run(claims: OutboxStore(claimDB), records: OutboxStore(recordDB), transport: transport,
+                              bucket: bucket, progress: progress)
+            }
         }
     }
 

@@ -22,15 +22,9 @@ public struct Forwarder: Sendable {
     /// Reads `path` (or stdin), enqueues, then delivers. `onBadLine` receives `line N: reason`.
     public func forward(path: String?, destinationName: String, client: HTTPClient, options: DeliveryOptions,
                         onBadLine: @Sendable (String) -> Void) async throws -> Report {
-        let db = try await PostgresConnection.connect(databaseURL)
-        do {
-            let report = try await forward(db: db, path: path, destinationName: destinationName, client: client,
-                                           options: options, onBadLine: onBadLine)
-            await db.close()
-            return report
-        } catch {
-            await db.close()
-            throw error
+        try await PostgresConnection.withConnection(databaseURL) { db in
+            try await forward(db: db, path: path, destinationName: destinationName, client: client,
+                              options: options, onBadLine: onBadLine)
         }
     }
 

@@ -24,14 +24,8 @@ public struct Ingestor: Sendable {
     }
 
     public func ingest(path: String?, onBadLine: @escaping @Sendable (String) -> Void) async throws -> Report {
-        let db = try await PostgresConnection.connect(databaseURL)
-        do {
-            let report = try await ingest(db: db, path: path, onBadLine: onBadLine)
-            await db.close()
-            return report
-        } catch {
-            await db.close()
-            throw error
+        try await PostgresConnection.withConnection(databaseURL) { db in
+            try await ingest(db: db, path: path, onBadLine: onBadLine)
         }
     }
 

@@ -69,28 +69,16 @@ public struct SyncRunner: Sendable {
 
     public func run(_ request: SyncRequest, now: Date = Date(), onOutcome: @Sendable (PairOutcome) -> Void = { _ in })
         async throws -> [PairOutcome] {
-        let db = try await PostgresConnection.connect(databaseURL)
-        do {
-            let outcomes = try await run(request, db: db, now: now, onOutcome: onOutcome)
-            await db.close() // releases every pair lock
-            return outcomes
-        } catch {
-            await db.close()
-            throw error
+        // Closing the connection releases every pair lock, whatever happened.
+        try await PostgresConnection.withConnection(databaseURL) { db in
+            try await run(request, db: db, now: now, onOutcome: onOutcome)
         }
     }
 
     /// `remove KEY`: tombstones the definition, then (unless `keepValues`) tells every
     /// destination that holds `true` (or a trait value) for a profile that it no longer does.
     public func remove(key: String, keepValues: Bool, delivery: DeliveryOptions) async throws -> [PairOutcome] {
-        let db = try await PostgresConnection.connect(databaseURL)
-        do {
-            _ = try await DefinitionRepository(db).remove(key: key)
-            await db.close()
-        } catch {
-            await db.close()
-            throw error
-        }
+        _ = try await PostgresConnection.withConnection(databaseURL) { try await DefinitionRepository($0).remove(key: key) }
         if keepValues { return [] }
         var request = SyncRequest()
         request.keys = [key]

@@ -71,6 +71,20 @@ public final class PostgresConnection: @unchecked Sendable {
         return connection
     }
 
+    /// Connects, runs `body`, and closes the connection whether `body` returns or throws.
+    public static func withConnection<T: Sendable>(_ conninfo: String? = nil,
+                                                   _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        let connection = try await connect(conninfo)
+        do {
+            let value = try await body(connection)
+            await connection.close()
+            return value
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
     /// Closes the connection. Further calls throw.
     public func close() async {
         _ = try? await Self.runBlocking { [self] in

@@ -27,22 +27,10 @@ struct DatabaseOptions: ParsableArguments {
     /// `--database-url`, else `DATABASE_URL`; nil lets libpq read the `PG*` variables.
     var resolvedURL: String? { databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"] }
 
-    /// Connects as `psql` would: `--database-url`, then `DATABASE_URL`, then the `PG*` variables.
-    func connect() async throws -> PostgresConnection {
-        try await PostgresConnection.connect(resolvedURL)
-    }
-
-    /// Runs `body` with a connection and closes it afterwards, whatever happens.
+    /// Connects as `psql` would (`--database-url`, then `DATABASE_URL`, then the `PG*`
+    /// variables), runs `body`, and closes the connection whatever happens.
     func withConnection<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        let db = try await connect()
-        do {
-            let value = try await body(db)
-            await db.close()
-            return value
-        } catch {
-            await db.close()
-            throw error
-        }
+        try await PostgresConnection.withConnection(resolvedURL, body)
     }
 }
 
