@@ -6,6 +6,11 @@ import PostgresClient
 /// `ingest`: Segment-spec NDJSON into `engage.profiles` / `engage.events`, streamed in batches
 /// (memory stays flat however large the file). A malformed line is reported as `line N: reason`
 /// and skipped; the rest load.
+///
+/// Rows are split into `lanes` by profile key, each with its own connection, so PostgreSQL
+/// loads on every core while Swift parses; one profile's calls always share a lane and so
+/// apply in file order. An alias touches two profiles: it waits for everything before it, and
+/// everything after it waits for it.
 public struct Ingestor: Sendable {
     public struct Report: Sendable {
         public var lines = 0
@@ -17,57 +22,91 @@ public struct Ingestor: Sendable {
 
     public let databaseURL: String?
     public let batchSize: Int
+    public let lanes: Int
 
-    public init(databaseURL: String?, batchSize: Int = 20_000) {
+    public init(databaseURL: String?, batchSize: Int = 10_000, lanes: Int = 2) {
         self.databaseURL = databaseURL
         self.batchSize = batchSize
+        self.lanes = max(1, lanes)
     }
 
     public func ingest(path: String?, onBadLine: @escaping @Sendable (String) -> Void) async throws -> Report {
-        try await PostgresConnection.withConnection(databaseURL) { db in
-            try await ingest(db: db, path: path, onBadLine: onBadLine)
+        var stores: [IngestStore] = []
+        do {
+            for _ in 0..<lanes {
+                let store = IngestStore(try await PostgresConnection.connect(databaseURL))
+                stores.append(store)
+                try await store.prepare()
+            }
+            let report = try await ingest(stores: stores, path: path, onBadLine: onBadLine)
+            for store in stores { await store.db.close() }
+            return report
+        } catch {
+            for store in stores { await store.db.close() }
+            throw error
         }
     }
 
-    private func ingest(db: PostgresConnection, path: String?, onBadLine: @escaping @Sendable (String) -> Void) async throws -> Report {
-        let store = IngestStore(db)
-        try await store.prepare()
+    private func ingest(stores: [IngestStore], path: String?, onBadLine: @escaping @Sendable (String) -> Void) async throws -> Report {
         let started = ContinuousClock.now
         var report = Report()
-        var batch: [IngestRow] = []
-        batch.reserveCapacity(batchSize)
-        // One batch is loaded while the next is parsed: PostgreSQL and Swift work at once.
-        var loading: Task<(IngestCounts, Int), Error>?
+        var batches = Array(repeating: [IngestRow](), count: stores.count)
+        var aliases: [IngestRow] = []
+        // At most one batch per lane is loading while the next is parsed.
+        var loading = [Task<(IngestCounts, Int), Error>?](repeating: nil, count: stores.count)
 
-        func finishLoading() async throws {
-            guard let task = loading else { return }
-            loading = nil
+        func finish(_ lane: Int) async throws {
+            guard let task = loading[lane] else { return }
+            loading[lane] = nil
             let (counts, rejected) = try await task.value
             report.counts += counts
             report.rejected += rejected
         }
-
-        func flush() async throws {
-            try await finishLoading()
-            guard !batch.isEmpty else { return }
-            let rows = batch
-            batch.removeAll(keepingCapacity: true)
-            loading = Task { try await Self.load(rows, store: store, onBadLine: onBadLine) }
+        func flush(_ lane: Int) async throws {
+            try await finish(lane)
+            guard !batches[lane].isEmpty else { return }
+            let rows = batches[lane], store = stores[lane]
+            batches[lane].removeAll(keepingCapacity: true)
+            loading[lane] = Task { try await Self.load(rows, store: store, onBadLine: onBadLine) }
+        }
+        func drain() async throws {
+            for lane in stores.indices { try await flush(lane) }
+            for lane in stores.indices { try await finish(lane) }
+        }
+        func applyAliases() async throws {
+            let (counts, rejected) = try await Self.load(aliases, store: stores[0], onBadLine: onBadLine)
+            report.counts += counts
+            report.rejected += rejected
+            aliases.removeAll()
         }
 
-        try await LineReader(path: path).forEachLine { line in
-            report.lines += 1
-            switch Self.parse(line) {
-            case .success(let row?): batch.append(row)
-            case .success(nil): break // blank line
-            case .failure(let reason):
-                report.rejected += 1
-                onBadLine("line \(line.number): \(reason.description)")
+        do {
+            try await LineReader(path: path).forEachLine { line in
+                report.lines += 1
+                switch Self.parse(line) {
+                case .success(let row?) where row.kind == "alias":
+                    if aliases.isEmpty { try await drain() }
+                    aliases.append(row)
+                    if aliases.count >= batchSize { try await applyAliases() }
+                case .success(let row?):
+                    if !aliases.isEmpty { try await applyAliases() }
+                    let lane = stores.count == 1 ? 0 : Int(StableHash.fnv1a(row.profileKey) % UInt64(stores.count))
+                    batches[lane].append(row)
+                    if batches[lane].count >= batchSize { try await flush(lane) }
+                case .success(nil):
+                    break // blank line
+                case .failure(let reason):
+                    report.rejected += 1
+                    onBadLine("line \(line.number): \(reason.description)")
+                }
             }
-            if batch.count >= batchSize { try await flush() }
+            if !aliases.isEmpty { try await applyAliases() }
+            try await drain()
+        } catch {
+            // Let every lane's statement end before the connections close.
+            for task in loading { _ = try? await task?.value }
+            throw error
         }
-        try await flush()
-        try await finishLoading()
         report.seconds = (ContinuousClock.now - started).seconds
         return report
     }
@@ -99,18 +138,20 @@ public struct Ingestor: Sendable {
         guard let text = String(validating: line.bytes, as: UTF8.self) else {
             return .failure(Reason(description: "not valid UTF-8"))
         }
-        if text.allSatisfy(\.isWhitespace) { return .success(nil) }
-        if line.bytes.contains(0) || text.contains("\\u0000") {
+        if line.bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return .success(nil) }
+        if containsNUL(line.bytes) {
             return .failure(Reason(description: "contains a NUL character, which PostgreSQL cannot store"))
         }
-        let message: SegmentMessage
-        do { message = try SegmentMessage(line: text) } catch { return .failure(Reason(description: "\(error)")) }
+        let parsed: SegmentMessage.WithPayloads
+        do { parsed = try SegmentMessage.parseKeepingPayloads(line.bytes) } catch {
+            return .failure(Reason(description: "\(error)"))
+        }
+        let message = parsed.message
         let key: String
         if message.type == .alias {
-            guard let previous = message.previousId, let user = message.userId else {
+            guard message.previousId != nil, let user = message.userId else {
                 return .failure(Reason(description: "an alias needs previousId and userId"))
             }
-            _ = previous
             key = user
         } else {
             guard let k = message.userId ?? message.anonymousId else {
@@ -120,8 +161,34 @@ public struct Ingestor: Sendable {
         }
         // Without a messageId, the line's own hash keeps re-ingesting idempotent.
         let messageID = message.messageId ?? "line-" + StableHash.hex(text)
-        return .success(IngestRow(line: line.number, kind: message.type.rawValue, profileKey: key, userID: message.userId,
-                                  anonymousID: message.anonymousId, previousID: message.previousId, messageID: messageID,
-                                  event: message.event, occurredAt: message.timestamp, json: text))
+        var row = IngestRow(line: line.number, kind: message.type.rawValue, profileKey: key, userID: message.userId,
+                            anonymousID: message.anonymousId, previousID: message.previousId, messageID: messageID,
+                            event: message.event, occurredAt: message.timestamp)
+        switch message.type {
+        case .track: row.payload = parsed.propertiesJSON
+        case .page, .screen: row.payload = parsed.propertiesJSON; row.name = message.name
+        case .identify: row.payload = parsed.traitsJSON; row.email = message.traits["email"]?.stringValue
+        case .group: row.payload = parsed.traitsJSON; row.groupID = message.groupId
+        case .alias: break
+        }
+        return .success(row)
+    }
+
+    /// A raw NUL byte, or a `\u0000` escape (one not itself escaped as `\\u0000`).
+    static func containsNUL(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBufferPointer { b in
+            guard let base = b.baseAddress else { return false }
+            if memchr(base, 0, b.count) != nil { return true }
+            var i = 0
+            while i < b.count {
+                guard let hit = memchr(base + i, 0x5C, b.count - i) else { return false }
+                let at = base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+                if at + 5 < b.count, b[at + 1] == 0x75, b[at + 2] == 0x30, b[at + 3] == 0x30, b[at + 4] == 0x30, b[at + 5] == 0x30 {
+                    return true
+                }
+                i = at + 2 // skip the escaped character, so `\\` never starts an escape
+            }
+            return false
+        }
     }
 }

@@ -40,20 +40,42 @@ public struct LineReader: Sendable {
         var current: [UInt8] = []
         var tooLong = false
         var number = 0
+        // Appends a piece of a line, keeping at most `maxLineBytes` of it.
+        func append(_ piece: UnsafeBufferPointer<UInt8>) {
+            let room = maxLineBytes - current.count
+            if piece.count > room { tooLong = true }
+            if room > 0 { current.append(contentsOf: UnsafeBufferPointer(rebasing: piece.prefix(room))) }
+        }
         while true {
             let chunk = handle.readData(ofLength: 1 << 20)
             if chunk.isEmpty { break }
-            for byte in chunk {
-                if byte == 10 {
-                    number += 1
-                    try await body(Line(number: number, bytes: current, tooLong: tooLong))
-                    current.removeAll(keepingCapacity: true)
-                    tooLong = false
-                } else if current.count < maxLineBytes {
-                    current.append(byte)
-                } else {
-                    tooLong = true
+            // Lines are found with memchr on the chunk's bytes and copied whole, not byte by byte.
+            var lines: [(bytes: [UInt8], tooLong: Bool)] = []
+            chunk.withUnsafeBytes { raw in
+                let bytes = raw.bindMemory(to: UInt8.self)
+                guard let base = bytes.baseAddress else { return }
+                var start = 0
+                while start < bytes.count {
+                    guard let hit = memchr(base + start, 10, bytes.count - start) else {
+                        append(UnsafeBufferPointer(rebasing: bytes[start...]))
+                        return
+                    }
+                    let end = base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+                    let piece = UnsafeBufferPointer(rebasing: bytes[start..<end])
+                    if current.isEmpty, !tooLong, piece.count <= maxLineBytes {
+                        lines.append((Array(piece), false)) // the usual case: the whole line is in this chunk
+                    } else {
+                        append(piece)
+                        lines.append((current, tooLong))
+                        current = []
+                        tooLong = false
+                    }
+                    start = end + 1
                 }
+            }
+            for line in lines {
+                number += 1
+                try await body(Line(number: number, bytes: line.bytes, tooLong: line.tooLong))
             }
         }
         if !current.isEmpty || tooLong {

@@ -351,6 +351,13 @@ public final class PostgresCopyWriter: @unchecked Sendable {
     }
 
     static func appendEscaped(_ value: String, to out: inout [UInt8]) {
+        // Most values need no escaping: copy them whole.
+        let plain = value.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            guard !bytes.contains(where: { $0 == 92 || $0 == 9 || $0 == 10 || $0 == 13 }) else { return false }
+            out.append(contentsOf: bytes)
+            return true
+        }
+        if plain == true { return }
         for byte in value.utf8 {
             switch byte {
             case 92: out.append(contentsOf: [92, 92])

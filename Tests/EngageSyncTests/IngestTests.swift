@@ -91,4 +91,55 @@ struct IngestTests {
             #expect(ids.contains("ok1") && ids.contains("ok2"))
         }
     }
+
+    @Test("payloads are stored as sent (escapes, Unicode, nesting); an alias across lanes moves events before and after it")
+    func payloadsAndLanes() async throws {
+        try await TestDatabase.with { db, url in
+            // Pick an anonymous id whose profile loads on the other lane than the user's.
+            let lane = { (key: String) in StableHash.fnv1a(key) % 2 }
+            let anon = try #require((0..<100).map { "anon-\($0)" }.first { lane($0) != lane("bea") })
+            let properties = #"{"quote": "a\"b", "tab": "x\ty", "backslash": "c:\\dir", "not_nul": "\\u0000", "u": "\u00e9 😀", "list": [1, 2.5, {"deep": [true, null]}]}"#
+            var lines = [#"{"type": "track", "messageId": "e0", "userId": "bea", "event": "Escapes", "properties": \#(properties)}"#]
+            lines += (1...30).map { #"{"type": "track", "messageId": "before\#($0)", "anonymousId": "\#(anon)", "event": "Product Viewed"}"# }
+            lines.append(#"{"type": "alias", "previousId": "\#(anon)", "userId": "bea"}"#)
+            lines += (1...30).map { #"{"type": "track", "messageId": "after\#($0)", "userId": "bea", "event": "Product Viewed"}"# }
+            let run = try await CLI.run(["ingest", try file(lines), "--database-url", url])
+            #expect(run.status == 0, "\(run.stderr)")
+            let stored = try #require(try await scalar(db, "SELECT properties::text FROM engage.events WHERE message_id = 'e0'"))
+            #expect(try JSONValue.parse(stored) == JSONValue.parse(properties))
+            #expect(try await scalar(db, "SELECT count(*) FROM engage.events WHERE profile_id = 'bea'") == "61")
+            #expect(try await scalar(db, "SELECT count(*) FROM engage.profiles") == "1")
+        }
+    }
+
+    @Test("a 1M-event file loads completely; the throughput is printed")
+    func millionEvents() async throws {
+        try await TestDatabase.with { db, url in
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("million-\(UUID()).ndjson").path
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            FileManager.default.createFile(atPath: path, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+            let profiles = 100_000, events = 1_000_000
+            var chunk = ""
+            for p in 0..<profiles {
+                chunk += #"{"type":"identify","messageId":"id\#(p)","userId":"m\#(p)","traits":{"email":"m\#(p)@example.com","plan":"p\#(p % 3)"}}"# + "\n"
+                if chunk.utf8.count > 1 << 20 { handle.write(Data(chunk.utf8)); chunk = "" }
+            }
+            for e in 0..<events {
+                chunk += #"{"type":"track","messageId":"ev\#(e)","userId":"m\#(e % profiles)","event":"Order Completed","properties":{"total":\#(e % 997),"sku":"s\#(e % 50)"},"timestamp":"2025-0\#(1 + e % 9)-1\#(e % 10)T10:00:00.000Z"}"# + "\n"
+                if chunk.utf8.count > 1 << 20 { handle.write(Data(chunk.utf8)); chunk = "" }
+            }
+            handle.write(Data(chunk.utf8))
+            try handle.close()
+            let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
+
+            let run = try await CLI.run(["ingest", path, "--database-url", url])
+            #expect(run.status == 0, "\(run.stderr)")
+            #expect(run.stdout.contains("\(events) events (0 already present), \(profiles) profiles created"), "\(run.stdout)")
+            #expect(try await scalar(db, "SELECT count(*) FROM engage.events") == "\(events)")
+            #expect(try await scalar(db, "SELECT count(*) FROM engage.profiles WHERE email = profile_id || '@example.com'") == "\(profiles)")
+            #expect(try await scalar(db, "SELECT sum((properties->>'total')::int) FROM engage.events") == "\((0..<events).reduce(0) { $0 + $1 % 997 })")
+            print("ingest of \(events + profiles) lines (\(size / 1_000_000) MB, debug build): \(run.stdout.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
 }

@@ -99,6 +99,30 @@ public struct SegmentMessage: Sendable, Hashable {
         }
         try self.init(json: json)
     }
+
+    /// A call and its `properties` and `traits` objects as their original JSON text (nil when
+    /// absent or empty), for a loader that stores them as they came instead of re-encoding them.
+    public struct WithPayloads: Sendable {
+        public var message: SegmentMessage
+        public var propertiesJSON: String?
+        public var traitsJSON: String?
+    }
+
+    /// Parses one NDJSON line, keeping the text of `properties` and `traits`.
+    public static func parseKeepingPayloads(_ line: [UInt8]) throws -> WithPayloads {
+        let (json, texts): (JSONValue, [String?]) = try line.withUnsafeBufferPointer { buffer in
+            let parsed: (value: JSONValue, ranges: [Range<Int>?])
+            do { parsed = try JSONReader.parse(buffer, locating: ["properties", "traits"]) } catch {
+                throw DecodingError(reason: "\(error)")
+            }
+            return (parsed.value, parsed.ranges.map { range in
+                range.map { String(decoding: UnsafeBufferPointer(rebasing: buffer[$0]), as: UTF8.self) }
+            })
+        }
+        let message = try SegmentMessage(json: json)
+        return WithPayloads(message: message, propertiesJSON: message.properties.isEmpty ? nil : texts[0],
+                            traitsJSON: message.traits.isEmpty ? nil : texts[1])
+    }
 }
 
 /// Segment timestamps: ISO-8601 with or without fractional seconds; a bare year or date

@@ -6,17 +6,32 @@ enum JSONReader {
     static let maxDepth = 512
 
     static func parse(_ bytes: UnsafeBufferPointer<UInt8>) throws -> JSONValue {
-        var reader = Cursor(bytes: bytes)
+        try parse(bytes, locating: []).value
+    }
+
+    /// Parses, and also finds where the values of the top-level members named in `members`
+    /// lie in `bytes` (nil for a member that is absent).
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, locating members: [String]) throws
+        -> (value: JSONValue, ranges: [Range<Int>?]) {
+        var reader = Cursor(bytes: bytes, locate: members, located: Array(repeating: nil, count: members.count))
         reader.skipWhitespace()
         let value = try reader.value(depth: 0)
         reader.skipWhitespace()
         guard reader.index == bytes.count else { throw reader.error("unexpected text after the JSON value") }
-        return value
+        return (value, reader.located)
     }
 
     struct Cursor {
         let bytes: UnsafeBufferPointer<UInt8>
         var index = 0
+        let locate: [String]
+        var located: [Range<Int>?]
+
+        init(bytes: UnsafeBufferPointer<UInt8>, locate: [String] = [], located: [Range<Int>?] = []) {
+            self.bytes = bytes
+            self.locate = locate
+            self.located = located
+        }
 
         func error(_ reason: String) -> JSONValue.ParseError {
             JSONValue.ParseError(reason: "\(reason) at byte \(index)")
@@ -65,7 +80,9 @@ enum JSONReader {
                 guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
                 index += 1
                 skipWhitespace()
+                let start = index
                 result[key] = try value(depth: depth + 1)
+                if depth == 0, !locate.isEmpty, let i = locate.firstIndex(of: key) { located[i] = start..<index }
                 skipWhitespace()
                 guard index < bytes.count else { throw error("unexpected end of input") }
                 if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
@@ -93,17 +110,20 @@ enum JSONReader {
         mutating func string() throws -> String {
             index += 1
             let start = index
-            // Fast path: no escapes.
+            var ascii = true
+            // Fast path: no escapes; ASCII needs no UTF-8 validation.
             while index < bytes.count {
                 let b = bytes[index]
                 if b == UInt8(ascii: "\"") {
                     let slice = UnsafeBufferPointer(rebasing: bytes[start..<index])
                     index += 1
+                    if ascii { return String(decoding: slice, as: UTF8.self) }
                     guard let text = String(validating: slice, as: UTF8.self) else { throw error("invalid UTF-8 in a string") }
                     return text
                 }
                 if b == UInt8(ascii: "\\") { break }
                 if b < 0x20 { throw error("unescaped control character in a string") }
+                if b >= 0x80 { ascii = false }
                 index += 1
             }
             var out = Array(bytes[start..<index])

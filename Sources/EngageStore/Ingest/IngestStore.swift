@@ -1,7 +1,7 @@
 import Foundation
 import PostgresClient
 
-/// One Segment call ready for loading: the fields ingest needs, and the call as JSON text.
+/// One Segment call ready for loading: the fields ingest stores, already taken out of the JSON.
 public struct IngestRow: Sendable {
     public var line: Int
     public var kind: String
@@ -13,10 +13,16 @@ public struct IngestRow: Sendable {
     public var messageID: String
     public var event: String?
     public var occurredAt: Date?
-    public var json: String
+    /// page/screen: the name; group: the group id; identify: `traits.email` when a string.
+    public var name: String?
+    public var groupID: String?
+    public var email: String?
+    /// The JSON text of `properties` (track, page, screen) or `traits` (identify, group).
+    public var payload: String?
 
     public init(line: Int, kind: String, profileKey: String, userID: String?, anonymousID: String?, previousID: String?,
-                messageID: String, event: String?, occurredAt: Date?, json: String) {
+                messageID: String, event: String?, occurredAt: Date?, name: String? = nil, groupID: String? = nil,
+                email: String? = nil, payload: String? = nil) {
         self.line = line
         self.kind = kind
         self.profileKey = profileKey
@@ -26,7 +32,16 @@ public struct IngestRow: Sendable {
         self.messageID = messageID
         self.event = event
         self.occurredAt = occurredAt
-        self.json = json
+        self.name = name
+        self.groupID = groupID
+        self.email = email
+        self.payload = payload
+    }
+
+    /// The values in staging-table column order, as COPY text.
+    var columns: [String?] {
+        [String(line), kind, profileKey, userID, anonymousID, previousID, messageID, event,
+         occurredAt.map { String(Int64(($0.timeIntervalSince1970 * 1_000_000).rounded())) }, name, groupID, email, payload]
     }
 }
 
@@ -54,33 +69,32 @@ public struct IngestStore: Sendable {
     public let db: PostgresConnection
     public init(_ db: PostgresConnection) { self.db = db }
 
-    /// Creates the session's staging table.
+    /// Creates the session's staging table. Times are microseconds since the epoch: cheaper
+    /// to write and to read than timestamp text.
     public func prepare() async throws {
         try await db.execute("""
             CREATE TEMP TABLE IF NOT EXISTS engage_ingest_stage (
                 line bigint, kind text, profile_key text, user_id text, anonymous_id text, previous_id text,
-                message_id text, event text, occurred_at timestamptz, doc jsonb)
+                message_id text, event text, occurred_us bigint, name text, group_id text, email text, payload jsonb)
             """)
     }
 
-    /// Copies rows into the staging table. Throws the server's error when a document is one
+    /// Copies rows into the staging table. Throws the server's error when a payload is one
     /// PostgreSQL refuses (the caller then finds the bad line with ``stageOne(_:)``).
     public func stage(_ rows: [IngestRow]) async throws {
         try await db.execute("TRUNCATE engage_ingest_stage")
         try await db.copyIn("COPY engage_ingest_stage FROM STDIN") { writer in
-            for r in rows {
-                try await writer.writeRow([String(r.line), r.kind, r.profileKey, r.userID, r.anonymousID, r.previousID,
-                                           r.messageID, r.event, r.occurredAt.map(Self.timestamp), r.json])
-            }
+            for r in rows { try await writer.writeRow(r.columns) }
         }
     }
 
     /// Stages one row with a parameterized insert; throws when PostgreSQL refuses it.
     public func stageOne(_ r: IngestRow) async throws {
+        let c = r.columns
         try await db.query("""
-            INSERT INTO engage_ingest_stage VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::timestamptz, $10::jsonb)
-            """, [r.line, r.kind, r.profileKey, r.userID, r.anonymousID, r.previousID, r.messageID, r.event,
-                  r.occurredAt.map(Self.timestamp), r.json])
+            INSERT INTO engage_ingest_stage
+            VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8, $9::bigint, $10, $11, $12, $13::jsonb)
+            """, [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12]])
     }
 
     public func clearStage() async throws { try await db.execute("TRUNCATE engage_ingest_stage") }
@@ -103,11 +117,10 @@ public struct IngestStore: Sendable {
                     updated_at = now()
                 FROM (SELECT profile_key,
                              engage.jsonb_merge(CASE
-                                 WHEN kind = 'identify' THEN coalesce(doc -> 'traits', '{}')
-                                 ELSE jsonb_build_object('group_id', doc -> 'groupId', 'group', coalesce(doc -> 'traits', '{}'))
+                                 WHEN kind = 'identify' THEN coalesce(payload, '{}')
+                                 ELSE jsonb_build_object('group_id', group_id, 'group', coalesce(payload, '{}'))
                              END ORDER BY line) AS traits,
-                             (array_agg(doc #>> '{traits,email}' ORDER BY line DESC)
-                                 FILTER (WHERE kind = 'identify' AND jsonb_typeof(doc #> '{traits,email}') = 'string'))[1] AS email,
+                             (array_agg(email ORDER BY line DESC) FILTER (WHERE email IS NOT NULL))[1] AS email,
                              max(user_id) AS user_id, max(anonymous_id) AS anonymous_id
                       FROM engage_ingest_stage WHERE kind IN ('identify', 'group')
                       GROUP BY profile_key) t
@@ -117,12 +130,12 @@ public struct IngestStore: Sendable {
                 INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
                 SELECT message_id, profile_key,
                        CASE kind WHEN 'page' THEN 'Page Viewed' WHEN 'screen' THEN 'Screen Viewed' ELSE event END,
-                       coalesce(doc -> 'properties', '{}')
-                           || CASE kind WHEN 'page' THEN jsonb_strip_nulls(jsonb_build_object('page_name', doc -> 'name'))
-                                        WHEN 'screen' THEN jsonb_strip_nulls(jsonb_build_object('screen_name', doc -> 'name'))
-                                        ELSE '{}'::jsonb END,
-                       coalesce(occurred_at, now())
+                       CASE WHEN kind = 'track' OR name IS NULL THEN coalesce(payload, '{}')
+                            ELSE coalesce(payload, '{}') || jsonb_build_object(kind || '_name', name) END,
+                       CASE WHEN occurred_us IS NULL THEN now()
+                            ELSE timestamptz 'epoch' + occurred_us * interval '1 microsecond' END
                 FROM engage_ingest_stage WHERE kind IN ('track', 'page', 'screen')
+                ORDER BY message_id -- every lane takes message ids in one order: no deadlock on a shared id
                 ON CONFLICT (message_id) DO NOTHING
                 """).affectedRows
             let staged = try await tx.query("""
@@ -160,16 +173,5 @@ public struct IngestStore: Sendable {
             """, [from, into])
         try await tx.query("DELETE FROM engage.profiles WHERE profile_id = $1", [from])
         return 1
-    }
-
-    /// ISO-8601 in UTC with milliseconds; cheap enough to run for every row.
-    static func timestamp(_ date: Date) -> String {
-        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
-        let seconds = milliseconds >= 0 ? milliseconds / 1000 : (milliseconds - 999) / 1000
-        var t = time_t(seconds)
-        var parts = tm()
-        gmtime_r(&t, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03lldZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
-                      Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), milliseconds - seconds * 1000)
     }
 }
