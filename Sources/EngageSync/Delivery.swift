@@ -58,9 +58,6 @@ public struct DeliveryOptions: Sendable {
     public var maxWaitSeconds = 30.0
     public var retry = RetryPolicy()
     public var requestTimeoutSeconds: Int64 = 30
-    /// Results are recorded in chunks of this many rows (at least `concurrency`).
-    public var recordChunkSize = 64
-
     public init(batchSize: Int = 1_000, leaseSeconds: Double = 120, maxWaitSeconds: Double = 30,
                 retry: RetryPolicy = RetryPolicy(), requestTimeoutSeconds: Int64 = 30) {
         self.batchSize = batchSize
@@ -73,8 +70,8 @@ public struct DeliveryOptions: Sendable {
 
 /// Sends a destination's pending outbox rows (DESIGN §10): claim a batch with a lease, map each
 /// Segment call to Vero requests, send with bounded concurrency and a token-bucket rate,
-/// record the batch (and advance the ledger) in one statement. Claiming the next batch and
-/// recording the last one overlap with sending.
+/// record the results (and advance the ledger) by group commit. Claiming the next batch
+/// overlaps with sending.
 public struct Deliverer: Sendable {
     public let destination: Destination
     public let databaseURL: String?
@@ -123,10 +120,7 @@ public struct Deliverer: Sendable {
             try await claims.claim(destinationID: destination.id, limit: options.batchSize,
                                    leaseSeconds: options.leaseSeconds, worker: worker)
         }
-        // Results are recorded in small chunks while the batch is still being sent, so a worker
-        // killed mid-batch leaves at most one chunk (plus what was in flight) unrecorded.
-        let recorder = Recorder(store: records, maxAttempts: destination.maxAttempts,
-                                chunkSize: max(destination.concurrency, options.recordChunkSize))
+        let recorder = Recorder(store: records, maxAttempts: destination.maxAttempts)
         var batch = try await claim()
         while true {
             if batch.isEmpty {
@@ -147,7 +141,6 @@ public struct Deliverer: Sendable {
                 stop.set()
                 report.credentialsStatus = credentials
             }
-            recorder.flush()
             report.add(try await recorder.drain())
             batch = try await nextBatch
             if stop.isSet, !batch.isEmpty {
@@ -168,7 +161,7 @@ public struct Deliverer: Sendable {
 
     /// Sends a batch with at most `concurrency` rows in flight. Rows about the same user go
     /// through one worker in claim order, so a user's calls (identify, track, then alias)
-    /// reach Vero in the order they were enqueued. Each result goes to `recorder` as it comes.
+    /// reach Vero in the order they were enqueued. Each result is recorded before its worker sends again.
     /// Returns the number of HTTP requests made, and the status when Vero refused the token.
     private func send(_ rows: [ClaimedRow], transport: VeroTransport, bucket: TokenBucket,
                       stop: StopFlag, recorder: Recorder) async -> (requests: Int, credentialsStatus: Int?) {
@@ -185,7 +178,7 @@ public struct Deliverer: Sendable {
                         guard index < groups.count else { break }
                         for (row, message) in groups[index] {
                             if stop.isSet {
-                                recorder.add(DeliveryResult(id: row.id, kind: .released))
+                                await recorder.enqueue(DeliveryResult(id: row.id, kind: .released))
                                 continue
                             }
                             let (result, sent) = await deliver(row, message, transport: transport, bucket: bucket)
@@ -194,7 +187,8 @@ public struct Deliverer: Sendable {
                                 stop.set()
                                 credentials.withLockedValue { $0 = $0 ?? result.statusCode }
                             }
-                            recorder.add(result)
+                            // Sending again waits for this result to be committed (see Recorder).
+                            do { try await recorder.record(result) } catch { stop.set() }
                         }
                     }
                 }
@@ -284,52 +278,73 @@ extension DeliveryReport {
     }
 }
 
-/// Collects delivery results and records them in chunks, each chunk in its own task.
-final class Recorder: Sendable {
-    private struct State {
-        var buffer: [DeliveryResult] = []
-        var tasks: [Task<RecordedCounts, Error>] = []
-    }
+/// Records delivery results by group commit: whatever arrived while one group was being
+/// written goes in the next statement. A worker waits for its result to be recorded before it
+/// sends again, so a process killed at any moment leaves at most `concurrency` rows that Vero
+/// may have received but the outbox does not show as delivered.
+actor Recorder {
+    private let store: OutboxStore
+    private let maxAttempts: Int
+    private var pending: [DeliveryResult] = []
+    private var waiters: [CheckedContinuation<Void, Error>] = []
+    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    private var writing = false
+    private var counts = RecordedCounts()
+    private var failure: Error?
 
-    private let state = NIOLockedValueBox(State())
-    let store: OutboxStore
-    let maxAttempts: Int
-    let chunkSize: Int
-
-    init(store: OutboxStore, maxAttempts: Int, chunkSize: Int) {
+    init(store: OutboxStore, maxAttempts: Int) {
         self.store = store
         self.maxAttempts = maxAttempts
-        self.chunkSize = chunkSize
     }
 
-    func add(_ result: DeliveryResult) {
-        state.withLockedValue { s in
-            s.buffer.append(result)
-            if s.buffer.count >= chunkSize { start(&s) }
+    /// Returns once `result` is committed; throws when recording it failed.
+    func record(_ result: DeliveryResult) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+            pending.append(result)
+            waiters.append(continuation)
+            startWriting()
         }
     }
 
-    /// Starts recording whatever is buffered.
-    func flush() { state.withLockedValue { start(&$0) } }
+    /// Queues a result without waiting (rows given back unsent).
+    func enqueue(_ result: DeliveryResult) {
+        pending.append(result)
+        startWriting()
+    }
 
-    /// Waits for every started recording and sums what they did.
+    /// Waits until everything queued is written; returns what was recorded since the last
+    /// drain, or the first error.
     func drain() async throws -> RecordedCounts {
-        let tasks = state.withLockedValue { s -> [Task<RecordedCounts, Error>] in defer { s.tasks = [] }; return s.tasks }
-        var total = RecordedCounts()
-        var firstError: Error?
-        for task in tasks {
-            do { total += try await task.value } catch { firstError = firstError ?? error }
-        }
-        if let firstError { throw firstError }
-        return total
+        if writing { await withCheckedContinuation { idleWaiters.append($0) } }
+        let (done, error) = (counts, failure)
+        counts = RecordedCounts()
+        failure = nil
+        if let error { throw error }
+        return done
     }
 
-    private func start(_ s: inout State) {
-        guard !s.buffer.isEmpty else { return }
-        let chunk = s.buffer
-        s.buffer = []
-        let store = self.store, maxAttempts = self.maxAttempts
-        s.tasks.append(Task { try await store.record(chunk, maxAttempts: maxAttempts) })
+    private func startWriting() {
+        guard !writing else { return }
+        writing = true
+        Task { await writeGroups() }
+    }
+
+    private func writeGroups() async {
+        while !pending.isEmpty {
+            let group = pending, groupWaiters = waiters
+            pending = []
+            waiters = []
+            do {
+                counts += try await store.record(group, maxAttempts: maxAttempts)
+                for waiter in groupWaiters { waiter.resume() }
+            } catch {
+                failure = failure ?? error
+                for waiter in groupWaiters { waiter.resume(throwing: error) }
+            }
+        }
+        writing = false
+        for waiter in idleWaiters { waiter.resume() }
+        idleWaiters = []
     }
 }
 
