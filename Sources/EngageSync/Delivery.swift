@@ -134,6 +134,7 @@ public struct Deliverer: Sendable {
                 continue
             }
             let current = batch
+            Log.delivery.debug("\(destination.name): claimed \(current.count) rows")
             async let nextBatch: [ClaimedRow] = stop.isSet ? [] : claim()
             let (requests, credentials) = await send(current, transport: transport, bucket: bucket, stop: stop, recorder: recorder)
             report.requests += requests
@@ -239,9 +240,12 @@ public struct Deliverer: Sendable {
             do { try await bucket.acquire() } catch {
                 return (DeliveryResult(id: row.id, kind: .released), sent)
             }
+            let started = ContinuousClock.now
             let response = await transport.send(request)
             sent += 1
             last = response
+            Log.delivery.debug("\(request.method.rawValue) \(request.path) outbox=\(row.id) → \(response.status.map(String.init) ?? "no response") in \(Int((ContinuousClock.now - started).seconds * 1000)) ms")
+            Log.delivery.trace("body (without the token): \(JSONValue.object(request.body).jsonString)")
             guard response.classification == .success else { break }
         }
         guard let response = last else { return (DeliveryResult(id: row.id, kind: .released), sent) }
@@ -336,6 +340,7 @@ actor Recorder {
             waiters = []
             do {
                 counts += try await store.record(group, maxAttempts: maxAttempts)
+                Log.delivery.trace("recorded \(group.count) results")
                 for waiter in groupWaiters { waiter.resume() }
             } catch {
                 failure = failure ?? error

@@ -127,7 +127,9 @@ public struct Ingestor: Sendable {
                 }
             }
         }
-        return (try await store.apply(), refused)
+        let counts = try await store.apply()
+        Log.ingest.debug("loaded \(rows.count) lines up to line \(rows.last?.line ?? 0): +\(counts.eventsInserted) events, +\(counts.profilesCreated) profiles")
+        return (counts, refused)
     }
 
     struct Reason: Error, CustomStringConvertible { var description: String }

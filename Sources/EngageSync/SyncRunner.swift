@@ -105,6 +105,7 @@ public struct SyncRunner: Sendable {
             for (index, pair) in pairs.enumerated() where outcomes[index].runID != nil && !delivered.contains(pair.destination.id) {
                 delivered.insert(pair.destination.id)
                 let started = ContinuousClock.now
+                Log.sync.debug("delivering to \(pair.destination.name) at \(pair.destination.baseURL)")
                 var failure: String?
                 do {
                     _ = try await Deliverer(destination: pair.destination, databaseURL: databaseURL, client: client,
@@ -261,6 +262,7 @@ public struct SyncRunner: Sendable {
             try await runs.finish(id: runID, status: "running", counts: outcome.counts,
                                   evaluateMs: outcome.timings.evaluate * 1000, diffMs: outcome.timings.diff * 1000)
         }
+        Log.sync.info("\(pair.definition.key) → \(pair.destination.name): \(outcome.mode) run \(outcome.runID.map(String.init) ?? "-") enqueued +\(outcome.counts.entered) −\(outcome.counts.exited) ~\(outcome.counts.changed) (evaluate \(Int(outcome.timings.evaluate * 1000)) ms, diff \(Int(outcome.timings.diff * 1000)) ms)")
         outcome.status = .succeeded
         return outcome
     }

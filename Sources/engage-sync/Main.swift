@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 
 /// Exit statuses (DESIGN §12): 0 all good; 1 error; 2 usage or validation error;
 /// 3 the sync ran but some rows failed, were blocked or skipped.
@@ -15,6 +16,7 @@ protocol UserError: Error {}
 @main
 enum Main {
     static func main() async {
+        bootstrapLogging()
         let command: ParsableCommand
         do {
             command = try EngageSyncCommand.parseAsRoot()
@@ -48,4 +50,16 @@ enum Main {
 /// One line (or block) on stderr.
 func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// Logs go to standard error at `ENGAGE_SYNC_LOG_LEVEL` (trace, debug, info, notice, warning,
+/// error, critical; default warning), so cron mails stay quiet unless asked.
+func bootstrapLogging() {
+    let name = ProcessInfo.processInfo.environment["ENGAGE_SYNC_LOG_LEVEL"]?.lowercased() ?? "warning"
+    let level = Logger.Level(rawValue: name) ?? .warning
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
 }

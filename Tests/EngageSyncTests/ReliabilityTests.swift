@@ -249,29 +249,43 @@ struct ReliabilityTests {
         }
     }
 
-    @Test("the auth token appears in no table, no output and no error")
+    @Test("the auth token and the database password appear in no table, no output, no trace-level log and no error")
     func secrets() async throws {
         let token = "SECRET-\(UUID().uuidString)"
+        let password = "PW-\(UUID().uuidString)"
         try await SyncFixture.with(sandbox: SandboxConfiguration(token: token)) { f in
             try await seed(f, members: 50)
             try await define(f, Self.audience)
-            let secretEnv = [SyncFixture.tokenVariable: token]
-            let run = try await CLI.run(["run", "--database-url", f.url], environment: secretEnv)
+            // The test cluster trusts loopback, so a URL with a password still connects.
+            let url = f.url.replacingOccurrences(of: "postgres@", with: "postgres:\(password)@")
+            #expect(url != f.url)
+            let secretEnv = [SyncFixture.tokenVariable: token, "ENGAGE_SYNC_LOG_LEVEL": "trace"]
+            let run = try await CLI.run(["run", "--database-url", url], environment: secretEnv)
             #expect(run.status == 0, "\(run.stderr)")
+            #expect(run.stderr.contains("POST /api/v2/users/track"), "the trace log shows each request")
+            #expect(run.stderr.contains("body (without the token)"))
             let forwardFile = FileManager.default.temporaryDirectory.appendingPathComponent("s-\(UUID()).ndjson").path
             try #"{"type": "track", "userId": "u1", "event": "Viewed"}"#.write(toFile: forwardFile, atomically: true, encoding: .utf8)
-            let forward = try await CLI.run(["forward", forwardFile, "--destination", "vero", "--database-url", f.url], environment: secretEnv)
-            let wrong = try await CLI.run(["deliver", "--database-url", f.url], environment: [SyncFixture.tokenVariable: token + "-wrong"])
-            let status = try await CLI.run(["status", "--json", "--database-url", f.url])
-            for output in [run, forward, wrong, status] {
-                #expect(!output.stdout.contains(token) && !output.stderr.contains(token))
+            let forward = try await CLI.run(["forward", forwardFile, "--destination", "vero", "--database-url", url], environment: secretEnv)
+            let wrong = try await CLI.run(["deliver", "--database-url", url],
+                                          environment: [SyncFixture.tokenVariable: token + "-wrong", "ENGAGE_SYNC_LOG_LEVEL": "trace"])
+            let status = try await CLI.run(["status", "--json", "--database-url", url])
+            // A database that refuses the connection: the error names host and port, not the password.
+            let refused = try await CLI.run(["status", "--database-url", "postgresql://postgres:\(password)@127.0.0.1:1/x"])
+            #expect(refused.status == 1 && refused.stderr.contains("127.0.0.1:1"), "\(refused.stderr)")
+            for output in [run, forward, wrong, status, refused] {
+                for secret in [token, password] {
+                    #expect(!output.stdout.contains(secret) && !output.stderr.contains(secret))
+                }
             }
             let tables = try await f.db.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'engage'")
             #expect(tables.count >= 10)
             for table in tables {
                 let name = try table.decode(String.self, "table_name")
-                let hits = try await f.count("SELECT count(*)::int AS c FROM engage.\(name) t WHERE t::text LIKE '%' || '\(token)' || '%'")
-                #expect(hits == 0, "the token is in engage.\(name)")
+                for secret in [token, password] {
+                    let hits = try await f.count("SELECT count(*)::int AS c FROM engage.\(name) t WHERE t::text LIKE '%' || '\(secret)' || '%'")
+                    #expect(hits == 0, "a secret is in engage.\(name)")
+                }
             }
         }
     }
