@@ -16,9 +16,22 @@ public struct SandboxConfiguration: Sendable {
     public var rateLimit: Int?
     /// How many requests `/_sandbox/requests` remembers (the oldest are dropped).
     public var maxRecordedRequests: Int = 200_000
+    /// A broken answer for every Vero request (see ``ResponseFault``); nil answers normally.
+    public var responseFault: ResponseFault?
+
+    /// Answers a misbehaving server gives.
+    public enum ResponseFault: String, Sendable, CaseIterable {
+        /// The request is applied; the 200 answer is 8 MiB long.
+        case huge
+        /// The request is not applied; the answer is a 502 HTML page from a proxy.
+        case notJSON = "not_json"
+        /// The request is applied; the 200 answer stops half way and the connection closes.
+        case truncated
+    }
 
     public init(token: String? = nil, failRate: Double = 0, failStatus: Int = 503, latencyMilliseconds: Int = 0,
-                rateLimit: Int? = nil, maxRecordedRequests: Int = 200_000) {
+                rateLimit: Int? = nil, maxRecordedRequests: Int = 200_000, responseFault: ResponseFault? = nil) {
+        self.responseFault = responseFault
         self.token = token
         self.failRate = failRate
         self.failStatus = failStatus
@@ -71,8 +84,10 @@ final class SandboxState: @unchecked Sendable {
     /// The faults in force now (they can change at run time through `/_sandbox/faults`).
     var configuration: SandboxConfiguration { lock.withLock { current } }
 
-    func setFaults(failRate: Double?, failStatus: Int?, latencyMilliseconds: Int?, rateLimit: Int??) {
+    func setFaults(failRate: Double?, failStatus: Int?, latencyMilliseconds: Int?, rateLimit: Int??,
+                   responseFault: SandboxConfiguration.ResponseFault?? = nil) {
         lock.withLock {
+            if let responseFault { current.responseFault = responseFault }
             if let failRate { current.failRate = failRate }
             if let failStatus { current.failStatus = failStatus }
             if let latencyMilliseconds { current.latencyMilliseconds = latencyMilliseconds }

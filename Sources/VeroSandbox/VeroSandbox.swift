@@ -83,15 +83,20 @@ public struct VeroSandbox: Sendable {
                                   requests: kept)
             return Self.json(200, Self.encode(listing))
         }
-        // Change faults while running: {"fail_rate": 0.5, "fail_status": 503, "latency_ms": 2000, "rate_limit": null}
+        // Change faults while running: {"fail_rate": 0.5, "fail_status": 503, "latency_ms": 2000, "rate_limit": null,
+        // "response": "huge" | "not_json" | "truncated" | null}
         router.post("/_sandbox/faults") { request, _ in
             let bytes = try await request.body.collect(upTo: 1 << 16)
             guard let body = try? JSONValue.parse(Data(bytes.readableBytesView)).objectValue else {
                 return Self.json(400, #"{"status":400,"message":"a JSON object is required"}"#)
             }
             let rateLimit: Int?? = body["rate_limit"].map { $0.numberValue.map { Int($0) } }
+            let response: SandboxConfiguration.ResponseFault?? = body["response"].map {
+                $0.stringValue.flatMap(SandboxConfiguration.ResponseFault.init(rawValue:))
+            }
             state.setFaults(failRate: body["fail_rate"]?.numberValue, failStatus: body["fail_status"]?.numberValue.map { Int($0) },
-                            latencyMilliseconds: body["latency_ms"]?.numberValue.map { Int($0) }, rateLimit: rateLimit)
+                            latencyMilliseconds: body["latency_ms"]?.numberValue.map { Int($0) }, rateLimit: rateLimit,
+                            responseFault: response)
             return Self.json(200, #"{"status":200,"message":"faults updated"}"#)
         }
         router.post("/_sandbox/reset") { _, _ in
@@ -125,13 +130,34 @@ public struct VeroSandbox: Sendable {
         if configuration.failRate > 0, Double.random(in: 0..<1) < configuration.failRate {
             return answer(configuration.failStatus, "injected failure")
         }
+        if configuration.responseFault == .notJSON {
+            state.record(method: method, path: path, body: body, status: 502)
+            let page = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+            return Response(status: .badGateway, headers: [.contentType: "text/html"], body: .init(byteBuffer: ByteBuffer(string: page)))
+        }
         guard case .object(let object) = body else { return answer(400, "Bad Request: the body must be a JSON object") }
         let token = object["auth_token"]?.stringValue ?? request.uri.queryParameters.get("auth_token").map { String($0) }
         guard let token, !token.isEmpty, configuration.token == nil || configuration.token == token else {
             return answer(401, "Unauthorized")
         }
         switch apply(path: path, object, state: state) {
-        case nil: return answer(200, "Success.")
+        case nil:
+            switch configuration.responseFault {
+            case .huge?:
+                state.record(method: method, path: path, body: body, status: 200)
+                let chunk = ByteBuffer(repeating: UInt8(ascii: "x"), count: 1 << 20)
+                return Response(status: .ok, headers: [.contentType: "application/json"],
+                                body: .init(contentsOf: Array(repeating: chunk, count: 8)))
+            case .truncated?:
+                state.record(method: method, path: path, body: body, status: 200)
+                return Response(status: .ok, headers: [.contentType: "application/json", .contentLength: "100"],
+                                body: .init(contentLength: 100) { writer in
+                                    try await writer.write(ByteBuffer(string: #"{"status":200,"mess"#))
+                                    throw CancellationError() // the server drops the connection mid-body
+                                })
+            case .notJSON?, nil:
+                return answer(200, "Success.")
+            }
         case let reason?: return answer(400, "Bad Request: \(reason)")
         }
     }

@@ -4,6 +4,7 @@ import EngageStore
 import EngageSync
 import Foundation
 import PostgresClient
+import Testing
 import TestSupport
 import VeroSandbox
 
@@ -80,6 +81,15 @@ struct SyncFixture {
     }
 
     func sandboxRequests() async throws -> Listing { try await get("/_sandbox/requests", as: Listing.self) }
+
+    /// Changes the sandbox's faults while it runs (`POST /_sandbox/faults`).
+    func setFaults(_ json: String) async throws {
+        var request = HTTPClientRequest(url: sandbox.baseURL + "/_sandbox/faults")
+        request.method = .POST
+        request.body = .bytes(.init(string: json))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+        #expect(response.status == .ok)
+    }
 
     private func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
         let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: sandbox.baseURL + path), timeout: .seconds(30))
