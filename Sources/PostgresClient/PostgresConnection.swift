@@ -274,8 +274,11 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// Nil when the result is a success; otherwise the error with SQLSTATE and fields.
     static func resultError(_ result: OpaquePointer?, conn: OpaquePointer, statement: String) -> PostgresError? {
+        func lostConnection(_ reason: String) -> String {
+            "lost the connection to PostgreSQL at \(describeEndpoint(conn)): \(reason)"
+        }
         guard let result else {
-            return PostgresError(kind: .connection, message: lastError(conn), statement: statement)
+            return PostgresError(kind: .connection, message: lostConnection(lastError(conn)), statement: statement)
         }
         switch PQresultStatus(result) {
         case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_COPY_IN, PGRES_COPY_OUT, PGRES_EMPTY_QUERY, PGRES_SINGLE_TUPLE:
@@ -289,8 +292,9 @@ public final class PostgresConnection: @unchecked Sendable {
             let message = field(PG_DIAG_MESSAGE_PRIMARY)
                 ?? String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines)
             let lost = sqlState == nil && PQstatus(conn) != CONNECTION_OK
+            let text = message.isEmpty ? lastError(conn) : message
             return PostgresError(kind: lost || sqlState == nil ? .connection : .server, sqlState: sqlState,
-                                 message: message.isEmpty ? lastError(conn) : message,
+                                 message: lost ? lostConnection(text) : text,
                                  detail: field(PG_DIAG_MESSAGE_DETAIL), hint: field(PG_DIAG_MESSAGE_HINT),
                                  statement: statement)
         }

@@ -20,11 +20,12 @@ struct SyncFixture {
 
     static func with<T: Sendable>(sandbox configuration: SandboxConfiguration = SandboxConfiguration(),
                                   concurrency: Int = 16, rate: Double = 10_000, maxAttempts: Int = 10,
+                                  server: String? = nil,
                                   _ body: (SyncFixture) async throws -> T) async throws -> T {
         setenv(tokenVariable, token, 1)
         let running = try await VeroSandbox(configuration: configuration).start()
         do {
-            let result = try await TestDatabase.with { db, url in
+            let result = try await TestDatabase.with(server: server) { db, url in
                 let destination = try await DestinationRepository(db).upsert(name: "vero", settings: DestinationSettings(
                     baseURL: running.baseURL, tokenEnv: tokenVariable, rate: rate, concurrency: concurrency, maxAttempts: maxAttempts))
                 return try await body(SyncFixture(db: db, url: url, sandbox: running, destination: destination))

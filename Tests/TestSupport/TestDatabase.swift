@@ -18,8 +18,8 @@ public enum TestDatabase {
     }
 
     /// A URL for database `name` on the test server.
-    public static func url(forDatabase name: String) throws -> String {
-        let base = try baseURL()
+    public static func url(forDatabase name: String, on server: String? = nil) throws -> String {
+        let base = try server ?? baseURL()
         guard var components = URLComponents(string: base) else { return base + " dbname=\(name)" }
         components.path = "/" + name
         return components.string ?? base
@@ -27,12 +27,13 @@ public enum TestDatabase {
 
     /// Creates a fresh database, optionally migrated, runs `body` with a connection to it and
     /// its URL, then drops it.
-    public static func with<T: Sendable>(migrated: Bool = true,
+    /// `server` is the URL of another server than the test harness's.
+    public static func with<T: Sendable>(migrated: Bool = true, server: String? = nil,
                                          _ body: (PostgresConnection, String) async throws -> T) async throws -> T {
         let name = "t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(20)
-        let admin = try await PostgresConnection.connect(try baseURL())
+        let admin = try await PostgresConnection.connect(try server ?? baseURL())
         try await admin.execute("CREATE DATABASE \(name)")
-        let url = try url(forDatabase: String(name))
+        let url = try url(forDatabase: String(name), on: server)
         let result: Result<T, Error>
         do {
             let db = try await PostgresConnection.connect(url)
@@ -109,7 +110,7 @@ public enum CLI {
                       stderr: String(decoding: e, as: UTF8.self))
     }
 
-    static func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    public static func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async { continuation.resume(returning: work()) }
         }
