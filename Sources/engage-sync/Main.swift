@@ -39,6 +39,10 @@ enum Main {
             }
         } catch let code as ExitCode {
             exit(code.rawValue)
+        } catch where EngageSyncCommand.exitCode(for: error) == .success {
+            // `--help` (at the root or after a subcommand) arrives here from run().
+            print(EngageSyncCommand.fullMessage(for: error))
+            exit(0)
         } catch {
             printError("error: \(error)")
             exit(error is UserError ? ExitStatus.usage : ExitStatus.error)
