@@ -193,11 +193,15 @@ public struct DiffEngine: Sendable {
                        CASE WHEN c.vero_id IS NULL THEN 'missing_user_id' END
                 FROM changes c
                 CROSS JOIN unnest($11::text[]) AS k(kind)
-                CROSS JOIN LATERAL (SELECT
-                    'engage-' || md5(concat_ws('|', $9::text, $4::text, c.profile_id, c.value::text, $3::text, k.kind)) AS message_id,
+                -- The run's constant parts, built once (OFFSET 0 keeps them from being inlined per row).
+                CROSS JOIN (SELECT
                     to_char($10::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS sent_at,
                     jsonb_build_object('computation_class', $8::text, 'computation_id', $2::text, 'computation_key', $4::text,
-                                       'namespace', $5::text, 'space_id', $5::text) AS personas) x
+                                       'namespace', $5::text, 'space_id', $5::text) AS personas
+                    OFFSET 0) run
+                CROSS JOIN LATERAL (SELECT
+                    'engage-' || md5(concat_ws('|', $9::text, $4::text, c.profile_id, c.value::text, $3::text, k.kind)) AS message_id,
+                    run.sent_at, run.personas) x
                 RETURNING status)
             SELECT count(*) FILTER (WHERE status = 'pending')::int AS pending,
                    count(*) FILTER (WHERE status = 'skipped')::int AS skipped
