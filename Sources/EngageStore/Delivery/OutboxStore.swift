@@ -145,7 +145,7 @@ public struct OutboxStore: Sendable {
                    count(*) FILTER (WHERE status = 'rejected')::int AS rejected,
                    (SELECT count(*) FROM ledger)::int AS ledger
             FROM upd
-            """, [PostgresJSON(rawJSON: payload.jsonString), maxAttempts])
+            """, [PostgresJSON(rawJSON: String(decoding: payload.jsonBytes(sortedKeys: false), as: UTF8.self)), maxAttempts])
         var counts = RecordedCounts()
         if let row = rows.first {
             counts.delivered = try row.decode(Int.self, "delivered")
