@@ -41,7 +41,7 @@ public struct VeroTransport: Sendable {
     }
 
     /// An `HTTPClient` for the whole process: connect timeout 5 s, `connections` per host.
-    public static func makeClient(connections: Int = 64, connectTimeout: TimeAmount = .seconds(5)) -> HTTPClient {
+    public static func makeClient(connections: Int = 256, connectTimeout: TimeAmount = .seconds(5)) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.timeout = .init(connect: connectTimeout, read: .seconds(30))
         configuration.connectionPool = .init(idleTimeout: .seconds(60),
