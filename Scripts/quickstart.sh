@@ -74,7 +74,9 @@ sandbox_pid=$!
 for _ in $(seq 1 100); do grep -q listening "$sandbox_log" && break; sleep 0.1; done
 sandbox_url=$(grep -o 'http://[0-9.:]*' "$sandbox_log")
 echo "listening on $sandbox_url"
-es destination add vero --base-url "$sandbox_url" --token-env VERO_AUTH_TOKEN
+# The sandbox has no rate limit; the default (100 requests/s, Vero's) would make the first sync
+# of ~34,000 changes take five minutes here.
+es destination add vero --base-url "$sandbox_url" --token-env VERO_AUTH_TOKEN --rate 2000
 
 say "engage-sync preview vip_buyers"
 es preview vip_buyers --limit 3
