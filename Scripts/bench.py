@@ -321,14 +321,14 @@ def main():
         print(f"  {command:<40} {kb / 1024:8.1f} MB{'' if kb < 150 * 1024 else '  MISS (target < 150 MB)'}")
     if len(sizes) > 1:
         print("\ngrowth (full sync of order_completed_last_30days, evaluate + diff + outbox):")
-        base = results["sizes"][str(sizes[0])]["definitions"]["order_completed_last_30days"]["full"]["ours_ms"]
-        base_floor = results["sizes"][str(sizes[0])]["definitions"]["order_completed_last_30days"]["full"]["floor_ms"]
+        def full(size):
+            return results["sizes"][str(size)]["definitions"]["order_completed_last_30days"]["full"]
+        base = full(sizes[0])
         for size in sizes:
-            ms = results["sizes"][str(size)]["definitions"]["order_completed_last_30days"]["full"]["ours_ms"]
-            floor = results["sizes"][str(size)]["definitions"]["order_completed_last_30days"]["full"]["floor_ms"]
-            growth = ms / base
+            ms = full(size)["ours_ms"]
+            growth = ms / base["ours_ms"]
             print(f"  {size:>10,} profiles {ms / 1000:8.2f} s   ×{growth:5.2f} vs {sizes[0]:,} (linear: ×{size / sizes[0]:.1f}; "
-                  f"the floor: ×{floor / base_floor:5.2f}){' MISS' if growth > 1.1 * size / sizes[0] else ''}")
+                  f"the floor: ×{full(size)['floor_ms'] / base['floor_ms']:5.2f}){' MISS' if growth > 1.1 * size / sizes[0] else ''}")
     with open("bench-results.json", "w") as f:
         json.dump(results, f, indent=2)
     print("\nwrote bench-results.json")

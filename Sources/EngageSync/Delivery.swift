@@ -102,11 +102,9 @@ public struct Deliverer: Sendable {
         let transport = VeroTransport(client: client, endpoint: VeroEndpoint(
             baseURL: destination.baseURL, token: token, requestTimeout: .seconds(options.requestTimeoutSeconds)))
         let bucket = TokenBucket(rate: destination.rate)
-        return try await PostgresConnection.withConnection(databaseURL) { claimDB in
-            try await PostgresConnection.withConnection(databaseURL) { recordDB in
-                try await run(claims: OutboxStore(claimDB), records: OutboxStore(recordDB), transport: transport,
-                              bucket: bucket, progress: progress)
-            }
+        return try await PostgresConnection.withConnections(2, databaseURL) { db in
+            try await run(claims: OutboxStore(db[0]), records: OutboxStore(db[1]), transport: transport,
+                          bucket: bucket, progress: progress)
         }
     }
 

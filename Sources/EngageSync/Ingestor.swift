@@ -31,19 +31,10 @@ public struct Ingestor: Sendable {
     }
 
     public func ingest(path: String?, onBadLine: @escaping @Sendable (String) -> Void) async throws -> Report {
-        var stores: [IngestStore] = []
-        do {
-            for _ in 0..<lanes {
-                let store = IngestStore(try await PostgresConnection.connect(databaseURL))
-                stores.append(store)
-                try await store.prepare()
-            }
-            let report = try await ingest(stores: stores, path: path, onBadLine: onBadLine)
-            for store in stores { await store.db.close() }
-            return report
-        } catch {
-            for store in stores { await store.db.close() }
-            throw error
+        try await PostgresConnection.withConnections(lanes, databaseURL) { connections in
+            let stores = connections.map(IngestStore.init)
+            for store in stores { try await store.prepare() }
+            return try await ingest(stores: stores, path: path, onBadLine: onBadLine)
         }
     }
 
@@ -55,12 +46,14 @@ public struct Ingestor: Sendable {
         // At most one batch per lane is loading while the next is parsed.
         var loading = [Task<(IngestCounts, Int), Error>?](repeating: nil, count: stores.count)
 
+        func add(_ loaded: (counts: IngestCounts, rejected: Int)) {
+            report.counts += loaded.counts
+            report.rejected += loaded.rejected
+        }
         func finish(_ lane: Int) async throws {
             guard let task = loading[lane] else { return }
             loading[lane] = nil
-            let (counts, rejected) = try await task.value
-            report.counts += counts
-            report.rejected += rejected
+            add(try await task.value)
         }
         func flush(_ lane: Int) async throws {
             try await finish(lane)
@@ -74,9 +67,7 @@ public struct Ingestor: Sendable {
             for lane in stores.indices { try await finish(lane) }
         }
         func applyAliases() async throws {
-            let (counts, rejected) = try await Self.load(aliases, store: stores[0], onBadLine: onBadLine)
-            report.counts += counts
-            report.rejected += rejected
+            add(try await Self.load(aliases, store: stores[0], onBadLine: onBadLine))
             aliases.removeAll()
         }
 

@@ -85,6 +85,17 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
+    /// Opens `count` connections, runs `body` with them, and closes every one whether `body`
+    /// returns or throws.
+    public static func withConnections<T: Sendable>(_ count: Int, _ conninfo: String? = nil,
+                                                    _ body: ([PostgresConnection]) async throws -> T) async throws -> T {
+        func open(_ opened: [PostgresConnection]) async throws -> T {
+            guard opened.count < count else { return try await body(opened) }
+            return try await withConnection(conninfo) { try await open(opened + [$0]) }
+        }
+        return try await open([])
+    }
+
     /// Closes the connection. Further calls throw.
     public func close() async {
         _ = try? await Self.runBlocking { [self] in

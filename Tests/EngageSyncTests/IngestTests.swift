@@ -117,7 +117,7 @@ struct IngestTests {
         try await TestDatabase.with { db, url in
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("million-\(UUID()).ndjson").path
             defer { try? FileManager.default.removeItem(atPath: path) }
-            FileManager.default.createFile(atPath: path, contents: nil)
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
             let profiles = 100_000, events = 1_000_000
             var chunk = ""

@@ -62,6 +62,16 @@ struct ReliabilityTests {
         return ok.count
     }
 
+    /// Every row marked delivered is about a user the sandbox answered 200 for (in `requests`);
+    /// returns how many rows are marked delivered.
+    @discardableResult
+    func onlyConfirmedRowsDelivered(_ db: PostgresConnection, _ requests: [SandboxRequest]) async throws -> Int {
+        let ok = Set(requests.filter { $0.status == 200 }.compactMap(\.userID))
+        let marked = try await db.query("SELECT p.user_id FROM engage.outbox o JOIN engage.profiles p USING (profile_id) WHERE o.status = 'delivered'")
+        #expect(marked.allSatisfy { ok.contains($0["user_id"] ?? "") })
+        return marked.count
+    }
+
     @Test("kill -9 during evaluation, after the outbox commit and mid-delivery: a plain run converges each time",
           .timeLimit(.minutes(10)))
     func crashAnywhere() async throws {
@@ -76,45 +86,37 @@ struct ReliabilityTests {
             let converge = ["run", "--all", "--lease", "5", "--max-wait", "20", "--database-url", f.url]
             var sent = 0
 
-            // 1. During evaluation: killed 100 ms in.
-            var (process, out, err) = try CLI.start(crashArgs, environment: env)
-            try await Task.sleep(for: .milliseconds(100))
-            kill(process.processIdentifier, SIGKILL)
-            _ = await CLI.collect(process, out, err)
-            var run = try await CLI.run(converge, environment: env)
-            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
-            var delivered = try await converged(f, members: members, exited: nil, since: sent)
-            #expect(delivered >= members)
-            #expect(delivered - members <= concurrency, "sent twice: \(delivered - members)")
-            print("crashAnywhere: killed during evaluation; sent twice: \(delivered - members)")
-            sent += delivered
+            // Starts a run, kills it once `killWhen` returns, runs again, and checks that the second
+            // run converged with at most `concurrency` of `changes` sent twice.
+            func killAndConverge(_ stage: String, changes: Int, exited: ClosedRange<Int>?,
+                                 killWhen: () async throws -> Void) async throws {
+                let (process, out, err) = try CLI.start(crashArgs, environment: env)
+                try await killWhen()
+                kill(process.processIdentifier, SIGKILL)
+                _ = await CLI.collect(process, out, err)
+                let run = try await CLI.run(converge, environment: env)
+                #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+                let delivered = try await converged(f, members: members, exited: exited, since: sent)
+                #expect(delivered >= changes)
+                #expect(delivered - changes <= concurrency, "sent twice: \(delivered - changes)")
+                print("crashAnywhere: killed \(stage); sent twice: \(delivered - changes)")
+                sent += delivered
+            }
 
+            // 1. During evaluation: killed 100 ms in.
+            try await killAndConverge("during evaluation", changes: members, exited: nil) {
+                try await Task.sleep(for: .milliseconds(100))
+            }
             // 2. Right after the outbox commit: 40% of members leave.
             try await f.db.execute("UPDATE engage.events SET occurred_at = now() - interval '60 days' WHERE profile_id IN (SELECT 'p' || i FROM generate_series(1, 20000) i)")
-            (process, out, err) = try CLI.start(crashArgs, environment: env)
-            try await waitFor(f, "SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'exit'", atLeast: 1)
-            kill(process.processIdentifier, SIGKILL)
-            _ = await CLI.collect(process, out, err)
-            run = try await CLI.run(converge, environment: env)
-            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
-            delivered = try await converged(f, members: members, exited: 1...20000, since: sent)
-            #expect(delivered >= 20_000)
-            #expect(delivered - 20_000 <= concurrency, "sent twice: \(delivered - 20_000)")
-            print("crashAnywhere: killed after the outbox commit; sent twice: \(delivered - 20_000)")
-            sent += delivered
-
+            try await killAndConverge("after the outbox commit", changes: 20_000, exited: 1...20000) {
+                try await waitFor(f, "SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'exit'", atLeast: 1)
+            }
             // 3. Mid-delivery: they come back.
             try await f.db.execute("UPDATE engage.events SET occurred_at = now() - interval '1 day' WHERE profile_id IN (SELECT 'p' || i FROM generate_series(1, 20000) i)")
-            (process, out, err) = try CLI.start(crashArgs, environment: env)
-            try await waitFor(f, "SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'enter' AND status = 'delivered' AND run_id = (SELECT max(id) FROM engage.sync_runs)", atLeast: 5_000)
-            kill(process.processIdentifier, SIGKILL)
-            _ = await CLI.collect(process, out, err)
-            run = try await CLI.run(converge, environment: env)
-            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
-            delivered = try await converged(f, members: members, exited: nil, since: sent)
-            #expect(delivered >= 20_000)
-            #expect(delivered - 20_000 <= concurrency, "sent twice: \(delivered - 20_000)")
-            print("crashAnywhere: killed mid-delivery; sent twice: \(delivered - 20_000)")
+            try await killAndConverge("mid-delivery", changes: 20_000, exited: nil) {
+                try await waitFor(f, "SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'enter' AND status = 'delivered' AND run_id = (SELECT max(id) FROM engage.sync_runs)", atLeast: 5_000)
+            }
             // The killed runs were marked failed by the runs after them.
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'failed' AND error LIKE 'interrupted%'") >= 2)
         }
@@ -145,8 +147,7 @@ struct ReliabilityTests {
     @Test("the PostgreSQL server restarted mid-delivery: a clear error and exit 1; the next run converges",
           .timeLimit(.minutes(5)))
     func serverRestarted() async throws {
-        let cluster = try await PrivateCluster.start()
-        do {
+        try await PrivateCluster.with { cluster in
             try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 2), server: cluster.url) { f in
                 try await seed(f, members: 5_000)
                 try await define(f, Self.audience)
@@ -167,11 +168,7 @@ struct ReliabilityTests {
                 #expect(try await g.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'failed'") == 1)
                 await db.close()
             }
-        } catch {
-            await cluster.stop()
-            throw error
         }
-        await cluster.stop()
     }
 
     @Test("latency past the request timeout: retried, and nothing marked delivered that the sandbox did not answer 200")
@@ -185,9 +182,7 @@ struct ReliabilityTests {
             try await f.setFaults(#"{"latency_ms": 0}"#)
             let fast = try await f.deliver(DeliveryOptions(maxWaitSeconds: 30, retry: RetryPolicy(baseSeconds: 0.05, capSeconds: 0.5)))
             #expect(fast.delivered == 40)
-            let ok = Set(try await f.sandboxRequests().requests.filter { $0.status == 200 }.compactMap(\.userID))
-            let marked = try await f.db.query("SELECT p.user_id FROM engage.outbox o JOIN engage.profiles p USING (profile_id) WHERE o.status = 'delivered'")
-            #expect(marked.allSatisfy { ok.contains($0["user_id"] ?? "") })
+            try await onlyConfirmedRowsDelivered(f.db, try await f.sandboxRequests().requests)
         }
     }
 
@@ -216,9 +211,7 @@ struct ReliabilityTests {
             _ = try await f.deliver(DeliveryOptions(maxWaitSeconds: 30, retry: fast))
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 50)
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.ledger") == 50)
-            let ok = Set(try await f.sandboxRequests().requests.filter { $0.status == 200 }.compactMap(\.userID))
-            let marked = try await f.db.query("SELECT p.user_id FROM engage.outbox o JOIN engage.profiles p USING (profile_id) WHERE o.status = 'delivered'")
-            #expect(marked.allSatisfy { ok.contains($0["user_id"] ?? "") })
+            try await onlyConfirmedRowsDelivered(f.db, try await f.sandboxRequests().requests)
         }
     }
 
@@ -244,10 +237,7 @@ struct ReliabilityTests {
             let report = try await delivery.value
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 3_000)
             #expect(report.retried > 0)
-            let ok = Set((first.recordedRequests + second.recordedRequests).filter { $0.status == 200 }.compactMap(\.userID))
-            let marked = try await db.query("SELECT p.user_id FROM engage.outbox o JOIN engage.profiles p USING (profile_id) WHERE o.status = 'delivered'")
-            #expect(marked.count == 3_000)
-            #expect(marked.allSatisfy { ok.contains($0["user_id"] ?? "") })
+            #expect(try await onlyConfirmedRowsDelivered(db, first.recordedRequests + second.recordedRequests) == 3_000)
             await restarted.stop()
         }
     }

@@ -15,6 +15,19 @@ public struct PrivateCluster: Sendable {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().path
 
+    /// Starts a cluster, runs `body` with it, and stops and removes it whatever happens.
+    public static func with<T: Sendable>(_ body: (PrivateCluster) async throws -> T) async throws -> T {
+        let cluster = try await start()
+        do {
+            let value = try await body(cluster)
+            await cluster.stop()
+            return value
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+    }
+
     /// Creates and starts a cluster in a new temporary folder.
     public static func start() async throws -> PrivateCluster {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("engage-pg-\(UUID().uuidString.prefix(8))").path

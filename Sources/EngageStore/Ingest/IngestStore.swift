@@ -90,11 +90,10 @@ public struct IngestStore: Sendable {
 
     /// Stages one row with a parameterized insert; throws when PostgreSQL refuses it.
     public func stageOne(_ r: IngestRow) async throws {
-        let c = r.columns
         try await db.query("""
             INSERT INTO engage_ingest_stage
             VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8, $9::bigint, $10, $11, $12, $13::jsonb)
-            """, [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12]])
+            """, r.columns)
     }
 
     public func clearStage() async throws { try await db.execute("TRUNCATE engage_ingest_stage") }
