@@ -110,11 +110,12 @@ def confirm_sink(url):
         WITH d AS (UPDATE engage.outbox o SET status = 'delivered', delivered_at = now(), attempts = 1
                    FROM engage.destinations dst
                    WHERE dst.id = o.destination_id AND dst.name = 'sink' AND o.status = 'pending'
-                   RETURNING o.id, o.destination_id, o.computation_id, o.profile_id, o.value)
-        INSERT INTO engage.ledger (destination_id, computation_id, profile_id, value, confirmed_at, outbox_id)
-        SELECT destination_id, computation_id, profile_id, value, now(), id FROM d
-        ON CONFLICT (destination_id, computation_id, profile_id) DO UPDATE
-            SET value = EXCLUDED.value, confirmed_at = EXCLUDED.confirmed_at, outbox_id = EXCLUDED.outbox_id;
+                   RETURNING o.id, o.destination_id, o.computation_id, o.profile_id, o.vero_id, o.email, o.value)
+        INSERT INTO engage.ledger (destination_id, computation_id, vero_id, profile_id, email, value, confirmed_at, outbox_id)
+        SELECT destination_id, computation_id, vero_id, profile_id, email, value, now(), id FROM d
+        ON CONFLICT (destination_id, computation_id, vero_id) DO UPDATE
+            SET value = EXCLUDED.value, profile_id = EXCLUDED.profile_id, email = EXCLUDED.email,
+                confirmed_at = EXCLUDED.confirmed_at, outbox_id = EXCLUDED.outbox_id;
         VACUUM ANALYZE engage.outbox;
         VACUUM ANALYZE engage.ledger;
     """)

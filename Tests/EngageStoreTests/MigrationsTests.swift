@@ -37,6 +37,39 @@ struct MigrationsTests {
         }
     }
 
+    @Test("0007 re-keys a ledger written before it by the Vero id each value was confirmed for")
+    func ledgerByVeroID() async throws {
+        try await TestDatabase.with(migrated: false) { db, _ in
+            try await db.execute("""
+                CREATE SCHEMA engage;
+                CREATE TABLE engage.schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                                                       applied_at timestamptz NOT NULL DEFAULT now());
+                """)
+            for migration in Migrations.all where migration.version < 7 {
+                try await db.execute(migration.sql)
+                try await db.query("INSERT INTO engage.schema_migrations (version, name) VALUES ($1, $2)",
+                                   [migration.version, migration.name])
+            }
+            // Two profiles once sent with the same email id; p1 has since changed its user id.
+            try await db.execute("""
+                INSERT INTO engage.destinations (name) VALUES ('vero');
+                INSERT INTO engage.computations (key, name, type, definition) VALUES ('k', 'K', 'audience', '{}');
+                INSERT INTO engage.profiles (profile_id, user_id, email) VALUES ('p1', 'u1-new', 'a@x.io'), ('p2', NULL, 's@x.io'), ('p3', NULL, 's@x.io');
+                INSERT INTO engage.outbox (destination_id, computation_id, profile_id, op, value, message, status) VALUES
+                    (1, 1, 'p1', 'enter', 'true', '{"type": "identify", "userId": "u1", "traits": {"k": true, "email": "a@x.io"}}', 'delivered'),
+                    (1, 1, 'p2', 'enter', 'true', '{"type": "identify", "userId": "s@x.io", "traits": {"k": true}}', 'delivered'),
+                    (1, 1, 'p3', 'exit', 'false', '{"type": "track", "userId": "s@x.io", "context": {"traits": {"email": "s@x.io"}}}', 'delivered');
+                INSERT INTO engage.ledger (destination_id, computation_id, profile_id, value, confirmed_at, outbox_id)
+                SELECT destination_id, computation_id, profile_id, value, now(), id FROM engage.outbox;
+                """)
+            let report = try await Migrations.migrate(db)
+            #expect(report.applied.first == "0007_vero_identity")
+            let rows = try await db.query("SELECT vero_id, profile_id, email, value::text AS value FROM engage.ledger ORDER BY vero_id")
+                .map { "\($0["vero_id"] ?? "")|\($0["profile_id"] ?? "")|\($0["email"] ?? "")|\($0["value"] ?? "")" }
+            #expect(rows == ["s@x.io|p3|s@x.io|false", "u1|p1|a@x.io|true"])
+        }
+    }
+
     @Test("engage-sync migrate: twice in a row, and two processes at once")
     func migrateCommand() async throws {
         try await TestDatabase.with(migrated: false) { db, url in

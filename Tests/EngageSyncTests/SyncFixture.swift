@@ -62,6 +62,30 @@ struct SyncFixture {
         return computation
     }
 
+    /// Runs the executable against this database, with the destination's token set.
+    func cli(_ arguments: [String], environment: [String: String] = [:]) async throws -> CLIRun {
+        try await CLI.run(arguments + ["--database-url", url],
+                          environment: environment.merging([Self.tokenVariable: Self.token]) { mine, _ in mine })
+    }
+
+    /// Polls until `sql` (a count named `c`) returns at least `atLeast` (a bounded wait).
+    func waitFor(_ sql: String, atLeast: Int, seconds: Double = 60) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try await count(sql) >= atLeast { return }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        Issue.record("timed out waiting for \(sql) >= \(atLeast)")
+    }
+
+    /// `engage-sync define` of one JSON document; expects success.
+    func define(_ json: String) async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("def-\(UUID()).json").path
+        try json.write(toFile: path, atomically: true, encoding: .utf8)
+        let run = try await cli(["define", path])
+        #expect(run.status == 0, "\(run.stderr)")
+    }
+
     func deliver(_ options: DeliveryOptions = DeliveryOptions(maxWaitSeconds: 0)) async throws -> DeliveryReport {
         try await Deliverer(destination: destination, databaseURL: url, client: HTTPClient.shared, options: options).run()
     }
@@ -71,6 +95,43 @@ struct SyncFixture {
     }
 
     // MARK: - The sandbox's view
+
+    /// The Vero ids whose value for `key` differs from what it should be: for an id some
+    /// profile has as its user id, that profile's snapshot value (nothing when it is not in
+    /// the snapshot and was never told, `exit` once told); for an id no profile has, `exit`
+    /// (or nothing, if it was never told). Also the ledger rows that differ from the sandbox.
+    func wrongHolders(key: String, exit: JSONValue) async throws -> (sandbox: [String], ledger: [String]) {
+        let owners = try await db.query("""
+            SELECT p.user_id, m.value::text AS value FROM engage.profiles p
+            LEFT JOIN engage.memberships m ON m.profile_id = p.profile_id
+                 AND m.computation_id = (SELECT id FROM engage.computations WHERE key = $1)
+            WHERE p.user_id IS NOT NULL
+            """, [key])
+        var snapshot: [String: JSONValue?] = [:]
+        for row in owners {
+            snapshot[try row.decode(String.self, "user_id")] = try row.decode(String?.self, "value").map { try JSONValue.parse($0) }
+        }
+        let users = try await sandboxUsers()
+        var wrong: [String] = []
+        for (id, user) in users {
+            guard let held = user.data[key] else { continue }
+            let expected = snapshot[id].flatMap { $0 } ?? exit
+            if held != expected { wrong.append("\(id) holds \(held.jsonString), should hold \(expected.jsonString)") }
+        }
+        for (id, value) in snapshot {
+            if let value, users[id]?.data[key] == nil { wrong.append("\(id) holds nothing, should hold \(value.jsonString)") }
+        }
+        let ledger = try await db.query("""
+            SELECT l.vero_id, l.value::text AS value FROM engage.ledger l
+            JOIN engage.computations c ON c.id = l.computation_id WHERE c.key = $1
+            """, [key])
+        var ledgerWrong: [String] = []
+        for row in ledger {
+            let id = try row.decode(String.self, "vero_id"), value = try JSONValue.parse(try row.decode(String.self, "value"))
+            if users[id]?.data[key] != value { ledgerWrong.append("ledger says \(id) holds \(value.jsonString)") }
+        }
+        return (wrong.sorted(), ledgerWrong.sorted())
+    }
 
     func sandboxUsers() async throws -> [String: SandboxUser] {
         try await get("/_sandbox/users", as: [String: SandboxUser].self)

@@ -114,7 +114,7 @@ public enum Operator: Sendable, Hashable {
     case noneOf([JSONValue])
     case contains(String), notContains(String), startsWith(String), endsWith(String)
     case exists(Bool)
-    case before(Date), after(Date)
+    case before(Timestamp), after(Timestamp)
     case withinLast(SyncDuration)
 
     /// The operator names of DESIGN §5, in the order listed there.

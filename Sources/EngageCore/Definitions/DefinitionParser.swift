@@ -345,7 +345,7 @@ public struct DefinitionParser {
             guard let b = raw.boolValue else { add(opPath, "must be true or false, got \(describe(raw))"); return nil }
             return .exists(b)
         case "before", "after":
-            guard let s = raw.stringValue, let date = Self.parseTimestamp(s) else {
+            guard let s = raw.stringValue, let date = Timestamp.parse(s) else {
                 add(opPath, "must be an ISO-8601 timestamp such as \"2025-01-31T00:00:00Z\", got \(describe(raw))")
                 return nil
             }
@@ -353,17 +353,6 @@ public struct DefinitionParser {
         default: // within_last
             return duration(raw, opPath).map { .withinLast($0) }
         }
-    }
-
-    /// ISO-8601 with or without fractional seconds, or a plain date (midnight UTC).
-    static func parseTimestamp(_ text: String) -> Date? {
-        let full = ISO8601DateFormatter()
-        full.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let d = full.date(from: text) { return d }
-        full.formatOptions = [.withInternetDateTime]
-        if let d = full.date(from: text) { return d }
-        full.formatOptions = [.withFullDate]
-        return full.date(from: text)
     }
 
     // MARK: - Trait values

@@ -16,8 +16,10 @@ public struct CompileError: Error, Sendable, CustomStringConvertible {
     public var description: String { "cannot compile \(key): \(reason)" }
 }
 
-/// Compiles a definition into one query returning `(profile_id text, value)`: `value` is
-/// boolean `true` for each audience member, or the computed `jsonb` value for a trait.
+/// Compiles a definition into one query returning `(profile_id text, value, user_id text,
+/// email text)`: `value` is boolean `true` for each audience member, or the computed `jsonb`
+/// value for a trait; `user_id` and `email` are the profile's, read in the same pass, so the
+/// diff knows which Vero user each row is about without reading the profiles again.
 ///
 /// Every literal from the definition is a bound parameter and every path a bound `text[]`
 /// used with `#>`: no string from a definition is ever spliced into the SQL. `$1` is the
@@ -42,7 +44,7 @@ public struct DefinitionCompiler {
             let ctes = state.ctes.isEmpty ? "" : "WITH " + state.ctes.joined(separator: ",\n") + "\n"
             let joins = state.joins.joined(separator: "\n")
             sql = """
-                \(ctes)SELECT p.profile_id, true AS value
+                \(ctes)SELECT p.profile_id, true AS value, p.user_id, p.email
                 FROM engage.profiles p
                 \(joins)
                 WHERE \(predicate)
@@ -169,10 +171,10 @@ public struct DefinitionCompiler {
             return ifString("right(\(text), char_length(\(p)::text)) = \(p)::text")
         case .exists(let wanted):
             return wanted ? present : "(NOT \(present))"
-        case .before(let date):
-            return timestamp("<", "\(state.bind(date))::timestamptz")
-        case .after(let date):
-            return timestamp(">", "\(state.bind(date))::timestamptz")
+        case .before(let instant):
+            return timestamp("<", "\(state.bind(instant))::timestamptz")
+        case .after(let instant):
+            return timestamp(">", "\(state.bind(instant))::timestamptz")
         case .withinLast(let d):
             let ts = "engage.try_timestamptz(\(text))"
             return ifString("(\(ts) >= $1::timestamptz - \(state.bind(d.intervalText))::interval AND \(ts) <= $1::timestamptz)")
@@ -188,45 +190,48 @@ public struct DefinitionCompiler {
         let x = value.property.map { "(e.properties #> \(state.bind($0.segments))::text[])" } ?? "NULL::jsonb"
         let matching = """
             matching AS (
-                SELECT e.profile_id, e.occurred_at, e.message_id, \(x) AS x
+                SELECT e.profile_id, p.user_id, p.email, e.occurred_at, e.message_id, \(x) AS x
                 FROM engage.events e
                 JOIN engage.profiles p ON p.profile_id = e.profile_id
                 WHERE \(filters.joined(separator: "\n      AND ")))
             """
         let present = "x IS NOT NULL AND x <> 'null'::jsonb"
         let numeric = "jsonb_typeof(x) = 'number'"
+        // The profile's ids ride along with its key (they depend on it), so grouping by all
+        // three groups by profile.
+        let who = "profile_id, user_id, email"
         let body: String
         switch value.aggregate {
         case .count:
-            body = "SELECT profile_id, to_jsonb(count(*)) AS value FROM matching GROUP BY profile_id"
+            body = "SELECT \(who), to_jsonb(count(*)) AS value FROM matching GROUP BY \(who)"
         case .sum:
-            body = "SELECT profile_id, to_jsonb(trim_scale(sum(x::numeric))) AS value FROM matching WHERE \(numeric) GROUP BY profile_id"
+            body = "SELECT \(who), to_jsonb(trim_scale(sum(x::numeric))) AS value FROM matching WHERE \(numeric) GROUP BY \(who)"
         case .avg:
-            body = "SELECT profile_id, to_jsonb(trim_scale(round(avg(x::numeric), 6))) AS value FROM matching WHERE \(numeric) GROUP BY profile_id"
+            body = "SELECT \(who), to_jsonb(trim_scale(round(avg(x::numeric), 6))) AS value FROM matching WHERE \(numeric) GROUP BY \(who)"
         case .min:
-            body = "SELECT profile_id, to_jsonb(trim_scale(min(x::numeric))) AS value FROM matching WHERE \(numeric) GROUP BY profile_id"
+            body = "SELECT \(who), to_jsonb(trim_scale(min(x::numeric))) AS value FROM matching WHERE \(numeric) GROUP BY \(who)"
         case .max:
-            body = "SELECT profile_id, to_jsonb(trim_scale(max(x::numeric))) AS value FROM matching WHERE \(numeric) GROUP BY profile_id"
+            body = "SELECT \(who), to_jsonb(trim_scale(max(x::numeric))) AS value FROM matching WHERE \(numeric) GROUP BY \(who)"
         case .first:
-            body = "SELECT profile_id, (array_agg(x ORDER BY occurred_at, message_id))[1] AS value FROM matching WHERE \(present) GROUP BY profile_id"
+            body = "SELECT \(who), (array_agg(x ORDER BY occurred_at, message_id))[1] AS value FROM matching WHERE \(present) GROUP BY \(who)"
         case .last:
-            body = "SELECT profile_id, (array_agg(x ORDER BY occurred_at DESC, message_id DESC))[1] AS value FROM matching WHERE \(present) GROUP BY profile_id"
+            body = "SELECT \(who), (array_agg(x ORDER BY occurred_at DESC, message_id DESC))[1] AS value FROM matching WHERE \(present) GROUP BY \(who)"
         case .mostFrequent:
             // Seen at least twice; ties broken alphabetically (by code point).
             body = """
-                SELECT DISTINCT ON (profile_id) profile_id, x AS value
-                FROM (SELECT profile_id, x, count(*) AS seen FROM matching WHERE \(present)
-                      GROUP BY profile_id, x HAVING count(*) >= 2) counted
+                SELECT DISTINCT ON (profile_id) \(who), x AS value
+                FROM (SELECT \(who), x, count(*) AS seen FROM matching WHERE \(present)
+                      GROUP BY \(who), x HAVING count(*) >= 2) counted
                 ORDER BY profile_id, seen DESC, (x #>> '{}') COLLATE "C"
                 """
         case .uniqueList:
             body = """
-                SELECT profile_id, jsonb_agg(x ORDER BY (x #>> '{}') COLLATE "C") AS value
-                FROM (SELECT DISTINCT profile_id, x FROM matching WHERE \(present)) distinct_values
-                GROUP BY profile_id
+                SELECT \(who), jsonb_agg(x ORDER BY (x #>> '{}') COLLATE "C") AS value
+                FROM (SELECT DISTINCT \(who), x FROM matching WHERE \(present)) distinct_values
+                GROUP BY \(who)
                 """
         case .uniqueListCount:
-            body = "SELECT profile_id, to_jsonb(count(DISTINCT x)) AS value FROM matching WHERE \(present) GROUP BY profile_id"
+            body = "SELECT \(who), to_jsonb(count(DISTINCT x)) AS value FROM matching WHERE \(present) GROUP BY \(who)"
         }
         return "WITH \(matching)\n\(body)"
     }

@@ -30,9 +30,8 @@ extension DefinitionRepository {
             )
             SELECT (SELECT count(*) FROM q) AS total,
                    (SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]') FROM (
-                        SELECT q.profile_id, p.user_id, p.email, to_jsonb(q.value)::text AS value
-                        FROM (SELECT * FROM q ORDER BY profile_id LIMIT \(limitParameter)) q
-                        JOIN engage.profiles p USING (profile_id) ORDER BY q.profile_id) s) AS sample,
+                        SELECT profile_id, user_id, email, to_jsonb(value)::text AS value
+                        FROM q ORDER BY profile_id LIMIT \(limitParameter)) s) AS sample,
                    (SELECT coalesce(jsonb_agg(to_jsonb(d)), '[]') FROM (
                         SELECT to_jsonb(value)::text AS value, count(*) AS profiles FROM q
                         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10) d) AS distribution

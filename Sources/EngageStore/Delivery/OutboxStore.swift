@@ -130,13 +130,17 @@ public struct OutboxStore: Sendable {
                     request = coalesce(r.request, o.request)
                 FROM r
                 WHERE o.id = r.id AND o.status IN ('pending', 'superseded')
-                RETURNING o.id, o.status, o.destination_id, o.computation_id, o.profile_id, o.value, r.kind),
+                RETURNING o.id, o.status, o.destination_id, o.computation_id, o.profile_id, o.value, r.kind,
+                          coalesce(o.vero_id, o.message ->> 'userId') AS vero_id,
+                          coalesce(o.email, o.message #>> '{traits,email}', o.message #>> '{context,traits,email}') AS email),
             ledger AS (
-                INSERT INTO engage.ledger (destination_id, computation_id, profile_id, value, confirmed_at, outbox_id)
-                SELECT destination_id, computation_id, profile_id, value, now(), id FROM upd
-                WHERE status = 'delivered' AND computation_id IS NOT NULL AND profile_id IS NOT NULL AND value IS NOT NULL
-                ON CONFLICT (destination_id, computation_id, profile_id) DO UPDATE
-                    SET value = EXCLUDED.value, confirmed_at = EXCLUDED.confirmed_at, outbox_id = EXCLUDED.outbox_id
+                -- What the Vero user the row addressed now holds, whichever profile owns it.
+                INSERT INTO engage.ledger (destination_id, computation_id, vero_id, profile_id, email, value, confirmed_at, outbox_id)
+                SELECT destination_id, computation_id, vero_id, profile_id, email, value, now(), id FROM upd
+                WHERE status = 'delivered' AND computation_id IS NOT NULL AND vero_id IS NOT NULL AND value IS NOT NULL
+                ON CONFLICT (destination_id, computation_id, vero_id) DO UPDATE
+                    SET value = EXCLUDED.value, profile_id = EXCLUDED.profile_id, email = EXCLUDED.email,
+                        confirmed_at = EXCLUDED.confirmed_at, outbox_id = EXCLUDED.outbox_id
                     WHERE engage.ledger.outbox_id < EXCLUDED.outbox_id
                 RETURNING 1)
             SELECT count(*) FILTER (WHERE status = 'delivered')::int AS delivered,
