@@ -15,13 +15,6 @@ struct ReliabilityTests {
     static let audience = #"{"name": "Recent Buyers", "type": "audience", "condition": {"event": "Order Completed", "within": "30d"}}"#
     let env = [SyncFixture.tokenVariable: SyncFixture.token]
 
-    func define(_ f: SyncFixture, _ json: String) async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("def-\(UUID()).json").path
-        try json.write(toFile: path, atomically: true, encoding: .utf8)
-        let run = try await CLI.run(["define", path, "--database-url", f.url])
-        #expect(run.status == 0, "\(run.stderr)")
-    }
-
     func seed(_ f: SyncFixture, members: Int) async throws {
         try await f.db.query("""
             INSERT INTO engage.profiles (profile_id, user_id, email)
@@ -31,16 +24,6 @@ struct ReliabilityTests {
             INSERT INTO engage.events (message_id, profile_id, event, occurred_at)
             SELECT 'seed-' || i, 'p' || i, 'Order Completed', now() - interval '3 days' FROM generate_series(1, $1) i
             """, [members])
-    }
-
-    /// Polls until `sql` returns at least `atLeast` (a bounded wait).
-    func waitFor(_ f: SyncFixture, _ sql: String, atLeast: Int, seconds: Double = 60) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try await f.count(sql) >= atLeast { return }
-            try await Task.sleep(for: .milliseconds(5))
-        }
-        Issue.record("timed out waiting for \(sql) >= \(atLeast)")
     }
 
     /// Sandbox state versus what every profile should hold; successful requests per user.
@@ -81,7 +64,7 @@ struct ReliabilityTests {
         let concurrency = 16
         try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 1), concurrency: concurrency) { f in
             try await seed(f, members: members)
-            try await define(f, Self.audience)
+            try await f.define(Self.audience)
             let crashArgs = ["run", "--all", "--lease", "5", "--database-url", f.url]
             let converge = ["run", "--all", "--lease", "5", "--max-wait", "20", "--database-url", f.url]
             var sent = 0
@@ -110,12 +93,12 @@ struct ReliabilityTests {
             // 2. Right after the outbox commit: 40% of members leave.
             try await f.db.execute("UPDATE engage.events SET occurred_at = now() - interval '60 days' WHERE profile_id IN (SELECT 'p' || i FROM generate_series(1, 20000) i)")
             try await killAndConverge("after the outbox commit", changes: 20_000, exited: 1...20000) {
-                try await waitFor(f, "SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'exit'", atLeast: 1)
+                try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'exit'", atLeast: 1)
             }
             // 3. Mid-delivery: they come back.
             try await f.db.execute("UPDATE engage.events SET occurred_at = now() - interval '1 day' WHERE profile_id IN (SELECT 'p' || i FROM generate_series(1, 20000) i)")
             try await killAndConverge("mid-delivery", changes: 20_000, exited: nil) {
-                try await waitFor(f, "SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'enter' AND status = 'delivered' AND run_id = (SELECT max(id) FROM engage.sync_runs)", atLeast: 5_000)
+                try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'enter' AND status = 'delivered' AND run_id = (SELECT max(id) FROM engage.sync_runs)", atLeast: 5_000)
             }
             // The killed runs were marked failed by the runs after them.
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'failed' AND error LIKE 'interrupted%'") >= 2)
@@ -126,9 +109,9 @@ struct ReliabilityTests {
     func connectionDropped() async throws {
         try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 2)) { f in
             try await seed(f, members: 5_000)
-            try await define(f, Self.audience)
+            try await f.define(Self.audience)
             let (process, out, err) = try CLI.start(["run", "--lease", "5", "--database-url", f.url], environment: env)
-            try await waitFor(f, "SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'", atLeast: 200)
+            try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'", atLeast: 200)
             try await f.db.execute("""
                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                 WHERE datname = current_database() AND pid <> pg_backend_pid()
@@ -150,9 +133,9 @@ struct ReliabilityTests {
         try await PrivateCluster.with { cluster in
             try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 2), server: cluster.url) { f in
                 try await seed(f, members: 5_000)
-                try await define(f, Self.audience)
+                try await f.define(Self.audience)
                 let (process, out, err) = try CLI.start(["run", "--lease", "5", "--database-url", f.url], environment: env)
-                try await waitFor(f, "SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'", atLeast: 200)
+                try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'", atLeast: 200)
                 try await cluster.restart()
                 let crashed = await CLI.collect(process, out, err)
                 #expect(crashed.status == 1, "\(crashed.stdout)\n\(crashed.stderr)")
@@ -229,7 +212,7 @@ struct ReliabilityTests {
             let delivery = Task {
                 try await f.deliver(DeliveryOptions(maxWaitSeconds: 30, retry: RetryPolicy(baseSeconds: 0.2, capSeconds: 1)))
             }
-            try await waitFor(f, "SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'", atLeast: 500)
+            try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'", atLeast: 500)
             await running.stop()
             try await Task.sleep(for: .seconds(1))
             let second = VeroSandbox()
@@ -247,9 +230,9 @@ struct ReliabilityTests {
     func manyProcesses() async throws {
         try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 1)) { f in
             try await seed(f, members: 3_000)
-            try await define(f, Self.audience)
-            try await define(f, #"{"name": "Order Count", "type": "trait", "value": {"aggregate": "count", "event": "Order Completed"}}"#)
-            try await define(f, #"{"name": "Everyone", "type": "audience", "condition": {"event": "Order Completed", "count": {"at_least": 0}}}"#)
+            try await f.define(Self.audience)
+            try await f.define(#"{"name": "Order Count", "type": "trait", "value": {"aggregate": "count", "event": "Order Completed"}}"#)
+            try await f.define(#"{"name": "Everyone", "type": "audience", "condition": {"event": "Order Completed", "count": {"at_least": 0}}}"#)
             let args = ["--database-url", f.url, "--max-wait", "5"]
             let runs = try await withThrowingTaskGroup(of: CLIRun.self) { group in
                 for _ in 0..<3 { group.addTask { try await CLI.run(["run"] + args, environment: env) } }
@@ -303,7 +286,7 @@ struct ReliabilityTests {
         let password = "PW-\(UUID().uuidString)"
         try await SyncFixture.with(sandbox: SandboxConfiguration(token: token)) { f in
             try await seed(f, members: 50)
-            try await define(f, Self.audience)
+            try await f.define(Self.audience)
             // The test cluster trusts loopback, so a URL with a password still connects.
             let url = f.url.replacingOccurrences(of: "postgres@", with: "postgres:\(password)@")
             #expect(url != f.url)

@@ -13,17 +13,6 @@ struct SyncRunTests {
     static let audience = #"{"name": "Recent Buyers", "type": "audience", "condition": {"event": "Order Completed", "within": "30d"}}"#
     static let trait = #"{"name": "Order Count", "type": "trait", "value": {"aggregate": "count", "event": "Order Completed", "within": "30d"}}"#
 
-    func cli(_ f: SyncFixture, _ arguments: [String]) async throws -> CLIRun {
-        try await CLI.run(arguments + ["--database-url", f.url], environment: [SyncFixture.tokenVariable: SyncFixture.token])
-    }
-
-    func define(_ f: SyncFixture, _ json: String) async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("def-\(UUID()).json").path
-        try json.write(toFile: path, atomically: true, encoding: .utf8)
-        let run = try await cli(f, ["define", path])
-        #expect(run.status == 0, "\(run.stderr)")
-    }
-
     /// Profiles p1…pN (user ids u1…uN); p1…pBuyers bought 3 days ago.
     func seed(_ f: SyncFixture, profiles: Int, buyers: Int) async throws {
         try await f.db.query("""
@@ -49,9 +38,9 @@ struct SyncRunTests {
     func firstThenIncremental() async throws {
         try await SyncFixture.with { f in
             try await seed(f, profiles: 50, buyers: 20)
-            try await define(f, Self.audience)
-            try await define(f, Self.trait)
-            let first = try await cli(f, ["run"])
+            try await f.define(Self.audience)
+            try await f.define(Self.trait)
+            let first = try await f.cli(["run"])
             #expect(first.status == 0, "\(first.stdout)\n\(first.stderr)")
             #expect(first.stdout.contains("recent_buyers → vero: full run"))
             var values = try await sandboxValues(f, key: "recent_buyers")
@@ -64,7 +53,7 @@ struct SyncRunTests {
             #expect(try await requestCount(f) == 40)
 
             // A quiet run sends nothing.
-            let quiet = try await cli(f, ["run", "--all"])
+            let quiet = try await f.cli(["run", "--all"])
             #expect(quiet.status == 0, "\(quiet.stderr)")
             #expect(try await requestCount(f) == 40)
 
@@ -75,7 +64,7 @@ struct SyncRunTests {
                 SELECT 'new-' || i, 'p' || i, 'Order Completed', now() - interval '1 hour' FROM generate_series(21, 23) i;
                 INSERT INTO engage.events (message_id, profile_id, event, occurred_at) VALUES ('again-6', 'p6', 'Order Completed', now());
                 """)
-            let second = try await cli(f, ["run", "--all"])
+            let second = try await f.cli(["run", "--all"])
             #expect(second.status == 0, "\(second.stderr)")
             #expect(second.stdout.contains("+3 entered, -5 exited"))
             let requests = try await f.sandboxRequests().requests.dropFirst(40)
@@ -105,12 +94,12 @@ struct SyncRunTests {
     func schedule() async throws {
         try await SyncFixture.with { f in
             try await seed(f, profiles: 5, buyers: 2)
-            try await define(f, Self.audience)
-            #expect(try await cli(f, ["run"]).stdout.contains("full run"))
-            let again = try await cli(f, ["run"])
+            try await f.define(Self.audience)
+            #expect(try await f.cli(["run"]).stdout.contains("full run"))
+            let again = try await f.cli(["run"])
             #expect(again.stdout.contains("nothing is due"))
             try await f.db.execute("UPDATE engage.sync_runs SET started_at = started_at - interval '61 minutes'")
-            #expect(try await cli(f, ["run"]).stdout.contains("incremental run"))
+            #expect(try await f.cli(["run"]).stdout.contains("incremental run"))
         }
     }
 
@@ -118,11 +107,11 @@ struct SyncRunTests {
     func resync() async throws {
         try await SyncFixture.with { f in
             try await seed(f, profiles: 10, buyers: 6)
-            try await define(f, Self.audience)
-            #expect(try await cli(f, ["run"]).status == 0)
+            try await f.define(Self.audience)
+            #expect(try await f.cli(["run"]).status == 0)
             try await f.db.execute("DELETE FROM engage.events WHERE profile_id IN ('p1', 'p2')")
             let before = try await requestCount(f)
-            let resync = try await cli(f, ["resync", "--key", "recent_buyers"])
+            let resync = try await f.cli(["resync", "--key", "recent_buyers"])
             #expect(resync.status == 0, "\(resync.stderr)")
             let sent = try await f.sandboxRequests().requests.dropFirst(before)
             #expect(sent.count == 6)
@@ -135,16 +124,16 @@ struct SyncRunTests {
     func remove() async throws {
         try await SyncFixture.with { f in
             try await seed(f, profiles: 10, buyers: 4)
-            try await define(f, Self.audience)
-            try await define(f, #"{"name": "Kept", "type": "audience", "condition": {"event": "Order Completed"}}"#)
-            #expect(try await cli(f, ["run"]).status == 0)
+            try await f.define(Self.audience)
+            try await f.define(#"{"name": "Kept", "type": "audience", "condition": {"event": "Order Completed"}}"#)
+            #expect(try await f.cli(["run"]).status == 0)
             let before = try await requestCount(f)
-            let removed = try await cli(f, ["remove", "recent_buyers"])
+            let removed = try await f.cli(["remove", "recent_buyers"])
             #expect(removed.status == 0, "\(removed.stderr)")
             let sent = try await f.sandboxRequests().requests.dropFirst(before)
             #expect(Set(sent.map { "\($0.userID ?? "?")=\($0.body["data"]?["recent_buyers"]?.jsonString ?? "")" })
                 == ["u1=false", "u2=false", "u3=false", "u4=false"])
-            let kept = try await cli(f, ["remove", "kept", "--keep-values"])
+            let kept = try await f.cli(["remove", "kept", "--keep-values"])
             #expect(kept.status == 0, "\(kept.stderr)")
             #expect(try await requestCount(f) == before + 4)
             #expect(try await sandboxValues(f, key: "kept").values.allSatisfy { $0 == .bool(true) })
@@ -155,12 +144,12 @@ struct SyncRunTests {
     func interruptedBeforeDelivery() async throws {
         try await SyncFixture.with { f in
             try await seed(f, profiles: 30, buyers: 30)
-            try await define(f, Self.audience)
-            let enqueued = try await cli(f, ["run", "--no-deliver"])
+            try await f.define(Self.audience)
+            let enqueued = try await f.cli(["run", "--no-deliver"])
             #expect(enqueued.status == 0, "\(enqueued.stderr)")
             #expect(try await requestCount(f) == 0)
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'pending'") == 30)
-            let next = try await cli(f, ["run", "--all"])
+            let next = try await f.cli(["run", "--all"])
             #expect(next.status == 0, "\(next.stderr)")
             let requests = try await f.sandboxRequests().requests
             #expect(requests.count == 30)
@@ -173,8 +162,8 @@ struct SyncRunTests {
     func failedThenRetried() async throws {
         try await SyncFixture.with(sandbox: SandboxConfiguration(failRate: 1, failStatus: 500)) { f in
             try await seed(f, profiles: 5, buyers: 5)
-            try await define(f, Self.audience)
-            let failing = try await cli(f, ["run", "--max-wait", "0"])
+            try await f.define(Self.audience)
+            let failing = try await f.cli(["run", "--max-wait", "0"])
             #expect(failing.status == 3, "\(failing.stdout)\n\(failing.stderr)")
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.ledger") == 0)
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'pending' AND last_status_code = 500 AND attempts = 1") == 5)
@@ -182,7 +171,7 @@ struct SyncRunTests {
             let healthy = try await VeroSandbox().start()
             try await f.db.query("UPDATE engage.destinations SET base_url = $1", [healthy.baseURL])
             try await f.db.execute("UPDATE engage.outbox SET next_attempt_at = now()")
-            let retry = try await cli(f, ["run", "--all"])
+            let retry = try await f.cli(["run", "--all"])
             #expect(retry.status == 0, "\(retry.stdout)\n\(retry.stderr)")
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.ledger WHERE value = 'true'") == 5)
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered' AND attempts = 2") == 5)
@@ -195,18 +184,18 @@ struct SyncRunTests {
     func guardrail() async throws {
         try await SyncFixture.with { f in
             try await seed(f, profiles: 150, buyers: 150)
-            try await define(f, Self.audience)
-            #expect(try await cli(f, ["run"]).status == 0)
+            try await f.define(Self.audience)
+            #expect(try await f.cli(["run"]).status == 0)
             try await f.db.execute("DELETE FROM engage.events")
             let before = try await requestCount(f)
-            let blocked = try await cli(f, ["run", "--all"])
+            let blocked = try await f.cli(["run", "--all"])
             #expect(blocked.status == 3)
             #expect(blocked.stdout.contains("BLOCKED"))
             #expect(blocked.stdout.contains("150 of 150"))
             #expect(try await requestCount(f) == before)
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'blocked' AND exited = 150") == 1)
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'exit'") == 0)
-            let forced = try await cli(f, ["run", "--all", "--force"])
+            let forced = try await f.cli(["run", "--all", "--force"])
             #expect(forced.status == 0, "\(forced.stderr)")
             #expect(try await requestCount(f) == before + 150)
         }
@@ -216,10 +205,10 @@ struct SyncRunTests {
     func concurrentRuns() async throws {
         try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 1)) { f in
             try await seed(f, profiles: 500, buyers: 400)
-            try await define(f, Self.audience)
-            try await define(f, Self.trait)
-            async let a = cli(f, ["run"])
-            async let b = cli(f, ["run"])
+            try await f.define(Self.audience)
+            try await f.define(Self.trait)
+            async let a = f.cli(["run"])
+            async let b = f.cli(["run"])
             let (ra, rb) = try await (a, b)
             #expect(ra.status == 0, "\(ra.stdout)\n\(ra.stderr)")
             #expect(rb.status == 0, "\(rb.stdout)\n\(rb.stderr)")
@@ -239,8 +228,8 @@ struct SyncRunTests {
                 INSERT INTO engage.profiles (profile_id, email) VALUES ('email-only', 'e@example.com');
                 INSERT INTO engage.events (message_id, profile_id, event, occurred_at) VALUES ('e1', 'email-only', 'Order Completed', now());
                 """)
-            try await define(f, Self.audience)
-            let run = try await cli(f, ["run"])
+            try await f.define(Self.audience)
+            let run = try await f.cli(["run"])
             #expect(run.status == 3)
             #expect(run.stdout.contains("1 skipped (missing_user_id)"))
             #expect(try await requestCount(f) == 3)
@@ -250,7 +239,7 @@ struct SyncRunTests {
             #expect(try failure.decode(String.self, "reason") == "missing_user_id")
             // A second run does not enqueue the skip again.
             try await f.db.execute("UPDATE engage.sync_runs SET started_at = started_at - interval '2 hours'")
-            _ = try await cli(f, ["run"])
+            _ = try await f.cli(["run"])
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'skipped'") == 1)
         }
     }
@@ -259,7 +248,7 @@ struct SyncRunTests {
     func dryRun() async throws {
         try await SyncFixture.with { f in
             try await seed(f, profiles: 10, buyers: 7)
-            try await define(f, Self.audience)
+            try await f.define(Self.audience)
             let fingerprint = """
                 SELECT md5(string_agg(t, '|' ORDER BY t)) AS f FROM (
                     SELECT m::text AS t FROM engage.memberships m UNION ALL SELECT o::text FROM engage.outbox o
@@ -267,7 +256,7 @@ struct SyncRunTests {
                     UNION ALL SELECT 'x') rows
                 """
             let before = try await f.db.query(fingerprint).first?.decode(String.self, "f")
-            let dry = try await cli(f, ["run", "--dry-run"])
+            let dry = try await f.cli(["run", "--dry-run"])
             #expect(dry.status == 0, "\(dry.stderr)")
             #expect(dry.stdout.contains("full would send: 7 members, +7 entered, -0 exited"))
             #expect(dry.stdout.contains("enter u1 = true"))
@@ -280,9 +269,9 @@ struct SyncRunTests {
     func statusAndViews() async throws {
         try await SyncFixture.with { f in
             try await seed(f, profiles: 10, buyers: 4)
-            try await define(f, Self.audience)
-            #expect(try await cli(f, ["run"]).status == 0)
-            let status = try await cli(f, ["status", "--json"])
+            try await f.define(Self.audience)
+            #expect(try await f.cli(["run"]).status == 0)
+            let status = try await f.cli(["status", "--json"])
             #expect(status.status == 0, "\(status.stderr)")
             let parsed = try JSONValue.parse(status.stdout)
             let first = try #require(parsed.arrayValue?.first)
