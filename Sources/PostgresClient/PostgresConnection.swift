@@ -85,17 +85,6 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
-    /// Opens `count` connections, runs `body` with them, and closes every one whether `body`
-    /// returns or throws.
-    public static func withConnections<T: Sendable>(_ count: Int, _ conninfo: String? = nil,
-                                                    _ body: ([PostgresConnection]) async throws -> T) async throws -> T {
-        func open(_ opened: [PostgresConnection]) async throws -> T {
-            guard opened.count < count else { return try await body(opened) }
-            return try await withConnection(conninfo) { try await open(opened + [$0]) }
-        }
-        return try await open([])
-    }
-
     /// Closes the connection. Further calls throw.
     public func close() async {
         _ = try? await Self.runBlocking { [self] in
@@ -113,9 +102,12 @@ public final class PostgresConnection: @unchecked Sendable {
 
     // MARK: - Statements
 
-    /// Runs one or more statements separated by `;` with the simple protocol (no parameters).
-    /// Stops at the first failing statement; earlier ones outside a transaction stay applied.
-    public func execute(_ sql: String) async throws {
+    /// Runs one or more statements separated by `;` with the simple protocol. They take no
+    /// parameters (use ``query(_:)``), so `statements` must have no bound values: SQL text
+    /// built from pieces says so with `\(unescaped: …)`. Stops at the first failing
+    /// statement; earlier ones outside a transaction stay applied.
+    public func execute(_ statements: PostgresQuery) async throws {
+        let sql = try Self.withoutBinds(statements, "execute")
         try await blocking { conn in
             guard PQsendQuery(conn, sql) == 1 else {
                 throw self.connectionError(statement: sql)
@@ -131,10 +123,10 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
-    /// Runs one parameterized statement. `$1…$n` are bound to `parameters`, never interpolated.
+    /// Runs one statement; every interpolated value is a bound parameter (see ``PostgresQuery``).
     @discardableResult
-    public func query(_ sql: String, _ parameters: [any PostgresEncodable] = []) async throws -> PostgresRows {
-        let binds = parameters.map(\.postgresBind)
+    public func query(_ query: PostgresQuery) async throws -> PostgresRows {
+        let sql = query.sql, binds = query.binds
         return try await blocking { conn in
             let result = Self.execParams(conn, sql, binds)
             defer { PQclear(result) }
@@ -143,26 +135,61 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
-    /// Convenience: parameters as variadic arguments.
-    @discardableResult
-    public func query(_ sql: String, _ first: any PostgresEncodable, _ rest: any PostgresEncodable...) async throws -> PostgresRows {
-        try await query(sql, [first] + rest)
+    private static func withoutBinds(_ query: PostgresQuery, _ function: String) throws -> String {
+        guard query.binds.isEmpty else {
+            throw PostgresError(kind: .usage, message: "\(function) takes no parameters; bind values with query(_:)",
+                                statement: query.sql)
+        }
+        return query.sql
     }
 
-    /// Runs `body` in a transaction: commits when it returns, rolls back when it throws or when
-    /// the task was cancelled by the time it returns (then throws `CancellationError`).
-    public func withTransaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        try await execute("BEGIN")
+    // MARK: - Transactions
+
+    /// Open transactions on this connection: 0 outside one, 1 in a transaction, more inside
+    /// nested ones (savepoints).
+    private let depth = NIOLockedValueBox(0)
+
+    /// Runs `body` in a transaction and commits when it returns, or rolls back when it throws,
+    /// when it asked for a rollback (``PostgresTransaction/rollback()``, the value is still
+    /// returned), or when the task was cancelled by the time it returns (then throws
+    /// `CancellationError`).
+    ///
+    /// Inside another transaction on the same connection it is a savepoint: its rollback undoes
+    /// only its own work. An error the body throws propagates unchanged once the rollback is
+    /// done; a failure of the transaction itself is a ``PostgresTransactionError`` naming the
+    /// phase (begin, commit, rollback, or the body when the rollback after it failed too).
+    public func withTransaction<T: Sendable>(_ body: (PostgresTransaction) async throws -> T) async throws -> T {
+        let level = depth.withLockedValue { d -> Int in d += 1; return d }
+        defer { depth.withLockedValue { $0 -= 1 } }
+        let savepoint = "engage_savepoint_\(level)"
+        let (begin, commit, rollback): (PostgresQuery, PostgresQuery, PostgresQuery) = level == 1
+            ? ("BEGIN", "COMMIT", "ROLLBACK")
+            : ("SAVEPOINT \(unescaped: savepoint)", "RELEASE SAVEPOINT \(unescaped: savepoint)",
+               "ROLLBACK TO SAVEPOINT \(unescaped: savepoint); RELEASE SAVEPOINT \(unescaped: savepoint)")
+        do { try await execute(begin) } catch {
+            throw PostgresTransactionError(phase: .begin, underlying: error)
+        }
+        let transaction = PostgresTransaction(connection: self)
         let value: T
         do {
-            value = try await body(self)
+            value = try await body(transaction)
             try Task.checkCancellation()
         } catch {
             // A broken connection cannot roll back; the server aborts the transaction anyway.
-            try? await execute("ROLLBACK")
+            do { try await execute(rollback) } catch let rollbackError {
+                throw PostgresTransactionError(phase: .body, underlying: error, rollbackError: rollbackError)
+            }
             throw error
         }
-        try await execute("COMMIT")
+        if transaction.rollsBack {
+            do { try await execute(rollback) } catch {
+                throw PostgresTransactionError(phase: .rollback, underlying: error)
+            }
+        } else {
+            do { try await execute(commit) } catch {
+                throw PostgresTransactionError(phase: .commit, underlying: error)
+            }
+        }
         return value
     }
 
@@ -172,7 +199,8 @@ public final class PostgresConnection: @unchecked Sendable {
     /// escaped; see ``PostgresCopyWriter/escape(_:)``) through the writer, which sends it in
     /// chunks. Returns the number of rows copied. An error thrown by `body` aborts the COPY.
     @discardableResult
-    public func copyIn(_ sql: String, _ body: (PostgresCopyWriter) async throws -> Void) async throws -> Int {
+    public func copyIn(_ statement: PostgresQuery, _ body: (PostgresCopyWriter) async throws -> Void) async throws -> Int {
+        let sql = try Self.withoutBinds(statement, "copyIn")
         try await blocking { conn in
             let result = PQexec(conn, sql)
             defer { PQclear(result) }
@@ -249,7 +277,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     private static func execParams(_ conn: OpaquePointer, _ sql: String, _ binds: [PostgresBind]) -> OpaquePointer? {
-        let types = binds.map { Oid($0.typeOID) }
+        let types = binds.map { Oid($0.type.oid) }
         // strdup'd copies live until PQexecParams returns.
         let cValues: [UnsafeMutablePointer<CChar>?] = binds.map { bind in bind.text.map { strdup($0) } }
         defer { cValues.forEach { free($0) } }
@@ -325,7 +353,7 @@ public final class PostgresConnection: @unchecked Sendable {
 }
 
 /// Buffers COPY text data and sends it in chunks of about 256 KiB.
-public final class PostgresCopyWriter: @unchecked Sendable {
+public final class PostgresCopyWriter {
     private let connection: PostgresConnection
     private var buffer: [UInt8] = []
     private static let chunkSize = 256 * 1024
@@ -344,10 +372,10 @@ public final class PostgresCopyWriter: @unchecked Sendable {
     /// Appends one row in COPY text format; each value is escaped, nil becomes `\N`.
     public func writeRow(_ values: [String?]) async throws {
         for (i, value) in values.enumerated() {
-            if i > 0 { buffer.append(9) }
-            if let value { Self.appendEscaped(value, to: &buffer) } else { buffer.append(contentsOf: [92, 78]) }
+            if i > 0 { buffer.append(Self.tab) }
+            if let value { Self.appendEscaped(value, to: &buffer) } else { buffer.append(contentsOf: [Self.backslash, UInt8(ascii: "N")]) }
         }
-        buffer.append(10)
+        buffer.append(Self.newline)
         if buffer.count >= Self.chunkSize { try await flush() }
     }
 
@@ -365,27 +393,32 @@ public final class PostgresCopyWriter: @unchecked Sendable {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    private static let backslash = UInt8(ascii: "\\"), tab = UInt8(ascii: "\t")
+    private static let newline = UInt8(ascii: "\n"), carriageReturn = UInt8(ascii: "\r")
+
     static func appendEscaped(_ value: String, to out: inout [UInt8]) {
         // Most values need no escaping: copy them whole.
         let plain = value.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
-            guard !bytes.contains(where: { $0 == 92 || $0 == 9 || $0 == 10 || $0 == 13 }) else { return false }
+            guard !bytes.contains(where: { $0 == backslash || $0 == tab || $0 == newline || $0 == carriageReturn }) else {
+                return false
+            }
             out.append(contentsOf: bytes)
             return true
         }
         if plain == true { return }
         for byte in value.utf8 {
             switch byte {
-            case 92: out.append(contentsOf: [92, 92])
-            case 9: out.append(contentsOf: [92, 116])
-            case 10: out.append(contentsOf: [92, 110])
-            case 13: out.append(contentsOf: [92, 114])
+            case backslash: out.append(contentsOf: [backslash, backslash])
+            case tab: out.append(contentsOf: [backslash, UInt8(ascii: "t")])
+            case newline: out.append(contentsOf: [backslash, UInt8(ascii: "n")])
+            case carriageReturn: out.append(contentsOf: [backslash, UInt8(ascii: "r")])
             default: out.append(byte)
             }
         }
     }
 }
 
-private final class NoticeBox: @unchecked Sendable {
+private final class NoticeBox: Sendable {
     let handler: (@Sendable (PostgresNotice) -> Void)?
     init(handler: (@Sendable (PostgresNotice) -> Void)?) { self.handler = handler }
 }

@@ -34,11 +34,27 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable, Equatable
         self.statement = statement.map { $0.count > 200 ? String($0.prefix(200)) + "…" : $0 }
     }
 
-    /// True for SQLSTATE class 08 (connection exception) and 57P01..57P03 (admin shutdown etc.).
+    /// SQLSTATE codes the engine and its tests name (PostgreSQL's appendix A).
+    public enum SQLState {
+        /// Class 08: the connection failed or was lost.
+        public static let connectionExceptionClass = "08"
+        public static let adminShutdown = "57P01"
+        public static let crashShutdown = "57P02"
+        public static let cannotConnectNow = "57P03"
+        public static let uniqueViolation = "23505"
+        public static let invalidTextRepresentation = "22P02"
+        public static let queryCanceled = "57014"
+        public static let insufficientPrivilege = "42501"
+        public static let readOnlySQLTransaction = "25006"
+    }
+
+    /// True for SQLSTATE class 08 (connection exception) and 57P01..57P03 (the server shutting
+    /// down or starting up).
     public var isConnectionFailure: Bool {
         if kind == .connection { return true }
         guard let s = sqlState else { return false }
-        return s.hasPrefix("08") || s == "57P01" || s == "57P02" || s == "57P03"
+        return s.hasPrefix(SQLState.connectionExceptionClass)
+            || [SQLState.adminShutdown, SQLState.crashShutdown, SQLState.cannotConnectNow].contains(s)
     }
 
     public var description: String {

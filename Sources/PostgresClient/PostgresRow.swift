@@ -6,6 +6,11 @@ public protocol PostgresDecodable: Sendable {
     init?(postgresText text: String)
 }
 
+/// A string enum decodes from its raw value; any other text is a decoding error.
+extension PostgresDecodable where Self: RawRepresentable, RawValue == String {
+    public init?(postgresText text: String) { self.init(rawValue: text) }
+}
+
 extension String: PostgresDecodable {
     public init?(postgresText text: String) { self = text }
 }

@@ -1,16 +1,39 @@
 import Foundation
 
-/// A parameter value bound to `$n`: its text form and the type OID it is sent with.
+/// A parameter type: its OID (sent with the value) and its SQL name (for `PREPARE`).
+public struct PostgresType: Sendable, Hashable {
+    public var oid: UInt32
+    public var name: String
+
+    public init(oid: UInt32, name: String) {
+        self.oid = oid
+        self.name = name
+    }
+
+    /// Sent without a type, so PostgreSQL infers it from the context (`$1::jsonb`, a column);
+    /// declared `text` in a `PREPARE`.
+    public static let unknown = PostgresType(oid: 0, name: "text")
+    public static let bool = PostgresType(oid: 16, name: "boolean")
+    public static let int8 = PostgresType(oid: 20, name: "bigint")
+    public static let int4 = PostgresType(oid: 23, name: "integer")
+    public static let float8 = PostgresType(oid: 701, name: "double precision")
+    public static let textArray = PostgresType(oid: 1009, name: "text[]")
+    public static let timestamptz = PostgresType(oid: 1184, name: "timestamptz")
+    public static let uuid = PostgresType(oid: 2950, name: "uuid")
+    public static let jsonb = PostgresType(oid: 3802, name: "jsonb")
+}
+
+/// A parameter value bound to `$n`: its text form and the type it is sent with.
 ///
 /// Values are always bound, never spliced into SQL. Strings are sent with the "unknown" type
 /// so that PostgreSQL infers the type from the context (`$1::jsonb`, a `timestamptz` column, ...).
-public struct PostgresBind: Sendable, Equatable {
+public struct PostgresBind: Sendable, Hashable {
     public var text: String?
-    public var typeOID: UInt32
+    public var type: PostgresType
 
-    public init(text: String?, typeOID: UInt32 = 0) {
+    public init(text: String?, type: PostgresType = .unknown) {
         self.text = text
-        self.typeOID = typeOID
+        self.type = type
     }
 
     public static let null = PostgresBind(text: nil)
@@ -34,37 +57,37 @@ extension Substring: PostgresEncodable {
 }
 
 extension Int: PostgresEncodable {
-    public var postgresBind: PostgresBind { PostgresBind(text: String(self), typeOID: 20) }
+    public var postgresBind: PostgresBind { PostgresBind(text: String(self), type: .int8) }
 }
 
 extension Int64: PostgresEncodable {
-    public var postgresBind: PostgresBind { PostgresBind(text: String(self), typeOID: 20) }
+    public var postgresBind: PostgresBind { PostgresBind(text: String(self), type: .int8) }
 }
 
 extension Int32: PostgresEncodable {
-    public var postgresBind: PostgresBind { PostgresBind(text: String(self), typeOID: 23) }
+    public var postgresBind: PostgresBind { PostgresBind(text: String(self), type: .int4) }
 }
 
 extension Double: PostgresEncodable {
     public var postgresBind: PostgresBind {
-        if isNaN { return PostgresBind(text: "NaN", typeOID: 701) }
-        if isInfinite { return PostgresBind(text: self > 0 ? "Infinity" : "-Infinity", typeOID: 701) }
-        return PostgresBind(text: "\(self)", typeOID: 701)
+        if isNaN { return PostgresBind(text: "NaN", type: .float8) }
+        if isInfinite { return PostgresBind(text: self > 0 ? "Infinity" : "-Infinity", type: .float8) }
+        return PostgresBind(text: "\(self)", type: .float8)
     }
 }
 
 extension Bool: PostgresEncodable {
-    public var postgresBind: PostgresBind { PostgresBind(text: self ? "t" : "f", typeOID: 16) }
+    public var postgresBind: PostgresBind { PostgresBind(text: self ? "t" : "f", type: .bool) }
 }
 
 extension Date: PostgresEncodable {
     public var postgresBind: PostgresBind {
-        PostgresBind(text: PostgresTime.format(self), typeOID: 1184)
+        PostgresBind(text: PostgresTime.format(self), type: .timestamptz)
     }
 }
 
 extension UUID: PostgresEncodable {
-    public var postgresBind: PostgresBind { PostgresBind(text: uuidString.lowercased(), typeOID: 2950) }
+    public var postgresBind: PostgresBind { PostgresBind(text: uuidString.lowercased(), type: .uuid) }
 }
 
 extension Array: PostgresEncodable where Element == String {
@@ -78,7 +101,7 @@ extension Array: PostgresEncodable where Element == String {
             }
             return escaped + "\""
         }
-        return PostgresBind(text: "{" + items.joined(separator: ",") + "}", typeOID: 1009)
+        return PostgresBind(text: "{" + items.joined(separator: ",") + "}", type: .textArray)
     }
 }
 
@@ -105,7 +128,7 @@ public struct PostgresJSON: PostgresEncodable, Sendable {
         self.json = String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 
-    public var postgresBind: PostgresBind { PostgresBind(text: json, typeOID: 3802) }
+    public var postgresBind: PostgresBind { PostgresBind(text: json, type: .jsonb) }
 }
 
 /// Text-format timestamps as PostgreSQL prints them with `DateStyle=ISO` and `TimeZone=UTC`.
@@ -166,4 +189,9 @@ enum PostgresTime {
         let epoch = timegm(&parts)
         return Date(timeIntervalSince1970: Double(epoch - offset) + fraction)
     }
+}
+
+/// A string enum binds as its raw value (a run's status, a mode).
+extension PostgresEncodable where Self: RawRepresentable, RawValue == String {
+    public var postgresBind: PostgresBind { PostgresBind(text: rawValue) }
 }

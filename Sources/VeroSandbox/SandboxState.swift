@@ -69,43 +69,45 @@ public struct SandboxRequest: Sendable, Codable {
 }
 
 /// The sandbox's memory: users, the request log and the rate window. Thread-safe.
-final class SandboxState: @unchecked Sendable {
-    private let lock = NIOLock()
-    private var users: [String: SandboxUser] = [:]
-    private var requests: [SandboxRequest] = []
-    private var dropped = 0
-    private var statusCounts: [Int: Int] = [:]
-    private var windowSecond: Int = 0
-    private var windowCount: Int = 0
-    private var current: SandboxConfiguration
+final class SandboxState: Sendable {
+    private struct Memory {
+        var users: [String: SandboxUser] = [:]
+        var requests: [SandboxRequest] = []
+        var dropped = 0
+        var statusCounts: [Int: Int] = [:]
+        var windowSecond = 0
+        var windowCount = 0
+        var current: SandboxConfiguration
+    }
+    private let memory: NIOLockedValueBox<Memory>
 
-    init(configuration: SandboxConfiguration) { current = configuration }
+    init(configuration: SandboxConfiguration) { memory = NIOLockedValueBox(Memory(current: configuration)) }
 
     /// The faults in force now (they can change at run time through `/_sandbox/faults`).
-    var configuration: SandboxConfiguration { lock.withLock { current } }
+    var configuration: SandboxConfiguration { memory.withLockedValue { $0.current } }
 
     func setFaults(failRate: Double?, failStatus: Int?, latencyMilliseconds: Int?, rateLimit: Int??,
                    responseFault: SandboxConfiguration.ResponseFault?? = nil) {
-        lock.withLock {
-            if let responseFault { current.responseFault = responseFault }
-            if let failRate { current.failRate = failRate }
-            if let failStatus { current.failStatus = failStatus }
-            if let latencyMilliseconds { current.latencyMilliseconds = latencyMilliseconds }
-            if let rateLimit { current.rateLimit = rateLimit }
+        memory.withLockedValue { m in
+            if let responseFault { m.current.responseFault = responseFault }
+            if let failRate { m.current.failRate = failRate }
+            if let failStatus { m.current.failStatus = failStatus }
+            if let latencyMilliseconds { m.current.latencyMilliseconds = latencyMilliseconds }
+            if let rateLimit { m.current.rateLimit = rateLimit }
         }
     }
 
     /// True when this request is over the rate limit for the current second.
     func overRateLimit() -> Bool {
         let second = Int(Date().timeIntervalSince1970)
-        return lock.withLock {
-            guard let limit = current.rateLimit else { return false }
-            if second != windowSecond {
-                windowSecond = second
-                windowCount = 0
+        return memory.withLockedValue { m in
+            guard let limit = m.current.rateLimit else { return false }
+            if second != m.windowSecond {
+                m.windowSecond = second
+                m.windowCount = 0
             }
-            windowCount += 1
-            return windowCount > limit
+            m.windowCount += 1
+            return m.windowCount > limit
         }
     }
 
@@ -116,34 +118,34 @@ final class SandboxState: @unchecked Sendable {
             clean = .object(object)
         }
         let entry = SandboxRequest(method: method, path: path, body: clean, status: status, at: Date().timeIntervalSince1970)
-        lock.withLock {
-            statusCounts[status, default: 0] += 1
-            requests.append(entry)
+        memory.withLockedValue { m in
+            m.statusCounts[status, default: 0] += 1
+            m.requests.append(entry)
             // Trim in steps of a tenth, not one by one: removing the first element of a long
             // array on every request made the sandbox itself the bottleneck past the limit.
-            let limit = current.maxRecordedRequests
-            if requests.count > limit + max(1, limit / 10) {
-                let excess = requests.count - limit
-                requests.removeFirst(excess)
-                dropped += excess
+            let limit = m.current.maxRecordedRequests
+            if m.requests.count > limit + max(1, limit / 10) {
+                let excess = m.requests.count - limit
+                m.requests.removeFirst(excess)
+                m.dropped += excess
             }
         }
     }
 
-    func mutate<T>(_ body: (inout [String: SandboxUser]) -> T) -> T { lock.withLock { body(&users) } }
+    func mutate<T>(_ body: (inout [String: SandboxUser]) -> T) -> T { memory.withLockedValue { body(&$0.users) } }
 
-    func snapshotUsers() -> [String: SandboxUser] { lock.withLock { users } }
+    func snapshotUsers() -> [String: SandboxUser] { memory.withLockedValue { $0.users } }
 
     func snapshotRequests() -> (requests: [SandboxRequest], dropped: Int, byStatus: [Int: Int]) {
-        lock.withLock { (requests, dropped, statusCounts) }
+        memory.withLockedValue { ($0.requests, $0.dropped, $0.statusCounts) }
     }
 
     func reset() {
-        lock.withLock {
-            users = [:]
-            requests = []
-            dropped = 0
-            statusCounts = [:]
+        memory.withLockedValue { m in
+            m.users = [:]
+            m.requests = []
+            m.dropped = 0
+            m.statusCounts = [:]
         }
     }
 }

@@ -8,12 +8,6 @@ extension DefinitionValidationError: UserError {}
 extension DefinitionService.FileError: UserError {}
 extension RemoveError: UserError {}
 
-/// A key on the command line that names no stored definition.
-struct UnknownKey: UserError, CustomStringConvertible {
-    var key: String
-    var description: String { "no definition has the key \(key.debugDescription) (see `engage-sync list`)" }
-}
-
 extension EngageSyncCommand {
     struct Define: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -65,15 +59,14 @@ extension EngageSyncCommand {
             if sql {
                 print(try await database.withConnection { db -> String in
                     let repository = DefinitionRepository(db)
-                    guard let stored = try await repository.find(key: key), stored.removedAt == nil else { throw UnknownKey(key: key) }
-                    return try await repository.psqlScript(stored.definition, now: Date())
+                    return try await repository.psqlScript(try await repository.active(key: key).definition, now: Date())
                 })
                 return
             }
             let started = Date()
             let (definition, result) = try await database.withConnection { db in
                 let repository = DefinitionRepository(db)
-                guard let stored = try await repository.find(key: key), stored.removedAt == nil else { throw UnknownKey(key: key) }
+                let stored = try await repository.active(key: key)
                 return (stored.definition, try await repository.preview(stored.definition, limit: max(0, limit)))
             }
             let seconds = Date().timeIntervalSince(started)
@@ -105,24 +98,11 @@ extension EngageSyncCommand {
         @Flag(help: "Leave the destinations' values as they are.") var keepValues = false
 
         func run() async throws {
-            let url = database.resolvedURL
-            let outcomes = try await withHTTPClient { client in
-                try await SyncRunner(databaseURL: url, client: client).remove(key: key, keepValues: keepValues, delivery: flags.options)
+            let outcomes = try await database.withServices { pool, client in
+                try await SyncRunner(pool: pool, client: client).remove(key: key, keepValues: keepValues, delivery: flags.options)
             }
             print("removed \(key)\(keepValues ? " (values kept at the destinations)" : "")")
             if !outcomes.isEmpty { try report(outcomes, dryRun: false) }
         }
-    }
-}
-
-/// Prints rows as left-aligned columns.
-func printTable(_ rows: [[String]]) {
-    guard let columns = rows.first?.count else { return }
-    let widths = (0..<columns).map { c in min(60, rows.map { $0[c].count }.max() ?? 0) }
-    for row in rows {
-        let cells = row.enumerated().map { i, cell in
-            i == columns - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
-        }
-        print(cells.joined(separator: "  "))
     }
 }

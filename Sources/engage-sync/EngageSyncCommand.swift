@@ -1,7 +1,9 @@
 import ArgumentParser
+import AsyncHTTPClient
 import EngageStore
 import Foundation
 import PostgresClient
+import VeroClient
 
 /// `engage-sync`: the root command. Subcommands are nested types in their own files.
 struct EngageSyncCommand: AsyncParsableCommand {
@@ -32,23 +34,25 @@ struct DatabaseOptions: ParsableArguments {
     func withConnection<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
         try await PostgresConnection.withConnection(resolvedURL, body)
     }
-}
 
-extension EngageSyncCommand {
-    struct Migrate: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Create or upgrade the engage schema (idempotent, safe to run concurrently).")
+    /// The one place a command's connections are made and closed: a small pool, closed when
+    /// `body` ends however it ends.
+    func withPool<T: Sendable>(_ body: (PostgresConnectionPool) async throws -> T) async throws -> T {
+        let pool = PostgresConnectionPool(conninfo: resolvedURL)
+        let result: Result<T, Error>
+        do { result = .success(try await body(pool)) } catch { result = .failure(error) }
+        await pool.close()
+        return try result.get()
+    }
 
-        @OptionGroup var database: DatabaseOptions
-
-        func run() async throws {
-            let report = try await database.withConnection { try await Migrations.migrate($0) }
-            if report.applied.isEmpty {
-                print("schema engage is up to date (version \(report.version))")
-            } else {
-                for name in report.applied { print("applied \(name)") }
-                print("schema engage is at version \(report.version)")
-            }
+    /// ``withPool(_:)`` and one HTTP client for every destination, shut down with it.
+    func withServices<T: Sendable>(_ body: (PostgresConnectionPool, HTTPClient) async throws -> T) async throws -> T {
+        try await withPool { pool in
+            let client = VeroTransport.makeClient()
+            let result: Result<T, Error>
+            do { result = .success(try await body(pool, client)) } catch { result = .failure(error) }
+            try? await client.shutdown()
+            return try result.get()
         }
     }
 }

@@ -51,11 +51,6 @@ enum Main {
     }
 }
 
-/// One line (or block) on stderr.
-func printError(_ message: String) {
-    FileHandle.standardError.write(Data((message + "\n").utf8))
-}
-
 /// Logs go to standard error at `ENGAGE_SYNC_LOG_LEVEL` (trace, debug, info, notice, warning,
 /// error, critical; default warning), so cron mails stay quiet unless asked.
 func bootstrapLogging() {

@@ -4,7 +4,7 @@ import EngageStore
 import EngageSync
 import Foundation
 
-extension SyncRunner.UnknownKey: UserError {}
+extension UnknownKey: UserError {}
 
 /// Prints one line per pair and turns the outcomes into the exit status of DESIGN §12.
 func report(_ outcomes: [PairOutcome], dryRun: Bool) throws {
@@ -19,7 +19,7 @@ func report(_ outcomes: [PairOutcome], dryRun: Bool) throws {
             line += "BLOCKED. " + (o.message ?? "")
         case .planned:
             line += "\(o.mode.rawValue) would send: \(c.members) members, +\(c.entered) entered, -\(c.exited) exited, \(c.changed) changed, \(c.unchanged) unchanged"
-            for e in o.examples { line += "\n    \(e.op) \(e.userID ?? "(no user id) \(e.profileID)") = \(e.value)" }
+            for e in o.examples { line += "\n    \(e.op.rawValue) \(e.userID ?? "(no user id) \(e.profileID)") = \(e.value)" }
         default:
             line += "\(o.mode.rawValue) run \(o.runID.map(String.init) ?? "-") \(o.status.rawValue): \(c.members) members, +\(c.entered) entered, -\(c.exited) exited, \(c.changed) changed"
             if c.skipped > 0 { line += ", \(c.skipped) skipped (missing_user_id)" }
@@ -66,8 +66,7 @@ extension EngageSyncCommand {
             request.noDeliver = noDeliver
             request.force = force
             request.delivery = flags.options
-            let url = database.resolvedURL
-            let outcomes = try await withHTTPClient { try await SyncRunner(databaseURL: url, client: $0).run(request) }
+            let outcomes = try await database.withServices { try await SyncRunner(pool: $0, client: $1).run(request) }
             try report(outcomes, dryRun: dryRun)
         }
     }
@@ -86,47 +85,8 @@ extension EngageSyncCommand {
             request.destination = destination
             request.mode = .resync
             request.delivery = flags.options
-            let url = database.resolvedURL
-            let outcomes = try await withHTTPClient { try await SyncRunner(databaseURL: url, client: $0).run(request) }
+            let outcomes = try await database.withServices { try await SyncRunner(pool: $0, client: $1).run(request) }
             try report(outcomes, dryRun: false)
-        }
-    }
-}
-
-extension EngageSyncCommand {
-    struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Per definition and destination: members, delivered, pending, failed, last run, next due.")
-        @OptionGroup var database: DatabaseOptions
-        @Flag(help: "Print JSON (one object per pair).") var json = false
-
-        func run() async throws {
-            let rows = try await database.withConnection { db in
-                try await db.query("""
-                    SELECT key, destination, type, members::int, delivered_true::int, pending::int, failed::int,
-                           to_char(last_run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS last_run_at, last_run_status,
-                           to_char(next_due AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS next_due
-                    FROM engage.sync_status ORDER BY key, destination
-                    """)
-            }
-            let columns = ["key", "destination", "type", "members", "delivered_true", "pending", "failed",
-                           "last_run_at", "last_run_status", "next_due"]
-            if json {
-                let numeric: Set<String> = ["members", "delivered_true", "pending", "failed"]
-                let objects: [JSONValue] = rows.map { row in
-                    .object(Dictionary(uniqueKeysWithValues: columns.map { c -> (String, JSONValue) in
-                        if numeric.contains(c) { return (c, .int(Int(row[c] ?? "") ?? 0)) }
-                        return (c, row[c].map { .string($0) } ?? .null)
-                    }))
-                }
-                print(JSONValue.array(objects).jsonString)
-                return
-            }
-            if rows.isEmpty {
-                print("nothing to show: define a definition and add a destination first")
-                return
-            }
-            printTable([columns.map { $0.uppercased() }] + rows.map { row in columns.map { row[$0] ?? "-" } })
         }
     }
 }

@@ -32,7 +32,7 @@ struct DefinitionParserTests {
         #expect(d.sendAs == .identify)
         #expect(d.includeAnonymous == false && d.enabled == true && d.destinations == nil)
         #expect(d.referencedAudiences == ["vip"])
-        guard case .all(let items)? = d.condition, case .event(let e) = items[0] else {
+        guard case .condition(.all(let items)) = d.source, case .event(let e) = items[0] else {
             Issue.record("unexpected shape")
             return
         }
@@ -42,12 +42,26 @@ struct DefinitionParserTests {
         #expect(e.filters[0].op == .gt(100))
     }
 
+    @Test("a field given twice in a definition file is a problem with its path, beside the others")
+    func duplicateFields() {
+        let text = #"[{"name": "A", "key": "a", "key": "b", "type": "audience", "condition": {"event": "E", "within": "1d", "within": "2d"}}, {"name": "", "type": "audience", "condition": {"event": "E"}}]"#
+        guard case .failure(let error) = DefinitionParser.parseDocument(Data(text.utf8)) else {
+            Issue.record("a duplicated field was accepted")
+            return
+        }
+        let paths = error.issues.map(\.path)
+        #expect(paths.contains("[0].key"))
+        #expect(paths.contains("[0].condition.within"))
+        #expect(paths.contains("[1].name"), "the other problems of the file are still reported")
+    }
+
     @Test("every trait aggregate parses; property required for all but count")
     func traits() throws {
         for aggregate in TraitValue.Aggregate.allCases {
             let property = aggregate == .count ? "" : #", "property": "total""#
             let d = try parse(#"{"name": "T \#(aggregate.rawValue)", "type": "trait", "value": {"aggregate": "\#(aggregate.rawValue)", "event": "Order Completed"\#(property), "within": "90d"}}"#).get()
-            #expect(d.value?.aggregate == aggregate)
+            guard case .aggregate(let value) = d.source else { Issue.record("not an aggregate"); continue }
+            #expect(value.aggregate == aggregate)
         }
         #expect(issues(#"{"name": "T", "type": "trait", "value": {"aggregate": "sum", "event": "E"}}"#)
             == ["value.property: is required for the sum aggregate"])

@@ -91,22 +91,22 @@ struct VeroMapperTests {
         #expect(r == [VeroRequest(method: .PUT, path: "/api/v2/users/edit", body: [
             "id": "user-id", "changes": ["group": ["name": "ballers", "duty": "shot calling"]],
         ])])
-        #expect(try rejection(#"{"type": "group", "groupId": "g", "traits": {"email": "jd@example.com", "name": "x"}}"#)?.code == "missing_user_id")
+        #expect(try rejection(#"{"type": "group", "groupId": "g", "traits": {"email": "jd@example.com", "name": "x"}}"#)?.code == .missingUserID)
     }
 
     @Test("alias: reidentify previousId → userId; without previousId: rejected")
     func alias() throws {
         let r = try requests(#"{"type": "alias", "previousId": "user-id", "userId": "new-user-id"}"#)
         #expect(r == [VeroRequest(method: .PUT, path: "/api/v2/users/reidentify", body: ["id": "user-id", "new_id": "new-user-id"])])
-        #expect(try rejection(#"{"type": "alias", "userId": "new"}"#)?.code == "missing_previous_id")
+        #expect(try rejection(#"{"type": "alias", "userId": "new"}"#)?.code == .missingPreviousID)
     }
 
     @Test("calls without userId are rejected; screen has no mapping")
     func missingUserID() throws {
-        #expect(try rejection(#"{"type": "identify", "anonymousId": "a1", "traits": {"email": "x@example.com"}}"#)?.code == "missing_user_id")
-        #expect(try rejection(#"{"type": "track", "anonymousId": "a1", "event": "E"}"#)?.code == "missing_user_id")
-        #expect(try rejection(#"{"type": "page", "anonymousId": "a1"}"#)?.code == "missing_user_id")
-        #expect(try rejection(#"{"type": "screen", "userId": "u1", "name": "Home"}"#)?.code == "unsupported_type")
+        #expect(try rejection(#"{"type": "identify", "anonymousId": "a1", "traits": {"email": "x@example.com"}}"#)?.code == .missingUserID)
+        #expect(try rejection(#"{"type": "track", "anonymousId": "a1", "event": "E"}"#)?.code == .missingUserID)
+        #expect(try rejection(#"{"type": "page", "anonymousId": "a1"}"#)?.code == .missingUserID)
+        #expect(try rejection(#"{"type": "screen", "userId": "u1", "name": "Home"}"#)?.code == .unsupportedType)
     }
 
     @Test("tags: a second request after the main one; explicit id; remove; integrations.vero also read")
@@ -127,7 +127,7 @@ struct VeroMapperTests {
     ])
     func badTags(tags: String, expected: String) throws {
         let r = try rejection(#"{"type": "identify", "userId": "u1", "integrations": {"Vero": {"tags": \#(tags)}}}"#)
-        #expect(r?.code == "invalid_tags")
+        #expect(r?.code == .invalidTags)
         #expect(r?.detail?.contains(expected) == true, "\(r?.description ?? "no rejection")")
     }
 

@@ -20,14 +20,16 @@ struct Fixture {
     func profile(_ id: String, userID: String?? = .none, email: String? = nil, traits: String = "{}") async throws {
         let user: String? = userID ?? id
         try await db.query("""
-            INSERT INTO engage.profiles (profile_id, user_id, email, traits) VALUES ($1, $2, $3, $4::jsonb)
-            """, [id, user, email, PostgresJSON(rawJSON: traits)])
+            INSERT INTO engage.profiles (profile_id, user_id, email, traits)
+            VALUES (\(id), \(user), \(email), \(PostgresJSON(rawJSON: traits))::jsonb)
+            """)
     }
 
     func event(_ profile: String, _ name: String, at: Date, properties: String = "{}") async throws {
         try await db.query("""
-            INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at) VALUES ($1, $2, $3, $4::jsonb, $5)
-            """, ["m\(Self.counter.next())", profile, name, PostgresJSON(rawJSON: properties), at])
+            INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
+            VALUES (\("m\(Self.counter.next())"), \(profile), \(name), \(PostgresJSON(rawJSON: properties))::jsonb, \(at))
+            """)
     }
 
     /// Parses, stores (so other definitions can refer to it) and evaluates a definition.

@@ -46,9 +46,8 @@ struct MigrationsTests {
                                                        applied_at timestamptz NOT NULL DEFAULT now());
                 """)
             for migration in Migrations.all where migration.version < 7 {
-                try await db.execute(migration.sql)
-                try await db.query("INSERT INTO engage.schema_migrations (version, name) VALUES ($1, $2)",
-                                   [migration.version, migration.name])
+                try await db.execute(PostgresQuery(unsafeSQL: migration.sql))
+                try await db.query("INSERT INTO engage.schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))")
             }
             // Two profiles once sent with the same email id; p1 has since changed its user id.
             try await db.execute("""

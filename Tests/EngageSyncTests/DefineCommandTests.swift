@@ -104,7 +104,7 @@ struct DefineCommandTests {
                  {"name": "Order Count", "type": "trait", "value": {"aggregate": "count", "event": "Order Completed"}}]
                 """)
             #expect(try await CLI.run(["define", defs, "--database-url", url]).status == 0)
-            let fingerprint = """
+            let fingerprint: PostgresQuery = """
                 SELECT md5(string_agg(t, '|' ORDER BY t)) AS f FROM (
                     SELECT c::text AS t FROM engage.computations c UNION ALL SELECT m::text FROM engage.memberships m
                     UNION ALL SELECT o::text FROM engage.outbox o UNION ALL SELECT r::text FROM engage.sync_runs r

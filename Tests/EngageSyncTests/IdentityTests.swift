@@ -18,13 +18,13 @@ struct IdentityTests {
     func seed(_ f: SyncFixture, profiles: Int) async throws {
         try await f.db.query("""
             INSERT INTO engage.profiles (profile_id, user_id, email, traits)
-            SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(1, $1) i
-            """, [profiles])
+            SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(1, \(profiles)) i
+            """)
         try await f.db.query("""
             INSERT INTO engage.events (message_id, profile_id, event, occurred_at)
             SELECT 'o' || i || '-' || k, 'p' || i, 'Order Completed', now() - interval '1 day'
-            FROM generate_series(1, $1) i, generate_series(1, 2) k
-            """, [profiles])
+            FROM generate_series(1, \(profiles)) i, generate_series(1, 2) k
+            """)
     }
 
     func runAll(_ f: SyncFixture, _ extra: [String] = []) async throws {
@@ -188,29 +188,29 @@ struct IdentityTests {
     func crashDuringIdentityChanges() async throws {
         let concurrency = 16
         try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 1), concurrency: concurrency) { f in
-            try await seed(f, profiles: 20_000)
+            try await seed(f, profiles: 8_000)
             try await f.define(Self.pro)
             try await runAll(f)
             let before = try await f.sandboxRequests().requests.filter { $0.status == 200 }.count
-            // 5,000 profiles change their user id, 3,000 are deleted: 13,000 requests to make.
+            // 2,000 profiles change their user id, 1,200 are deleted: 5,200 requests to make.
             try await f.db.execute("""
-                UPDATE engage.profiles SET user_id = 'n' || substr(profile_id, 2) WHERE substr(profile_id, 2)::int <= 5000;
-                DELETE FROM engage.events WHERE substr(profile_id, 2)::int BETWEEN 5001 AND 8000;
-                DELETE FROM engage.profiles WHERE substr(profile_id, 2)::int BETWEEN 5001 AND 8000;
+                UPDATE engage.profiles SET user_id = 'n' || substr(profile_id, 2) WHERE substr(profile_id, 2)::int <= 2000;
+                DELETE FROM engage.events WHERE substr(profile_id, 2)::int BETWEEN 2001 AND 3200;
+                DELETE FROM engage.profiles WHERE substr(profile_id, 2)::int BETWEEN 2001 AND 3200;
                 """)
             let (process, out, err) = try CLI.start(["run", "--all", "--lease", "5", "--database-url", f.url],
                                                     environment: [SyncFixture.tokenVariable: SyncFixture.token])
             try await f.waitFor("""
                 SELECT count(*)::int AS c FROM engage.outbox
                 WHERE status = 'delivered' AND run_id = (SELECT max(id) FROM engage.sync_runs)
-                """, atLeast: 3_000)
+                """, atLeast: 1_000)
             kill(process.processIdentifier, SIGKILL)
             _ = await CLI.collect(process, out, err)
             try await runAll(f, ["--lease", "5", "--max-wait", "20"])
             try await expectConverged(f)
             let sent = try await f.sandboxRequests().requests.filter { $0.status == 200 }.count - before
-            #expect(sent >= 13_000 && sent - 13_000 <= concurrency, "sent \(sent) for 13,000 changes")
-            print("crashDuringIdentityChanges: sent twice: \(sent - 13_000)")
+            #expect(sent >= 5_200 && sent - 5_200 <= concurrency, "sent \(sent) for 5,200 changes")
+            print("crashDuringIdentityChanges: sent twice: \(sent - 5_200)")
         }
     }
 
@@ -218,7 +218,7 @@ struct IdentityTests {
     func microsecondBounds() async throws {
         try await SyncFixture.with { f in
             let database = try #require(try await f.db.query("SELECT current_database() AS d").first?.decode(String.self, "d"))
-            try await f.db.execute("ALTER DATABASE \(database) SET TimeZone = 'Asia/Kolkata'")
+            try await f.db.execute("ALTER DATABASE \(unescaped: database) SET TimeZone = 'Asia/Kolkata'")
             try await f.db.execute("""
                 INSERT INTO engage.profiles (profile_id, user_id, traits) VALUES
                     ('before', 'u-before', '{"ctx": {"signup": "2026-08-21T07:16:15.260981Z"}}'),
@@ -237,7 +237,7 @@ struct IdentityTests {
             // The bound parameter itself, read in a session whose TimeZone is not UTC.
             try await f.db.execute("SET TimeZone = 'America/St_Johns'")
             let bound = try #require(Timestamp.parse("2026-08-21T07:16:15.260982Z"))
-            let same = try await f.db.query("SELECT $1::timestamptz = '2026-08-21 07:16:15.260982+00'::timestamptz AS same", [bound])
+            let same = try await f.db.query("SELECT \(bound)::timestamptz = '2026-08-21 07:16:15.260982+00'::timestamptz AS same")
             #expect(try same.first?.decode(Bool.self, "same") == true)
         }
     }

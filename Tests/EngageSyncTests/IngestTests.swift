@@ -12,7 +12,7 @@ struct IngestTests {
         return path
     }
 
-    func scalar(_ db: PostgresConnection, _ sql: String) async throws -> String? {
+    func scalar(_ db: PostgresConnection, _ sql: PostgresQuery) async throws -> String? {
         try await db.query(sql).first?[0]
     }
 
@@ -50,7 +50,7 @@ struct IngestTests {
             #expect(events.first { $0["message_id"] == "s1" }?["event"] == "Screen Viewed")
             #expect(try await scalar(db, "SELECT occurred_at FROM engage.events WHERE message_id = 't1'") == "2025-05-01 10:00:00+00")
 
-            let fingerprint = "SELECT md5(string_agg(t, '|' ORDER BY t)) FROM (SELECT (p.profile_id, p.user_id, p.email, p.traits)::text AS t FROM engage.profiles p UNION ALL SELECT (e.message_id, e.profile_id, e.event, e.properties, e.occurred_at)::text FROM engage.events e) x"
+            let fingerprint: PostgresQuery = "SELECT md5(string_agg(t, '|' ORDER BY t)) FROM (SELECT (p.profile_id, p.user_id, p.email, p.traits)::text AS t FROM engage.profiles p UNION ALL SELECT (e.message_id, e.profile_id, e.event, e.properties, e.occurred_at)::text FROM engage.events e) x"
             let before = try await scalar(db, fingerprint)
             let again = try await CLI.run(["ingest", path, "--database-url", url])
             #expect(again.status == 0)

@@ -44,8 +44,8 @@ struct SyncFixture {
     func seedOutbox(count: Int, badEmailFor: Set<Int> = []) async throws -> Int {
         try await db.query("""
             INSERT INTO engage.profiles (profile_id, user_id, email)
-            SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com' FROM generate_series(1, $1) i
-            """, [count])
+            SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com' FROM generate_series(1, \(count)) i
+            """)
         let computation = try await db.query("""
             INSERT INTO engage.computations (key, name, type, definition)
             VALUES ('test_aud', 'Test', 'audience', '{"name": "Test", "key": "test_aud", "type": "audience", "condition": {"event": "E"}}')
@@ -53,12 +53,12 @@ struct SyncFixture {
             """).first?.decode(Int.self, "id") ?? 0
         try await db.query("""
             INSERT INTO engage.outbox (destination_id, computation_id, profile_id, op, value, message)
-            SELECT $1, $2, 'p' || i, 'enter', 'true',
+            SELECT \(destination.id), \(computation), 'p' || i, 'enter', 'true',
                    jsonb_build_object('type', 'identify', 'userId', 'u' || i, 'messageId', 'm' || i,
                        'traits', jsonb_build_object('test_aud', true,
-                           'email', CASE WHEN i = ANY($4::int[]) THEN 'not-an-email' ELSE 'u' || i || '@example.com' END))
-            FROM generate_series(1, $3) i
-            """, [destination.id, computation, count, "{\(badEmailFor.map(String.init).joined(separator: ","))}"])
+                           'email', CASE WHEN i = ANY(\(badEmailFor.map(String.init))::int[]) THEN 'not-an-email' ELSE 'u' || i || '@example.com' END))
+            FROM generate_series(1, \(count)) i
+            """)
         return computation
     }
 
@@ -69,7 +69,7 @@ struct SyncFixture {
     }
 
     /// Polls until `sql` (a count named `c`) returns at least `atLeast` (a bounded wait).
-    func waitFor(_ sql: String, atLeast: Int, seconds: Double = 60) async throws {
+    func waitFor(_ sql: PostgresQuery, atLeast: Int, seconds: Double = 60) async throws {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if try await count(sql) >= atLeast { return }
@@ -87,10 +87,18 @@ struct SyncFixture {
     }
 
     func deliver(_ options: DeliveryOptions = DeliveryOptions(maxWaitSeconds: 0)) async throws -> DeliveryReport {
-        try await Deliverer(destination: destination, databaseURL: url, client: HTTPClient.shared, options: options).run()
+        let pool = PostgresConnectionPool(conninfo: url, maxConnections: 2)
+        do {
+            let report = try await Deliverer(destination: destination, pool: pool, client: HTTPClient.shared, options: options).run()
+            await pool.close()
+            return report
+        } catch {
+            await pool.close()
+            throw error
+        }
     }
 
-    func count(_ sql: String) async throws -> Int {
+    func count(_ sql: PostgresQuery) async throws -> Int {
         try await db.query(sql).first?.decode(Int.self, "c") ?? -1
     }
 
@@ -104,9 +112,9 @@ struct SyncFixture {
         let owners = try await db.query("""
             SELECT p.user_id, m.value::text AS value FROM engage.profiles p
             LEFT JOIN engage.memberships m ON m.profile_id = p.profile_id
-                 AND m.computation_id = (SELECT id FROM engage.computations WHERE key = $1)
+                 AND m.computation_id = (SELECT id FROM engage.computations WHERE key = \(key))
             WHERE p.user_id IS NOT NULL
-            """, [key])
+            """)
         var snapshot: [String: JSONValue?] = [:]
         for row in owners {
             snapshot[try row.decode(String.self, "user_id")] = try row.decode(String?.self, "value").map { try JSONValue.parse($0) }
@@ -123,8 +131,8 @@ struct SyncFixture {
         }
         let ledger = try await db.query("""
             SELECT l.vero_id, l.value::text AS value FROM engage.ledger l
-            JOIN engage.computations c ON c.id = l.computation_id WHERE c.key = $1
-            """, [key])
+            JOIN engage.computations c ON c.id = l.computation_id WHERE c.key = \(key)
+            """)
         var ledgerWrong: [String] = []
         for row in ledger {
             let id = try row.decode(String.self, "vero_id"), value = try JSONValue.parse(try row.decode(String.self, "value"))

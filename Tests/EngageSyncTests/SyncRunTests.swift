@@ -17,12 +17,12 @@ struct SyncRunTests {
     func seed(_ f: SyncFixture, profiles: Int, buyers: Int) async throws {
         try await f.db.query("""
             INSERT INTO engage.profiles (profile_id, user_id, email)
-            SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com' FROM generate_series(1, $1) i
-            """, [profiles])
+            SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com' FROM generate_series(1, \(profiles)) i
+            """)
         try await f.db.query("""
             INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
-            SELECT 'seed-' || i, 'p' || i, 'Order Completed', '{}', now() - interval '3 days' FROM generate_series(1, $1) i
-            """, [buyers])
+            SELECT 'seed-' || i, 'p' || i, 'Order Completed', '{}', now() - interval '3 days' FROM generate_series(1, \(buyers)) i
+            """)
     }
 
     /// The audience value the sandbox holds for each user id that has one.
@@ -169,7 +169,7 @@ struct SyncRunTests {
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'pending' AND last_status_code = 500 AND attempts = 1") == 5)
             // The destination recovers.
             let healthy = try await VeroSandbox().start()
-            try await f.db.query("UPDATE engage.destinations SET base_url = $1", [healthy.baseURL])
+            try await f.db.query("UPDATE engage.destinations SET base_url = \(healthy.baseURL)")
             try await f.db.execute("UPDATE engage.outbox SET next_attempt_at = now()")
             let retry = try await f.cli(["run", "--all"])
             #expect(retry.status == 0, "\(retry.stdout)\n\(retry.stderr)")
@@ -249,7 +249,7 @@ struct SyncRunTests {
         try await SyncFixture.with { f in
             try await seed(f, profiles: 10, buyers: 7)
             try await f.define(Self.audience)
-            let fingerprint = """
+            let fingerprint: PostgresQuery = """
                 SELECT md5(string_agg(t, '|' ORDER BY t)) AS f FROM (
                     SELECT m::text AS t FROM engage.memberships m UNION ALL SELECT o::text FROM engage.outbox o
                     UNION ALL SELECT r::text FROM engage.sync_runs r UNION ALL SELECT l::text FROM engage.ledger l

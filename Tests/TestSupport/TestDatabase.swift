@@ -32,7 +32,7 @@ public enum TestDatabase {
                                          _ body: (PostgresConnection, String) async throws -> T) async throws -> T {
         let name = "t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(20)
         let admin = try await PostgresConnection.connect(try server ?? baseURL())
-        try await admin.execute("CREATE DATABASE \(name)")
+        try await admin.execute("CREATE DATABASE \(unescaped: String(name))")
         let url = try url(forDatabase: String(name), on: server)
         let result: Result<T, Error>
         do {
@@ -43,7 +43,7 @@ public enum TestDatabase {
         } catch {
             result = .failure(error)
         }
-        try? await admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+        try? await admin.execute("DROP DATABASE IF EXISTS \(unescaped: String(name)) WITH (FORCE)")
         await admin.close()
         return try result.get()
     }

@@ -2,9 +2,24 @@ import Foundation
 
 /// An audience (is this profile a member?) or a computed trait (a value per profile),
 /// as defined in JSON (DESIGN §5). Build one with ``DefinitionParser``.
+///
+/// What a definition produces (``kind``) is kept apart from where it comes from (``source``):
+/// everything after evaluation — snapshot, diff, outbox, ledger — depends only on the first.
 public struct Definition: Sendable, Hashable {
-    public enum Kind: String, Sendable, Hashable, Codable { case audience, trait }
-    public enum SendAs: String, Sendable, Hashable, Codable { case identify, track, both }
+    /// What the definition produces: a boolean membership, or a value per profile.
+    public enum Kind: String, Sendable, Hashable, Codable, CaseIterable {
+        case audience, trait
+    }
+
+    /// Where the result comes from.
+    public enum Source: Sendable, Hashable {
+        /// An audience's condition over profiles, traits, events and other audiences.
+        case condition(Condition)
+        /// A trait aggregated from events.
+        case aggregate(TraitValue)
+    }
+
+    public enum SendAs: String, Sendable, Hashable, Codable, CaseIterable { case identify, track, both }
 
     public var name: String
     public var key: String
@@ -12,10 +27,7 @@ public struct Definition: Sendable, Hashable {
     public var keyIsExplicit: Bool
     public var kind: Kind
     public var description: String?
-    /// Audiences only.
-    public var condition: Condition?
-    /// Traits only.
-    public var value: TraitValue?
+    public var source: Source
     public var syncEvery: SyncDuration
     /// Destination names; nil means every enabled destination.
     public var destinations: [String]?
@@ -26,7 +38,21 @@ public struct Definition: Sendable, Hashable {
     public var document: JSONValue
 
     /// Keys of the audiences this definition refers to, directly.
-    public var referencedAudiences: [String] { condition?.referencedAudiences ?? [] }
+    public var referencedAudiences: [String] {
+        switch source {
+        case .condition(let condition): condition.referencedAudiences
+        case .aggregate: []
+        }
+    }
+
+    /// What a profile that leaves is told: `false` for an audience; for a trait, its
+    /// aggregate's empty value (`0` or `null`).
+    public var exitValue: JSONValue {
+        switch source {
+        case .condition: .bool(false)
+        case .aggregate(let value): value.aggregate.emptyValue
+        }
+    }
 }
 
 /// A property path: dots separate nesting levels, `\.` is a literal dot.
@@ -65,6 +91,11 @@ public struct PropertyPath: Sendable, Hashable, CustomStringConvertible {
 
 /// A boolean condition over a profile, its traits and its events.
 public indirect enum Condition: Sendable, Hashable {
+    /// The field that says which kind of condition an object is (`{"all": [...]}`).
+    public enum Tag: String, Sendable, CaseIterable {
+        case all, any, not, audience, event, trait
+    }
+
     case all([Condition])
     case any([Condition])
     case not(Condition)
@@ -97,6 +128,13 @@ public enum TimeWindow: Sendable, Hashable {
 
 public enum CountRule: Sendable, Hashable {
     case atLeast(Int), atMost(Int), exactly(Int)
+
+    /// The rules' names in JSON (`{"at_least": 2}`).
+    public enum Name: String, Sendable, CaseIterable {
+        case atLeast = "at_least"
+        case atMost = "at_most"
+        case exactly
+    }
 }
 
 /// `{"property": path, <operator>}` on event properties.
@@ -117,9 +155,20 @@ public enum Operator: Sendable, Hashable {
     case before(Timestamp), after(Timestamp)
     case withinLast(SyncDuration)
 
-    /// The operator names of DESIGN §5, in the order listed there.
-    public static let names = ["equals", "not_equals", "gt", "gte", "lt", "lte", "one_of", "none_of", "contains",
-                               "not_contains", "starts_with", "ends_with", "exists", "before", "after", "within_last"]
+    /// The operators' names in JSON, in the order DESIGN §5 lists them.
+    public enum Name: String, Sendable, CaseIterable {
+        case equals
+        case notEquals = "not_equals"
+        case gt, gte, lt, lte
+        case oneOf = "one_of"
+        case noneOf = "none_of"
+        case contains
+        case notContains = "not_contains"
+        case startsWith = "starts_with"
+        case endsWith = "ends_with"
+        case exists, before, after
+        case withinLast = "within_last"
+    }
 }
 
 /// How a computed trait's value is computed from events.

@@ -3,7 +3,7 @@
 public enum DefinitionGraph {
     /// Where a `{"audience": key}` reference sits in the JSON, e.g. `condition.all[1].not.audience`.
     public static func referencePaths(_ definition: Definition) -> [(key: String, path: String)] {
-        guard let condition = definition.condition else { return [] }
+        guard case .condition(let condition) = definition.source else { return [] }
         var out: [(String, String)] = []
         func walk(_ c: Condition, _ path: String) {
             switch c {

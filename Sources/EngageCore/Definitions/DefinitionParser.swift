@@ -56,8 +56,9 @@ public struct DefinitionParser {
     /// problem of every definition.
     public static func parseDocument(_ data: Data, source: String? = nil) -> Result<[Definition], DefinitionValidationError> {
         let json: JSONValue
+        let duplicates: [String]
         do {
-            json = try JSONValue.parse(data)
+            (json, duplicates) = try JSONValue.parseReportingDuplicates(data)
         } catch {
             return .failure(DefinitionValidationError(source: source, issues: [ValidationIssue(path: "", reason: "\(error)")]))
         }
@@ -68,7 +69,9 @@ public struct DefinitionParser {
             items = [(json, "")]
         }
         var definitions: [Definition] = []
-        var issues: [ValidationIssue] = []
+        var issues = duplicates.map {
+            ValidationIssue(path: $0, reason: "appears twice in the same object; only one may be given (a JSON reader would silently keep the last)")
+        }
         for (item, path) in items {
             switch parse(item, path: path) {
             case .success(let d): definitions.append(d)
@@ -81,14 +84,19 @@ public struct DefinitionParser {
 
     // MARK: - Top level
 
-    private static let topLevelFields: Set<String> = [
-        "name", "key", "type", "description", "condition", "value", "sync_every", "destinations", "send_as",
-        "include_anonymous", "enabled",
-    ]
+    /// The fields of a definition object.
+    enum Field: String, CaseIterable {
+        case name, key, type, description, condition, value
+        case syncEvery = "sync_every"
+        case destinations
+        case sendAs = "send_as"
+        case includeAnonymous = "include_anonymous"
+        case enabled
+    }
 
     private mutating func definition(_ json: JSONValue, _ path: String) -> Definition? {
         guard let object = object(json, path) else { return nil }
-        unknownFields(object, allowed: Self.topLevelFields, path)
+        unknownFields(object, allowed: Set(Field.allCases.map(\.rawValue)), path)
 
         let name = string(object, "name", path, required: true, maxLength: 255)
         if let name, name.trimmingCharacters(in: .whitespaces).isEmpty {
@@ -118,15 +126,14 @@ public struct DefinitionParser {
         }
         let description = string(object, "description", path, required: false, maxLength: 10_000)
 
-        var condition: Condition?
-        var value: TraitValue?
+        var source: Definition.Source?
         switch kind {
         case .audience:
-            if let c = object["condition"] { condition = self.condition(c, join(path, "condition"), depth: 1) }
+            if let c = object["condition"] { source = self.condition(c, join(path, "condition"), depth: 1).map { .condition($0) } }
             else { add(join(path, "condition"), "is required for an audience") }
             if object["value"] != nil { add(join(path, "value"), "is for traits; an audience has a \"condition\"") }
         case .trait:
-            if let v = object["value"] { value = traitValue(v, join(path, "value")) }
+            if let v = object["value"] { source = traitValue(v, join(path, "value")).map { .aggregate($0) } }
             else { add(join(path, "value"), "is required for a trait") }
             if object["condition"] != nil { add(join(path, "condition"), "is for audiences; a trait has a \"value\"") }
         case nil:
@@ -161,18 +168,16 @@ public struct DefinitionParser {
         let includeAnonymous = bool(object, "include_anonymous", path) ?? false
         let enabled = bool(object, "enabled", path) ?? true
 
-        guard let name, let key, let kind else { return nil }
+        guard let name, let key, let kind, let source else { return nil }
         var document = object
         document["key"] = .string(key)
         return Definition(name: name, key: key, keyIsExplicit: keyIsExplicit, kind: kind, description: description,
-                          condition: condition, value: value, syncEvery: syncEvery, destinations: destinations,
+                          source: source, syncEvery: syncEvery, destinations: destinations,
                           sendAs: sendAs, includeAnonymous: includeAnonymous, enabled: enabled,
                           document: .object(document))
     }
 
     // MARK: - Conditions
-
-    private static let conditionKinds = ["all", "any", "not", "audience", "event", "trait"]
 
     private mutating func condition(_ json: JSONValue, _ path: String, depth: Int) -> Condition? {
         guard depth <= Self.maxDepth else {
@@ -180,53 +185,54 @@ public struct DefinitionParser {
             return nil
         }
         guard let object = object(json, path) else { return nil }
-        let kinds = Self.conditionKinds.filter { object[$0] != nil }
-        guard kinds.count == 1, let kind = kinds.first else {
-            if kinds.isEmpty {
-                add(path, "must have one of \(Self.conditionKinds.map { "\"\($0)\"" }.joined(separator: ", ")); got \(fieldList(object))")
+        let tags = Condition.Tag.allCases.filter { object[$0.rawValue] != nil }
+        guard tags.count == 1, let tag = tags.first else {
+            if tags.isEmpty {
+                add(path, "must have one of \(Condition.Tag.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")); got \(fieldList(object))")
             } else {
-                add(path, "must have exactly one of \(kinds.map { "\"\($0)\"" }.joined(separator: ", ")), not several")
+                add(path, "must have exactly one of \(tags.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), not several")
             }
             return nil
         }
-        switch kind {
-        case "all", "any":
-            unknownFields(object, allowed: [kind], path)
-            let itemsPath = join(path, kind)
-            guard let array = object[kind]?.arrayValue else {
-                add(itemsPath, "must be an array of conditions, got \(describe(object[kind]))")
+        let field = tag.rawValue
+        switch tag {
+        case .all, .any:
+            unknownFields(object, allowed: [field], path)
+            let itemsPath = join(path, field)
+            guard let array = object[field]?.arrayValue else {
+                add(itemsPath, "must be an array of conditions, got \(describe(object[field]))")
                 return nil
             }
             if array.isEmpty { add(itemsPath, "must have at least one condition") }
             let items = array.enumerated().map { condition($1, "\(itemsPath)[\($0)]", depth: depth + 1) }
             let parsed = items.compactMap { $0 }
             guard parsed.count == items.count, !parsed.isEmpty else { return nil }
-            return kind == "all" ? .all(parsed) : .any(parsed)
-        case "not":
-            unknownFields(object, allowed: ["not"], path)
-            guard let inner = object["not"] else { return nil }
-            return condition(inner, join(path, "not"), depth: depth + 1).map { .not($0) }
-        case "audience":
-            unknownFields(object, allowed: ["audience"], path)
-            guard let key = object["audience"]?.stringValue else {
-                add(join(path, "audience"), "must be an audience key (a string), got \(describe(object["audience"]))")
+            return tag == .all ? .all(parsed) : .any(parsed)
+        case .not:
+            unknownFields(object, allowed: [field], path)
+            guard let inner = object[field] else { return nil }
+            return condition(inner, join(path, field), depth: depth + 1).map { .not($0) }
+        case .audience:
+            unknownFields(object, allowed: [field], path)
+            guard let key = object[field]?.stringValue else {
+                add(join(path, field), "must be an audience key (a string), got \(describe(object[field]))")
                 return nil
             }
             if let problem = Keys.problem(with: key) {
-                add(join(path, "audience"), "is not a valid key: \(problem)")
+                add(join(path, field), "is not a valid key: \(problem)")
                 return nil
             }
             return .audience(key)
-        case "event":
+        case .event:
             return eventCondition(object, path).map { .event($0) }
-        default: // trait
-            let traitPath = join(path, "trait")
-            guard let raw = object["trait"]?.stringValue else {
-                add(traitPath, "must be a trait path (a string), got \(describe(object["trait"]))")
+        case .trait:
+            let traitPath = join(path, field)
+            guard let raw = object[field]?.stringValue else {
+                add(traitPath, "must be a trait path (a string), got \(describe(object[field]))")
                 return nil
             }
             let parsedPath = propertyPath(raw, traitPath)
-            let op = self.operator(object, nonOperatorFields: ["trait"], path)
+            let op = self.operator(object, nonOperatorFields: [field], path)
             guard let parsedPath, let op else { return nil }
             return .trait(parsedPath, op)
         }
@@ -249,12 +255,16 @@ public struct DefinitionParser {
         if let raw = object["count"] {
             let countPath = join(path, "count")
             if let c = raw.objectValue {
-                let rules = ["at_least", "at_most", "exactly"].filter { c[$0] != nil }
-                unknownFields(c, allowed: ["at_least", "at_most", "exactly"], countPath)
+                let rules = CountRule.Name.allCases.filter { c[$0.rawValue] != nil }
+                unknownFields(c, allowed: Set(CountRule.Name.allCases.map(\.rawValue)), countPath)
                 if rules.count != 1 {
-                    add(countPath, "must have exactly one of \"at_least\", \"at_most\", \"exactly\"")
-                } else if let rule = rules.first, let n = nonNegativeInteger(c[rule], join(countPath, rule)) {
-                    count = rule == "at_least" ? .atLeast(n) : rule == "at_most" ? .atMost(n) : .exactly(n)
+                    add(countPath, "must have exactly one of \(CountRule.Name.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))")
+                } else if let rule = rules.first, let n = nonNegativeInteger(c[rule.rawValue], join(countPath, rule.rawValue)) {
+                    switch rule {
+                    case .atLeast: count = .atLeast(n)
+                    case .atMost: count = .atMost(n)
+                    case .exactly: count = .exactly(n)
+                    }
                 }
             } else {
                 add(countPath, "must be an object like {\"at_least\": 1}, got \(describe(raw))")
@@ -306,52 +316,61 @@ public struct DefinitionParser {
 
     private mutating func `operator`(_ object: [String: JSONValue], nonOperatorFields: Set<String>,
                                      _ path: String) -> Operator? {
-        let present = Operator.names.filter { object[$0] != nil }
-        unknownFields(object, allowed: nonOperatorFields.union(Operator.names), path)
-        guard present.count == 1, let name = present.first, let raw = object[name] else {
-            if present.isEmpty { add(path, "needs an operator: one of \(Operator.names.joined(separator: ", "))") }
-            else { add(path, "has several operators (\(present.joined(separator: ", "))); use one") }
+        let names = Operator.Name.allCases
+        let present = names.filter { object[$0.rawValue] != nil }
+        unknownFields(object, allowed: nonOperatorFields.union(names.map(\.rawValue)), path)
+        guard present.count == 1, let name = present.first, let raw = object[name.rawValue] else {
+            if present.isEmpty { add(path, "needs an operator: one of \(names.map(\.rawValue).joined(separator: ", "))") }
+            else { add(path, "has several operators (\(present.map(\.rawValue).joined(separator: ", "))); use one") }
             return nil
         }
-        let opPath = join(path, name)
-        switch name {
-        case "equals", "not_equals":
-            if case .null = raw { add(opPath, "cannot compare with null; use \"exists\": false"); return nil }
-            return name == "equals" ? .equals(raw) : .notEquals(raw)
-        case "gt", "gte", "lt", "lte":
+        let opPath = join(path, name.rawValue)
+        func number() -> Double? {
             guard let n = raw.numberValue, n.isFinite else { add(opPath, "must be a number, got \(describe(raw))"); return nil }
-            switch name {
-            case "gt": return .gt(n)
-            case "gte": return .gte(n)
-            case "lt": return .lt(n)
-            default: return .lte(n)
-            }
-        case "one_of", "none_of":
+            return n
+        }
+        func string() -> String? {
+            guard let s = raw.stringValue else { add(opPath, "must be a string, got \(describe(raw))"); return nil }
+            return s
+        }
+        func values() -> [JSONValue]? {
             guard let array = raw.arrayValue, !array.isEmpty else {
                 add(opPath, "must be a non-empty array of values, got \(describe(raw))")
                 return nil
             }
             if array.contains(.null) { add(opPath, "cannot contain null; use \"exists\""); return nil }
-            return name == "one_of" ? .oneOf(array) : .noneOf(array)
-        case "contains", "not_contains", "starts_with", "ends_with":
-            guard let s = raw.stringValue else { add(opPath, "must be a string, got \(describe(raw))"); return nil }
-            switch name {
-            case "contains": return .contains(s)
-            case "not_contains": return .notContains(s)
-            case "starts_with": return .startsWith(s)
-            default: return .endsWith(s)
-            }
-        case "exists":
-            guard let b = raw.boolValue else { add(opPath, "must be true or false, got \(describe(raw))"); return nil }
-            return .exists(b)
-        case "before", "after":
-            guard let s = raw.stringValue, let date = Timestamp.parse(s) else {
+            return array
+        }
+        func comparable() -> JSONValue? {
+            if case .null = raw { add(opPath, "cannot compare with null; use \"exists\": false"); return nil }
+            return raw
+        }
+        func instant() -> Timestamp? {
+            guard let s = raw.stringValue, let t = Timestamp.parse(s) else {
                 add(opPath, "must be an ISO-8601 timestamp such as \"2025-01-31T00:00:00Z\", got \(describe(raw))")
                 return nil
             }
-            return name == "before" ? .before(date) : .after(date)
-        default: // within_last
-            return duration(raw, opPath).map { .withinLast($0) }
+            return t
+        }
+        switch name {
+        case .equals: return comparable().map { .equals($0) }
+        case .notEquals: return comparable().map { .notEquals($0) }
+        case .gt: return number().map { .gt($0) }
+        case .gte: return number().map { .gte($0) }
+        case .lt: return number().map { .lt($0) }
+        case .lte: return number().map { .lte($0) }
+        case .oneOf: return values().map { .oneOf($0) }
+        case .noneOf: return values().map { .noneOf($0) }
+        case .contains: return string().map { .contains($0) }
+        case .notContains: return string().map { .notContains($0) }
+        case .startsWith: return string().map { .startsWith($0) }
+        case .endsWith: return string().map { .endsWith($0) }
+        case .exists:
+            guard let b = raw.boolValue else { add(opPath, "must be true or false, got \(describe(raw))"); return nil }
+            return .exists(b)
+        case .before: return instant().map { .before($0) }
+        case .after: return instant().map { .after($0) }
+        case .withinLast: return duration(raw, opPath).map { .withinLast($0) }
         }
     }
 

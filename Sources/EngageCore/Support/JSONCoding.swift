@@ -9,6 +9,19 @@ enum JSONReader {
         try parse(bytes, locating: []).value
     }
 
+    /// Parses, and lists every object member that repeats an earlier name of its object, as a
+    /// path (`[1].condition.key`): RFC 8259 leaves duplicates to the reader, and a document
+    /// whose meaning depends on which copy wins is one to refuse.
+    static func parseReportingDuplicates(_ bytes: UnsafeBufferPointer<UInt8>) throws -> (value: JSONValue, duplicates: [String]) {
+        var reader = Cursor(bytes: bytes)
+        reader.trackPaths = true
+        reader.skipWhitespace()
+        let value = try reader.value(depth: 0)
+        reader.skipWhitespace()
+        guard reader.index == bytes.count else { throw reader.error("unexpected text after the JSON value") }
+        return (value, reader.duplicates)
+    }
+
     /// Parses, and also finds where the values of the top-level members named in `members`
     /// lie in `bytes` (nil for a member that is absent).
     static func parse(_ bytes: UnsafeBufferPointer<UInt8>, locating members: [String]) throws
@@ -26,6 +39,19 @@ enum JSONReader {
         var index = 0
         let locate: [String]
         var located: [Range<Int>?]
+        /// When set, ``path`` follows the parse and repeated member names go to ``duplicates``.
+        var trackPaths = false
+        var path: [String] = []
+        var duplicates: [String] = []
+
+        /// `a.b[2].c`, as validation messages write JSON paths.
+        func describe(_ path: [String]) -> String {
+            var text = ""
+            for part in path {
+                if part.hasPrefix("[") || text.isEmpty { text += part } else { text += "." + part }
+            }
+            return text
+        }
 
         init(bytes: UnsafeBufferPointer<UInt8>, locate: [String] = [], located: [Range<Int>?] = []) {
             self.bytes = bytes
@@ -81,7 +107,12 @@ enum JSONReader {
                 index += 1
                 skipWhitespace()
                 let start = index
+                if trackPaths {
+                    path.append(key)
+                    if result[key] != nil { duplicates.append(describe(path)) }
+                }
                 result[key] = try value(depth: depth + 1)
+                if trackPaths { path.removeLast() }
                 if depth == 0, !locate.isEmpty, let i = locate.firstIndex(of: key) { located[i] = start..<index }
                 skipWhitespace()
                 guard index < bytes.count else { throw error("unexpected end of input") }
@@ -98,7 +129,9 @@ enum JSONReader {
             if index < bytes.count, bytes[index] == UInt8(ascii: "]") { index += 1; return .array(result) }
             while true {
                 skipWhitespace()
+                if trackPaths { path.append("[\(result.count)]") }
                 result.append(try value(depth: depth + 1))
+                if trackPaths { path.removeLast() }
                 skipWhitespace()
                 guard index < bytes.count else { throw error("unexpected end of input") }
                 if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
@@ -189,24 +222,38 @@ enum JSONReader {
             return v
         }
 
+        /// RFC 8259: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`; a number too large
+        /// for a Double is refused rather than made infinite.
         mutating func number() throws -> JSONValue {
             let start = index
-            var isInteger = true
-            if index < bytes.count, bytes[index] == UInt8(ascii: "-") { index += 1 }
-            guard index < bytes.count, (0x30...0x39).contains(bytes[index]) else { throw error("invalid value") }
-            if bytes[index] == 0x30, index + 1 < bytes.count, (0x30...0x39).contains(bytes[index + 1]) {
-                throw error("leading zero in a number")
+            func digits() -> Int {
+                let from = index
+                while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+                return index - from
             }
-            while index < bytes.count {
-                let b = bytes[index]
-                if (0x30...0x39).contains(b) { index += 1; continue }
-                if b == UInt8(ascii: ".") || b == UInt8(ascii: "e") || b == UInt8(ascii: "E") || b == UInt8(ascii: "+")
-                    || (b == UInt8(ascii: "-") && index > start) {
-                    isInteger = false
-                    index += 1
-                    continue
+            if index < bytes.count, bytes[index] == UInt8(ascii: "-") { index += 1 }
+            guard index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) else {
+                throw error("invalid value")
+            }
+            if bytes[index] == UInt8(ascii: "0") {
+                index += 1
+                if index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) {
+                    throw error("leading zero in a number")
                 }
-                break
+            } else {
+                _ = digits()
+            }
+            var isInteger = true
+            if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+                isInteger = false
+                index += 1
+                guard digits() > 0 else { throw error("a number needs digits after its decimal point") }
+            }
+            if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+                isInteger = false
+                index += 1
+                if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
+                guard digits() > 0 else { throw error("a number needs digits in its exponent") }
             }
             let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
             if isInteger, let i = Int(text) { return .int(i) }

@@ -49,6 +49,12 @@ public enum JSONValue: Sendable, Hashable, Codable {
         try bytes.withUnsafeBufferPointer { try JSONReader.parse($0) }
     }
 
+    /// Parses, and returns the paths of object members whose name repeats an earlier one in
+    /// the same object (`[1].condition.key`); the value keeps the last of each.
+    public static func parseReportingDuplicates(_ data: Data) throws -> (value: JSONValue, duplicates: [String]) {
+        try data.withUnsafeBytes { raw in try JSONReader.parseReportingDuplicates(raw.bindMemory(to: UInt8.self)) }
+    }
+
     public struct ParseError: Error, CustomStringConvertible, Sendable {
         public var reason: String
         public var description: String { "invalid JSON: \(reason)" }

@@ -18,10 +18,29 @@ public struct VeroRequest: Sendable, Hashable, Codable {
 
 /// Why a Segment call is not sent to Vero (recorded, never retried).
 public struct VeroRejection: Error, Sendable, Hashable, CustomStringConvertible {
-    /// `missing_user_id`, `missing_previous_id`, `invalid_tags`, `unsupported_type`.
-    public var code: String
+    /// The reason, as recorded in `engage.outbox.reason` (before the detail).
+    public enum Code: String, Sendable, CaseIterable {
+        /// Vero needs a user id and the call has none.
+        case missingUserID = "missing_user_id"
+        /// An alias without `previousId`.
+        case missingPreviousID = "missing_previous_id"
+        /// `integrations.Vero.tags` is malformed.
+        case invalidTags = "invalid_tags"
+        /// A call type Segment's Vero destination does not map (screen).
+        case unsupportedType = "unsupported_type"
+        /// The stored call is not a Segment message at all.
+        case invalidMessage = "invalid_message"
+    }
+
+    public var code: Code
     public var detail: String?
-    public var description: String { detail.map { "\(code): \($0)" } ?? code }
+
+    public init(code: Code, detail: String? = nil) {
+        self.code = code
+        self.detail = detail
+    }
+
+    public var description: String { detail.map { "\(code.rawValue): \($0)" } ?? code.rawValue }
 }
 
 /// Segment call → Vero requests, reproducing Segment's server-side Vero destination
@@ -35,7 +54,7 @@ public enum VeroMapper {
         } catch let rejection as VeroRejection {
             return .failure(rejection)
         } catch {
-            return .failure(VeroRejection(code: "invalid_tags", detail: "\(error)"))
+            return .failure(VeroRejection(code: .invalidTags, detail: "\(error)"))
         }
         let main: VeroRequest
         switch mainRequest(message) {
@@ -46,7 +65,7 @@ public enum VeroMapper {
     }
 
     static func mainRequest(_ m: SegmentMessage) -> Result<VeroRequest, VeroRejection> {
-        let missingUserID = VeroRejection(code: "missing_user_id", detail: "Vero needs a user id; the \(m.type.rawValue) call has no userId")
+        let missingUserID = VeroRejection(code: .missingUserID, detail: "Vero needs a user id; the \(m.type.rawValue) call has no userId")
         switch m.type {
         case .identify:
             guard let userId = m.userId else { return .failure(missingUserID) }
@@ -77,7 +96,7 @@ public enum VeroMapper {
             return .success(eventRequest(m, userId: userId, name: "viewed_page", data: .object(["url": url])))
 
         case .screen:
-            return .failure(VeroRejection(code: "unsupported_type",
+            return .failure(VeroRejection(code: .unsupportedType,
                                           detail: "screen calls have no Vero mapping (Segment's Vero destination does not send them)"))
 
         case .group:
@@ -89,7 +108,7 @@ public enum VeroMapper {
 
         case .alias:
             guard let previousId = m.previousId else {
-                return .failure(VeroRejection(code: "missing_previous_id", detail: "an alias call needs previousId"))
+                return .failure(VeroRejection(code: .missingPreviousID, detail: "an alias call needs previousId"))
             }
             guard let userId = m.userId else { return .failure(missingUserID) }
             return .success(VeroRequest(method: .PUT, path: "/api/v2/users/reidentify",
@@ -110,7 +129,7 @@ public enum VeroMapper {
     /// `integrations.Vero.tags = {id?, action: "add"|"remove", values: [...]}` → the tags edit.
     static func tagsRequest(_ m: SegmentMessage) throws -> VeroRequest? {
         guard let options = m.veroOptions, let raw = options["tags"] else { return nil }
-        func invalid(_ detail: String) -> VeroRejection { VeroRejection(code: "invalid_tags", detail: detail) }
+        func invalid(_ detail: String) -> VeroRejection { VeroRejection(code: .invalidTags, detail: detail) }
         guard let tags = raw.objectValue else { throw invalid("integrations.Vero.tags must be an object, got \(raw.typeName)") }
         guard let action = tags["action"]?.stringValue, action == "add" || action == "remove" else {
             throw invalid("integrations.Vero.tags.action must be \"add\" or \"remove\", got \(tags["action"]?.jsonString ?? "nothing")")
@@ -122,7 +141,7 @@ public enum VeroMapper {
             throw invalid("integrations.Vero.tags.values must hold strings only")
         }
         let id = tags["id"].flatMap(idText) ?? m.userId
-        guard let id else { throw VeroRejection(code: "missing_user_id", detail: "a tags edit needs tags.id or userId") }
+        guard let id else { throw VeroRejection(code: .missingUserID, detail: "a tags edit needs tags.id or userId") }
         return VeroRequest(method: .PUT, path: "/api/v2/users/tags/edit", body: ["id": .string(id), action: .array(values)])
     }
 

@@ -2,12 +2,6 @@ import EngageCore
 import Foundation
 import PostgresClient
 
-/// One SQL query and its bound parameters.
-public struct CompiledQuery: Sendable {
-    public var sql: String
-    public var parameters: [any PostgresEncodable]
-}
-
 /// An audience referred to by key that the compiler cannot resolve (validation normally
 /// catches this before anything is compiled).
 public struct CompileError: Error, Sendable, CustomStringConvertible {
@@ -22,8 +16,8 @@ public struct CompileError: Error, Sendable, CustomStringConvertible {
 /// diff knows which Vero user each row is about without reading the profiles again.
 ///
 /// Every literal from the definition is a bound parameter and every path a bound `text[]`
-/// used with `#>`: no string from a definition is ever spliced into the SQL. `$1` is the
-/// evaluation time, so windows are relative to one instant for the whole query.
+/// used with `#>` (the query is a ``PostgresQuery``): no string from a definition is ever
+/// spliced into the SQL. Every window is relative to one instant, `now`, for the whole query.
 public struct DefinitionCompiler {
     /// Audiences by key, for `{"audience": key}` references (inlined, recursively).
     public var audiences: [String: Definition]
@@ -32,38 +26,29 @@ public struct DefinitionCompiler {
         self.audiences = audiences
     }
 
-    public func compile(_ definition: Definition, now: Date) throws -> CompiledQuery {
+    public func compile(_ definition: Definition, now: Date) throws -> PostgresQuery {
         var state = State(now: now)
-        let sql: String
-        switch definition.kind {
-        case .audience:
-            guard let condition = definition.condition else {
-                throw CompileError(key: definition.key, reason: "an audience without a condition")
-            }
+        switch definition.source {
+        case .condition(let condition):
             let predicate = try audiencePredicate(definition, condition, &state, stack: [definition.key])
-            let ctes = state.ctes.isEmpty ? "" : "WITH " + state.ctes.joined(separator: ",\n") + "\n"
-            let joins = state.joins.joined(separator: "\n")
-            sql = """
+            let ctes: PostgresQuery = state.ctes.isEmpty ? "" : "WITH \(PostgresQuery.joined(state.ctes, separator: ",\n"))\n"
+            return """
                 \(ctes)SELECT p.profile_id, true AS value, p.user_id, p.email
                 FROM engage.profiles p
-                \(joins)
+                \(PostgresQuery.joined(state.joins, separator: "\n"))
                 WHERE \(predicate)
                 """
-        case .trait:
-            guard let value = definition.value else {
-                throw CompileError(key: definition.key, reason: "a trait without a value")
-            }
-            sql = traitSQL(definition, value, &state)
+        case .aggregate(let value):
+            return traitQuery(definition, value, &state)
         }
-        return CompiledQuery(sql: sql, parameters: state.parameters)
     }
 
     // MARK: - Audiences
 
     private func audiencePredicate(_ definition: Definition, _ condition: Condition, _ state: inout State,
-                                   stack: [String]) throws -> String {
+                                   stack: [String]) throws -> PostgresQuery {
         let body = try predicate(condition, &state, stack: stack)
-        return "(\(eligibility(definition, alias: "p")) AND \(body))"
+        return "(\(unescaped: eligibility(definition, alias: "p")) AND \(body))"
     }
 
     /// Which profiles a definition may include: by default those Vero can address
@@ -72,128 +57,124 @@ public struct DefinitionCompiler {
         definition.includeAnonymous ? "TRUE" : "(\(alias).user_id IS NOT NULL OR \(alias).email IS NOT NULL)"
     }
 
-    private func predicate(_ condition: Condition, _ state: inout State, stack: [String]) throws -> String {
+    private func predicate(_ condition: Condition, _ state: inout State, stack: [String]) throws -> PostgresQuery {
         switch condition {
         case .all(let items):
-            return "(" + (try items.map { try predicate($0, &state, stack: stack) }).joined(separator: " AND ") + ")"
+            return "(\(PostgresQuery.joined(try items.map { try predicate($0, &state, stack: stack) }, separator: " AND ")))"
         case .any(let items):
-            return "(" + (try items.map { try predicate($0, &state, stack: stack) }).joined(separator: " OR ") + ")"
+            return "(\(PostgresQuery.joined(try items.map { try predicate($0, &state, stack: stack) }, separator: " OR ")))"
         case .not(let inner):
             return "(NOT \(try predicate(inner, &state, stack: stack)))"
         case .audience(let key):
             guard !stack.contains(key) else {
                 throw CompileError(key: stack[0], reason: "audience cycle \((stack + [key]).joined(separator: " → "))")
             }
-            guard let referenced = audiences[key], referenced.kind == .audience, let inner = referenced.condition else {
+            guard let referenced = audiences[key], case .condition(let inner) = referenced.source else {
                 throw CompileError(key: stack[0], reason: "unknown audience \(key.debugDescription)")
             }
             return try audiencePredicate(referenced, inner, &state, stack: stack + [key])
         case .trait(let path, let op):
-            let jsonPath = state.bind(path.segments)
-            return operatorSQL(op, value: "(p.traits #> \(jsonPath)::text[])", &state)
+            return operatorSQL(op, value: "(p.traits #> \(path.segments)::text[])", state)
         case .event(let event):
             let name = "c\(state.ctes.count + 1)"
-            var filters = ["e.event = \(state.bind(event.event))::text"]
-            filters += windowSQL(event.window, &state)
-            filters += event.filters.map { filterSQL($0, &state) }
+            var filters: [PostgresQuery] = ["e.event = \(event.event)::text"]
+            filters += windowSQL(event.window, state)
+            filters += event.filters.map { filterSQL($0, state) }
             state.ctes.append("""
-                \(name) AS (
+                \(unescaped: name) AS (
                     SELECT e.profile_id, count(*) AS n
                     FROM engage.events e
-                    WHERE \(filters.joined(separator: "\n      AND "))
+                    WHERE \(PostgresQuery.joined(filters, separator: "\n      AND "))
                     GROUP BY e.profile_id)
                 """)
-            state.joins.append("LEFT JOIN \(name) ON \(name).profile_id = p.profile_id")
+            state.joins.append("LEFT JOIN \(unescaped: name) ON \(unescaped: name).profile_id = p.profile_id")
             let count = "coalesce(\(name).n, 0)"
             switch event.count {
-            case .atLeast(let n): return "(\(count) >= \(state.bind(n)))"
-            case .atMost(let n): return "(\(count) <= \(state.bind(n)))"
-            case .exactly(let n): return "(\(count) = \(state.bind(n)))"
+            case .atLeast(let n): return "(\(unescaped: count) >= \(n))"
+            case .atMost(let n): return "(\(unescaped: count) <= \(n))"
+            case .exactly(let n): return "(\(unescaped: count) = \(n))"
             }
         }
     }
 
-    private func windowSQL(_ window: TimeWindow?, _ state: inout State) -> [String] {
+    private func windowSQL(_ window: TimeWindow?, _ state: State) -> [PostgresQuery] {
         switch window {
         case nil:
             return []
         case .within(let d):
-            return ["e.occurred_at >= $1::timestamptz - \(state.bind(d.intervalText))::interval"]
+            return ["e.occurred_at >= \(state.now)::timestamptz - \(d.intervalText)::interval"]
         case .between(let older, let newer):
-            return ["e.occurred_at >= $1::timestamptz - \(state.bind(older.intervalText))::interval",
-                    "e.occurred_at < $1::timestamptz - \(state.bind(newer.intervalText))::interval"]
+            return ["e.occurred_at >= \(state.now)::timestamptz - \(older.intervalText)::interval",
+                    "e.occurred_at < \(state.now)::timestamptz - \(newer.intervalText)::interval"]
         }
     }
 
-    private func filterSQL(_ filter: Filter, _ state: inout State) -> String {
-        let path = state.bind(filter.path.segments)
-        return operatorSQL(filter.op, value: "(e.properties #> \(path)::text[])", &state)
+    private func filterSQL(_ filter: Filter, _ state: State) -> PostgresQuery {
+        operatorSQL(filter.op, value: "(e.properties #> \(filter.path.segments)::text[])", state)
     }
 
     // MARK: - Operators
 
-    /// A two-valued predicate (never NULL, so `not` means "not a member") on the jsonb `value`.
-    private func operatorSQL(_ op: Operator, value x: String, _ state: inout State) -> String {
-        let present = "(\(x) IS NOT NULL AND \(x) <> 'null'::jsonb)"
-        let text = "(\(x) #>> '{}')"
-        func ifString(_ test: String) -> String {
+    /// A two-valued predicate (never NULL, so `not` means "not a member") on the jsonb value `x`.
+    private func operatorSQL(_ op: Operator, value x: PostgresQuery, _ state: State) -> PostgresQuery {
+        let present: PostgresQuery = "(\(x) IS NOT NULL AND \(x) <> 'null'::jsonb)"
+        let text: PostgresQuery = "(\(x) #>> '{}')"
+        func ifString(_ test: PostgresQuery) -> PostgresQuery {
             "(CASE WHEN jsonb_typeof(\(x)) = 'string' THEN coalesce(\(test), false) ELSE false END)"
         }
-        func ifNumber(_ comparison: String, _ n: Double) -> String {
-            "(CASE WHEN jsonb_typeof(\(x)) = 'number' THEN (\(x))::numeric \(comparison) \(state.bind(n))::numeric ELSE false END)"
+        func ifNumber(_ comparison: String, _ n: Double) -> PostgresQuery {
+            "(CASE WHEN jsonb_typeof(\(x)) = 'number' THEN (\(x))::numeric \(unescaped: comparison) \(n)::numeric ELSE false END)"
         }
-        func timestamp(_ comparison: String, _ bound: String) -> String {
-            ifString("engage.try_timestamptz(\(text)) \(comparison) \(bound)")
+        func timestamp(_ comparison: String, _ bound: Timestamp) -> PostgresQuery {
+            ifString("engage.try_timestamptz(\(text)) \(unescaped: comparison) \(bound)::timestamptz")
         }
+        func json(_ value: JSONValue) -> PostgresJSON { PostgresJSON(rawJSON: value.jsonString) }
         switch op {
         case .equals(let v):
-            return "coalesce(\(x) = \(state.bind(PostgresJSON(rawJSON: v.jsonString)))::jsonb, false)"
+            return "coalesce(\(x) = \(json(v))::jsonb, false)"
         case .notEquals(let v):
-            return "(\(present) AND \(x) <> \(state.bind(PostgresJSON(rawJSON: v.jsonString)))::jsonb)"
+            return "(\(present) AND \(x) <> \(json(v))::jsonb)"
         case .gt(let n): return ifNumber(">", n)
         case .gte(let n): return ifNumber(">=", n)
         case .lt(let n): return ifNumber("<", n)
         case .lte(let n): return ifNumber("<=", n)
         case .oneOf(let values):
-            let list = state.bind(PostgresJSON(rawJSON: JSONValue.array(values).jsonString))
-            return "coalesce(\(x) IN (SELECT jsonb_array_elements(\(list)::jsonb)), false)"
+            return "coalesce(\(x) IN (SELECT jsonb_array_elements(\(json(.array(values)))::jsonb)), false)"
         case .noneOf(let values):
-            let list = state.bind(PostgresJSON(rawJSON: JSONValue.array(values).jsonString))
-            return "(\(present) AND coalesce(\(x) NOT IN (SELECT jsonb_array_elements(\(list)::jsonb)), false))"
+            return "(\(present) AND coalesce(\(x) NOT IN (SELECT jsonb_array_elements(\(json(.array(values)))::jsonb)), false))"
         case .contains(let s):
-            return ifString("strpos(\(text), \(state.bind(s))::text) > 0")
+            return ifString("strpos(\(text), \(s)::text) > 0")
         case .notContains(let s):
-            return ifString("strpos(\(text), \(state.bind(s))::text) = 0")
+            return ifString("strpos(\(text), \(s)::text) = 0")
         case .startsWith(let s):
-            return ifString("starts_with(\(text), \(state.bind(s))::text)")
+            return ifString("starts_with(\(text), \(s)::text)")
         case .endsWith(let s):
-            let p = state.bind(s)
-            return ifString("right(\(text), char_length(\(p)::text)) = \(p)::text")
+            return ifString("right(\(text), char_length(\(s)::text)) = \(s)::text")
         case .exists(let wanted):
             return wanted ? present : "(NOT \(present))"
         case .before(let instant):
-            return timestamp("<", "\(state.bind(instant))::timestamptz")
+            return timestamp("<", instant)
         case .after(let instant):
-            return timestamp(">", "\(state.bind(instant))::timestamptz")
+            return timestamp(">", instant)
         case .withinLast(let d):
-            let ts = "engage.try_timestamptz(\(text))"
-            return ifString("(\(ts) >= $1::timestamptz - \(state.bind(d.intervalText))::interval AND \(ts) <= $1::timestamptz)")
+            let ts: PostgresQuery = "engage.try_timestamptz(\(text))"
+            return ifString("(\(ts) >= \(state.now)::timestamptz - \(d.intervalText)::interval AND \(ts) <= \(state.now)::timestamptz)")
         }
     }
 
     // MARK: - Traits
 
-    private func traitSQL(_ definition: Definition, _ value: TraitValue, _ state: inout State) -> String {
-        var filters = ["e.event = \(state.bind(value.event))::text", eligibility(definition, alias: "p")]
-        filters += windowSQL(value.within.map { .within($0) }, &state)
-        filters += value.filters.map { filterSQL($0, &state) }
-        let x = value.property.map { "(e.properties #> \(state.bind($0.segments))::text[])" } ?? "NULL::jsonb"
-        let matching = """
+    private func traitQuery(_ definition: Definition, _ value: TraitValue, _ state: inout State) -> PostgresQuery {
+        var filters: [PostgresQuery] = ["e.event = \(value.event)::text", "\(unescaped: eligibility(definition, alias: "p"))"]
+        filters += windowSQL(value.within.map { .within($0) }, state)
+        filters += value.filters.map { filterSQL($0, state) }
+        let x: PostgresQuery = value.property.map { "(e.properties #> \($0.segments)::text[])" } ?? "NULL::jsonb"
+        let matching: PostgresQuery = """
             matching AS (
                 SELECT e.profile_id, p.user_id, p.email, e.occurred_at, e.message_id, \(x) AS x
                 FROM engage.events e
                 JOIN engage.profiles p ON p.profile_id = e.profile_id
-                WHERE \(filters.joined(separator: "\n      AND ")))
+                WHERE \(PostgresQuery.joined(filters, separator: "\n      AND ")))
             """
         let present = "x IS NOT NULL AND x <> 'null'::jsonb"
         let numeric = "jsonb_typeof(x) = 'number'"
@@ -233,22 +214,15 @@ public struct DefinitionCompiler {
         case .uniqueListCount:
             body = "SELECT \(who), to_jsonb(count(DISTINCT x)) AS value FROM matching WHERE \(present) GROUP BY \(who)"
         }
-        return "WITH \(matching)\n\(body)"
+        return "WITH \(matching)\n\(unescaped: body)"
     }
 
-    // MARK: - Parameters
+    // MARK: - State
 
     struct State {
-        var parameters: [any PostgresEncodable]
-        var ctes: [String] = []
-        var joins: [String] = []
-
-        init(now: Date) { parameters = [now] }
-
-        /// Binds a value and returns its placeholder (`$n`).
-        mutating func bind(_ value: any PostgresEncodable) -> String {
-            parameters.append(value)
-            return "$\(parameters.count)"
-        }
+        /// The instant every window is relative to.
+        var now: Date
+        var ctes: [PostgresQuery] = []
+        var joins: [PostgresQuery] = []
     }
 }

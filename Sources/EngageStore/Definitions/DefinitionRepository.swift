@@ -26,6 +26,13 @@ public enum SaveOutcome: String, Sendable {
     case created, updated, unchanged
 }
 
+/// A key that names no active definition.
+public struct UnknownKey: Error, Sendable, CustomStringConvertible {
+    public var key: String
+    public init(key: String) { self.key = key }
+    public var description: String { "no active definition has the key \(key.debugDescription) (see `engage-sync list`)" }
+}
+
 /// A `remove` that cannot be done.
 public struct RemoveError: Error, Sendable, CustomStringConvertible {
     public var description: String
@@ -41,15 +48,21 @@ public struct DefinitionRepository: Sendable {
     public func all(includeRemoved: Bool = false) async throws -> [StoredDefinition] {
         let rows = try await db.query("""
             SELECT id, definition, removed_at, created_at, updated_at FROM engage.computations
-            WHERE $1 OR removed_at IS NULL ORDER BY key
-            """, [includeRemoved])
+            WHERE \(includeRemoved) OR removed_at IS NULL ORDER BY key
+            """)
         return try rows.map(Self.decode)
     }
 
     public func find(key: String) async throws -> StoredDefinition? {
         try await db.query("""
-            SELECT id, definition, removed_at, created_at, updated_at FROM engage.computations WHERE key = $1
-            """, [key]).first.map(Self.decode)
+            SELECT id, definition, removed_at, created_at, updated_at FROM engage.computations WHERE key = \(key)
+            """).first.map(Self.decode)
+    }
+
+    /// The active (not removed) definition with this key; throws ``UnknownKey`` otherwise.
+    public func active(key: String) async throws -> StoredDefinition {
+        guard let stored = try await find(key: key), stored.removedAt == nil else { throw UnknownKey(key: key) }
+        return stored
     }
 
     /// Active audiences by key: what `{"audience": key}` references resolve to.
@@ -69,7 +82,7 @@ public struct DefinitionRepository: Sendable {
         try await db.withTransaction { tx in
             // Serialise concurrent saves, so cross-definition checks see a stable picture.
             try await tx.query("SELECT pg_advisory_xact_lock(hashtext('engage-sync:define'))")
-            let repository = DefinitionRepository(tx)
+            let repository = DefinitionRepository(tx.connection)
             let stored = try await repository.all(includeRemoved: true)
             let issues = Self.problems(inputs, stored: stored)
             guard issues.isEmpty else { throw DefinitionValidationError(issues: issues) }
@@ -92,7 +105,7 @@ public struct DefinitionRepository: Sendable {
     public func remove(key: String) async throws -> StoredDefinition {
         try await db.withTransaction { tx in
             try await tx.query("SELECT pg_advisory_xact_lock(hashtext('engage-sync:define'))")
-            let repository = DefinitionRepository(tx)
+            let repository = DefinitionRepository(tx.connection)
             guard let stored = try await repository.find(key: key) else {
                 throw RemoveError(description: "no definition has the key \(key.debugDescription)")
             }
@@ -104,8 +117,8 @@ public struct DefinitionRepository: Sendable {
                 throw RemoveError(description: "\(key) is used by \(users.map(\.definition.key).joined(separator: ", ")); change or remove those first")
             }
             try await tx.query("""
-                UPDATE engage.computations SET removed_at = now(), enabled = false, updated_at = now() WHERE key = $1
-                """, [key])
+                UPDATE engage.computations SET removed_at = now(), enabled = false, updated_at = now() WHERE key = \(key)
+                """)
             return try await repository.find(key: key) ?? stored
         }
     }
@@ -116,7 +129,9 @@ public struct DefinitionRepository: Sendable {
         let rows = try await db.query("""
             INSERT INTO engage.computations
                 (key, name, type, description, definition, sync_every, send_as, include_anonymous, destinations, enabled)
-            VALUES ($1, $2, $3, $4, $5::jsonb, $6::interval, $7, $8, $9::text[], $10)
+            VALUES (\(d.key), \(d.name), \(d.kind.rawValue), \(d.description), \(PostgresJSON(rawJSON: d.document.jsonString))::jsonb,
+                    \(d.syncEvery.intervalText)::interval, \(d.sendAs.rawValue), \(d.includeAnonymous), \(d.destinations)::text[],
+                    \(d.enabled))
             ON CONFLICT (key) DO UPDATE SET
                 name = EXCLUDED.name, description = EXCLUDED.description, definition = EXCLUDED.definition,
                 sync_every = EXCLUDED.sync_every, send_as = EXCLUDED.send_as,
@@ -124,8 +139,7 @@ public struct DefinitionRepository: Sendable {
                 enabled = EXCLUDED.enabled, updated_at = now()
             WHERE computations.definition IS DISTINCT FROM EXCLUDED.definition
             RETURNING (xmax = 0) AS inserted
-            """, [d.key, d.name, d.kind.rawValue, d.description, PostgresJSON(rawJSON: d.document.jsonString),
-                  d.syncEvery.intervalText, d.sendAs.rawValue, d.includeAnonymous, d.destinations, d.enabled])
+            """)
         guard let row = rows.first else { return .unchanged }
         return try row.decode(Bool.self, "inserted") ? .created : .updated
     }
@@ -174,7 +188,11 @@ public struct DefinitionRepository: Sendable {
     }
 
     static func decode(_ row: PostgresRow) throws -> StoredDefinition {
-        let document = try row.decodeJSON(JSONValue.self, "definition")
+        let text = try row.decode(String.self, "definition")
+        let document: JSONValue
+        do { document = try JSONValue.parse(text) } catch {
+            throw PostgresError(kind: .decoding, message: "column definition: \(error)")
+        }
         let definition: Definition
         switch DefinitionParser.parse(document) {
         case .success(let d): definition = d

@@ -23,19 +23,18 @@ extension DefinitionRepository {
     /// Evaluates `definition` once (one statement) and summarises the result.
     public func preview(_ definition: Definition, limit: Int, now: Date = Date()) async throws -> PreviewResult {
         let compiled = try DefinitionCompiler(audiences: try await audiences()).compile(definition, now: now)
-        let limitParameter = "$\(compiled.parameters.count + 1)"
         let rows = try await db.query("""
             WITH q AS MATERIALIZED (
-            \(compiled.sql)
+            \(compiled)
             )
             SELECT (SELECT count(*) FROM q) AS total,
                    (SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]') FROM (
                         SELECT profile_id, user_id, email, to_jsonb(value)::text AS value
-                        FROM q ORDER BY profile_id LIMIT \(limitParameter)) s) AS sample,
+                        FROM q ORDER BY profile_id LIMIT \(limit)) s) AS sample,
                    (SELECT coalesce(jsonb_agg(to_jsonb(d)), '[]') FROM (
                         SELECT to_jsonb(value)::text AS value, count(*) AS profiles FROM q
                         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10) d) AS distribution
-            """, compiled.parameters + [limit])
+            """)
         guard let row = rows.first else { return PreviewResult(total: 0, sample: [], distribution: []) }
         struct SampleRow: Decodable { var profile_id: String; var user_id: String?; var email: String?; var value: String }
         struct DistributionRow: Decodable { var value: String; var profiles: Int }
@@ -51,8 +50,7 @@ extension DefinitionRepository {
     /// For tests and small audiences only: it holds the result in memory.
     public func evaluate(_ definition: Definition, now: Date) async throws -> [String: String] {
         let compiled = try DefinitionCompiler(audiences: try await audiences()).compile(definition, now: now)
-        let rows = try await db.query("SELECT profile_id, to_jsonb(value)::text AS value FROM (\(compiled.sql)) q",
-                                      compiled.parameters)
+        let rows = try await db.query("SELECT profile_id, to_jsonb(value)::text AS value FROM (\(compiled)) q")
         var result: [String: String] = [:]
         for row in rows { result[try row.decode(String.self, "profile_id")] = try row.decode(String.self, "value") }
         return result
@@ -64,15 +62,12 @@ extension DefinitionRepository {
     /// reading, `EXPLAIN ANALYZE EXECUTE …` and benchmarks. Parameters become quoted literals.
     public func psqlScript(_ definition: Definition, now: Date) async throws -> String {
         let compiled = try DefinitionCompiler(audiences: try await audiences()).compile(definition, now: now)
-        let literals = compiled.parameters.map { parameter -> String in
-            guard let text = parameter.postgresBind.text else { return "NULL" }
+        let literals = compiled.binds.map { bind -> String in
+            guard let text = bind.text else { return "NULL" }
             return "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
         }
-        let typeNames: [UInt32: String] = [16: "boolean", 20: "bigint", 23: "integer", 701: "double precision",
-                                           1009: "text[]", 1184: "timestamptz", 2950: "uuid", 3802: "jsonb"]
-        let types = compiled.parameters.map { typeNames[$0.postgresBind.typeOID] ?? "text" }
         return """
-            PREPARE engage_preview(\(types.joined(separator: ", "))) AS
+            PREPARE engage_preview(\(compiled.binds.map(\.type.name).joined(separator: ", "))) AS
             \(compiled.sql);
             EXECUTE engage_preview(\(literals.joined(separator: ", ")));
             """

@@ -6,7 +6,7 @@ import PostgresClient
 public struct Destination: Sendable, Hashable {
     public var id: Int
     public var name: String
-    public var kind: String
+    public var kind: DestinationKind
     public var baseURL: String
     public var tokenEnv: String
     /// Requests per second.
@@ -17,6 +17,11 @@ public struct Destination: Sendable, Hashable {
     public var maxExitRatio: Double
     public var allowEmailID: Bool
     public var enabled: Bool
+}
+
+/// The kinds of destination the engine can send to; `engage.destinations.kind`.
+public enum DestinationKind: String, Sendable, CaseIterable, PostgresEncodable, PostgresDecodable {
+    case vero
 }
 
 /// Settings for a new destination; nil keeps the default.
@@ -56,29 +61,32 @@ public struct DestinationRepository: Sendable {
 
     /// Adds a destination, or updates the settings given for an existing one of that name.
     @discardableResult
-    public func upsert(name: String, kind: String = "vero", settings: DestinationSettings) async throws -> Destination {
+    public func upsert(name: String, kind: DestinationKind = .vero, settings: DestinationSettings) async throws -> Destination {
         let rows = try await db.query("""
-            INSERT INTO engage.destinations (name, kind, base_url, token_env, rate, concurrency, max_attempts, max_exit_ratio, allow_email_id)
-            VALUES ($1, $2, coalesce($3, 'https://api.getvero.com'), coalesce($4, 'VERO_AUTH_TOKEN'), coalesce($5, 100),
-                    coalesce($6, 16), coalesce($7, 10), coalesce($8, 0.5), coalesce($9, false))
+            INSERT INTO engage.destinations AS d (name, kind, base_url, token_env, rate, concurrency, max_attempts,
+                                                  max_exit_ratio, allow_email_id)
+            VALUES (\(name), \(kind), coalesce(\(settings.baseURL), 'https://api.getvero.com'),
+                    coalesce(\(settings.tokenEnv), 'VERO_AUTH_TOKEN'), coalesce(\(settings.rate), 100),
+                    coalesce(\(settings.concurrency), 16), coalesce(\(settings.maxAttempts), 10),
+                    coalesce(\(settings.maxExitRatio), 0.5), coalesce(\(settings.allowEmailID), false))
             ON CONFLICT (name) DO UPDATE SET
-                base_url = coalesce($3, destinations.base_url), token_env = coalesce($4, destinations.token_env),
-                rate = coalesce($5, destinations.rate), concurrency = coalesce($6, destinations.concurrency),
-                max_attempts = coalesce($7, destinations.max_attempts), max_exit_ratio = coalesce($8, destinations.max_exit_ratio),
-                allow_email_id = coalesce($9, destinations.allow_email_id)
-            RETURNING \(Self.columns)
-            """, [name, kind, settings.baseURL, settings.tokenEnv, settings.rate, settings.concurrency,
-                  settings.maxAttempts, settings.maxExitRatio, settings.allowEmailID])
+                base_url = coalesce(\(settings.baseURL), d.base_url), token_env = coalesce(\(settings.tokenEnv), d.token_env),
+                rate = coalesce(\(settings.rate), d.rate), concurrency = coalesce(\(settings.concurrency), d.concurrency),
+                max_attempts = coalesce(\(settings.maxAttempts), d.max_attempts),
+                max_exit_ratio = coalesce(\(settings.maxExitRatio), d.max_exit_ratio),
+                allow_email_id = coalesce(\(settings.allowEmailID), d.allow_email_id)
+            RETURNING \(unescaped: Self.columns)
+            """)
         guard let row = rows.first else { throw UnknownDestination(name: name) }
         return try Self.decode(row)
     }
 
     public func all() async throws -> [Destination] {
-        try await db.query("SELECT \(Self.columns) FROM engage.destinations ORDER BY name").map(Self.decode)
+        try await db.query("SELECT \(unescaped: Self.columns) FROM engage.destinations ORDER BY name").map(Self.decode)
     }
 
     public func find(name: String) async throws -> Destination {
-        guard let row = try await db.query("SELECT \(Self.columns) FROM engage.destinations WHERE name = $1", [name]).first else {
+        guard let row = try await db.query("SELECT \(unescaped: Self.columns) FROM engage.destinations WHERE name = \(name)").first else {
             throw UnknownDestination(name: name)
         }
         return try Self.decode(row)
@@ -86,7 +94,7 @@ public struct DestinationRepository: Sendable {
 
     static func decode(_ row: PostgresRow) throws -> Destination {
         Destination(id: try row.decode(Int.self, "id"), name: try row.decode(String.self, "name"),
-                    kind: try row.decode(String.self, "kind"), baseURL: try row.decode(String.self, "base_url"),
+                    kind: try row.decode(DestinationKind.self, "kind"), baseURL: try row.decode(String.self, "base_url"),
                     tokenEnv: try row.decode(String.self, "token_env"), rate: try row.decode(Double.self, "rate"),
                     concurrency: try row.decode(Int.self, "concurrency"), maxAttempts: try row.decode(Int.self, "max_attempts"),
                     maxExitRatio: try row.decode(Double.self, "max_exit_ratio"),

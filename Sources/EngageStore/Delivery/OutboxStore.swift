@@ -78,16 +78,16 @@ public struct OutboxStore: Sendable {
         let rows = try await db.query("""
             WITH due AS (
                 SELECT id FROM engage.outbox
-                WHERE destination_id = $1 AND status = 'pending' AND next_attempt_at <= now()
-                  AND (locked_until IS NULL OR (locked_until < now() AND locked_by IS DISTINCT FROM $4))
+                WHERE destination_id = \(destinationID) AND status = 'pending' AND next_attempt_at <= now()
+                  AND (locked_until IS NULL OR (locked_until < now() AND locked_by IS DISTINCT FROM \(worker)))
                 ORDER BY next_attempt_at, id
-                LIMIT $2
+                LIMIT \(limit)
                 FOR UPDATE SKIP LOCKED)
             UPDATE engage.outbox o
-            SET locked_until = now() + make_interval(secs => $3), locked_by = $4
+            SET locked_until = now() + make_interval(secs => \(leaseSeconds)), locked_by = \(worker)
             FROM due WHERE o.id = due.id
             RETURNING o.id, o.message::text AS message, o.attempts
-            """, [destinationID, limit, leaseSeconds, worker])
+            """)
         return try rows.map {
             ClaimedRow(id: try $0.decode(Int.self, "id"), message: try $0.decode(String.self, "message"),
                        attempts: try $0.decode(Int.self, "attempts"))
@@ -100,16 +100,17 @@ public struct OutboxStore: Sendable {
     /// recorded as delivered (it was), so the ledger tells the truth.
     public func record(_ results: [DeliveryResult], maxAttempts: Int) async throws -> RecordedCounts {
         guard !results.isEmpty else { return RecordedCounts() }
-        let payload = JSONValue.array(results.map { r in
+        let json = JSONValue.array(results.map { r in
             .object([
                 "id": .int(r.id), "kind": .string(r.kind.rawValue), "code": r.statusCode.map { .int($0) } ?? .null,
                 "error": r.error.map { .string(String($0.prefix(1024))) } ?? .null,
                 "delay": .double(r.delay), "request": r.request ?? .null,
             ])
         })
+        let payload = PostgresJSON(rawJSON: String(decoding: json.jsonBytes(sortedKeys: false), as: UTF8.self))
         let rows = try await db.query("""
             WITH r AS (
-                SELECT * FROM jsonb_to_recordset($1::jsonb)
+                SELECT * FROM jsonb_to_recordset(\(payload)::jsonb)
                     AS r(id bigint, kind text, code integer, error text, delay double precision, request jsonb)),
             upd AS (
                 UPDATE engage.outbox o SET
@@ -117,7 +118,7 @@ public struct OutboxStore: Sendable {
                         WHEN r.kind = 'delivered' THEN 'delivered'
                         WHEN o.status = 'superseded' THEN 'superseded'
                         WHEN r.kind IN ('rejected', 'failed') THEN r.kind
-                        WHEN r.kind = 'retry' AND o.attempts + 1 >= $2 THEN 'failed'
+                        WHEN r.kind = 'retry' AND o.attempts + 1 >= \(maxAttempts) THEN 'failed'
                         ELSE 'pending' END,
                     attempts = o.attempts + CASE WHEN r.kind IN ('released', 'rejected') THEN 0 ELSE 1 END,
                     reason = CASE WHEN r.kind = 'rejected' THEN r.error ELSE o.reason END,
@@ -149,7 +150,7 @@ public struct OutboxStore: Sendable {
                    count(*) FILTER (WHERE status = 'rejected')::int AS rejected,
                    (SELECT count(*) FROM ledger)::int AS ledger
             FROM upd
-            """, [PostgresJSON(rawJSON: String(decoding: payload.jsonBytes(sortedKeys: false), as: UTF8.self)), maxAttempts])
+            """)
         var counts = RecordedCounts()
         if let row = rows.first {
             counts.delivered = try row.decode(Int.self, "delivered")
@@ -164,8 +165,8 @@ public struct OutboxStore: Sendable {
     public func nextDue(destinationID: Int) async throws -> Date? {
         try await db.query("""
             SELECT min(greatest(next_attempt_at, coalesce(locked_until, next_attempt_at))) AS due
-            FROM engage.outbox WHERE destination_id = $1 AND status = 'pending'
-            """, [destinationID]).first?.decode(Date?.self, "due")
+            FROM engage.outbox WHERE destination_id = \(destinationID) AND status = 'pending'
+            """).first?.decode(Date?.self, "due")
     }
 
     /// Enqueues Segment calls for a destination as they are (`forward`): one pending row each,
@@ -178,8 +179,9 @@ public struct OutboxStore: Sendable {
         })
         try await db.query("""
             INSERT INTO engage.outbox (run_id, destination_id, op, message, status, reason)
-            SELECT $1, $2, 'forward', r.message::jsonb, CASE WHEN r.reason IS NULL THEN 'pending' ELSE 'rejected' END, r.reason
-            FROM jsonb_to_recordset($3::jsonb) AS r(message text, reason text)
-            """, [runID, destinationID, PostgresJSON(rawJSON: payload.jsonString)])
+            SELECT \(runID), \(destinationID), 'forward', r.message::jsonb,
+                   CASE WHEN r.reason IS NULL THEN 'pending' ELSE 'rejected' END, r.reason
+            FROM jsonb_to_recordset(\(PostgresJSON(rawJSON: payload.jsonString))::jsonb) AS r(message text, reason text)
+            """)
     }
 }

@@ -1,10 +1,11 @@
+import EngageCore
 import Foundation
 import PostgresClient
 
 /// One Segment call ready for loading: the fields ingest stores, already taken out of the JSON.
 public struct IngestRow: Sendable {
     public var line: Int
-    public var kind: String
+    public var kind: SegmentMessage.Kind
     /// `userId`, else `anonymousId` (for an alias: the `userId` it merges into).
     public var profileKey: String
     public var userID: String?
@@ -20,7 +21,7 @@ public struct IngestRow: Sendable {
     /// The JSON text of `properties` (track, page, screen) or `traits` (identify, group).
     public var payload: String?
 
-    public init(line: Int, kind: String, profileKey: String, userID: String?, anonymousID: String?, previousID: String?,
+    public init(line: Int, kind: SegmentMessage.Kind, profileKey: String, userID: String?, anonymousID: String?, previousID: String?,
                 messageID: String, event: String?, occurredAt: Date?, name: String? = nil, groupID: String? = nil,
                 email: String? = nil, payload: String? = nil) {
         self.line = line
@@ -40,7 +41,7 @@ public struct IngestRow: Sendable {
 
     /// The values in staging-table column order, as COPY text.
     var columns: [String?] {
-        [String(line), kind, profileKey, userID, anonymousID, previousID, messageID, event,
+        [String(line), kind.rawValue, profileKey, userID, anonymousID, previousID, messageID, event,
          occurredAt.map { String(Int64(($0.timeIntervalSince1970 * 1_000_000).rounded())) }, name, groupID, email, payload]
     }
 }
@@ -90,10 +91,8 @@ public struct IngestStore: Sendable {
 
     /// Stages one row with a parameterized insert; throws when PostgreSQL refuses it.
     public func stageOne(_ r: IngestRow) async throws {
-        try await db.query("""
-            INSERT INTO engage_ingest_stage
-            VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8, $9::bigint, $10, $11, $12, $13::jsonb)
-            """, r.columns)
+        let values = PostgresQuery.joined(r.columns.map { "\($0)" }, separator: ", ")
+        try await db.query("INSERT INTO engage_ingest_stage VALUES (\(values))")
     }
 
     public func clearStage() async throws { try await db.execute("TRUNCATE engage_ingest_stage") }
@@ -149,7 +148,7 @@ public struct IngestStore: Sendable {
             for alias in aliases {
                 let from = try alias.decode(String.self, "previous_id"), to = try alias.decode(String.self, "profile_key")
                 guard from != to else { continue }
-                counts.aliases += try await Self.merge(from: from, into: to, tx)
+                counts.aliases += try await Self.merge(from: from, into: to, tx.connection)
             }
             return counts
         }
@@ -158,19 +157,19 @@ public struct IngestStore: Sendable {
     /// Moves `from`'s events to `into` (created if missing), merges traits (the identified
     /// profile's win), and deletes `from`. Returns 1 when there was something to merge.
     static func merge(from: String, into: String, _ tx: PostgresConnection) async throws -> Int {
-        let exists = try await tx.query("SELECT 1 FROM engage.profiles WHERE profile_id = $1", [from]).count
+        let exists = try await tx.query("SELECT 1 FROM engage.profiles WHERE profile_id = \(from)").count
         guard exists > 0 else { return 0 }
         try await tx.query("""
-            INSERT INTO engage.profiles (profile_id, user_id, anonymous_id) VALUES ($1, $1, $2)
+            INSERT INTO engage.profiles (profile_id, user_id, anonymous_id) VALUES (\(into), \(into), \(from))
             ON CONFLICT (profile_id) DO NOTHING
-            """, [into, from])
-        try await tx.query("UPDATE engage.events SET profile_id = $2 WHERE profile_id = $1", [from, into])
+            """)
+        try await tx.query("UPDATE engage.events SET profile_id = \(into) WHERE profile_id = \(from)")
         try await tx.query("""
             UPDATE engage.profiles t SET traits = f.traits || t.traits, email = coalesce(t.email, f.email),
                 anonymous_id = coalesce(t.anonymous_id, f.anonymous_id, f.profile_id), updated_at = now()
-            FROM engage.profiles f WHERE f.profile_id = $1 AND t.profile_id = $2
-            """, [from, into])
-        try await tx.query("DELETE FROM engage.profiles WHERE profile_id = $1", [from])
+            FROM engage.profiles f WHERE f.profile_id = \(from) AND t.profile_id = \(into)
+            """)
+        try await tx.query("DELETE FROM engage.profiles WHERE profile_id = \(from)")
         return 1
     }
 }

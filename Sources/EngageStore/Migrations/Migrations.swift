@@ -52,9 +52,8 @@ public enum Migrations {
         var applied: [String] = []
         for migration in all where !done.contains(migration.version) {
             try await db.withTransaction { tx in
-                try await tx.execute(migration.sql)
-                try await tx.query("INSERT INTO engage.schema_migrations (version, name) VALUES ($1, $2)",
-                                   [migration.version, migration.name])
+                try await tx.execute(PostgresQuery(unsafeSQL: migration.sql))
+                try await tx.query("INSERT INTO engage.schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))")
             }
             applied.append(migration.name)
         }

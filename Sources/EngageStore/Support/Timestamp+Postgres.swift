@@ -4,5 +4,5 @@ import PostgresClient
 /// A ``Timestamp`` binds as a `timestamptz` in ISO-8601 UTC with six fractional digits, so
 /// PostgreSQL reads the exact microsecond whatever the session's `TimeZone`.
 extension Timestamp: PostgresEncodable {
-    public var postgresBind: PostgresBind { PostgresBind(text: iso8601, typeOID: 1184) }
+    public var postgresBind: PostgresBind { PostgresBind(text: iso8601, type: .timestamptz) }
 }

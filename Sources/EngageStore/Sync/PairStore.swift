@@ -10,17 +10,12 @@ public struct PairStore: Sendable {
     /// Held until ``unlock(computationID:destinationID:)`` or until the connection closes
     /// (a crashed process releases it).
     public func tryLock(computationID: Int, destinationID: Int) async throws -> Bool {
-        try await db.query("SELECT pg_try_advisory_lock($1) AS locked", [Self.lockKey(computationID, destinationID)])
+        try await db.query("SELECT pg_try_advisory_lock(\(Self.lockKey(computationID, destinationID))) AS locked")
             .first?.decode(Bool.self, "locked") ?? false
     }
 
     public func unlock(computationID: Int, destinationID: Int) async throws {
-        try await db.query("SELECT pg_advisory_unlock($1)", [Self.lockKey(computationID, destinationID)])
-    }
-
-    /// Serialises snapshot refreshes of one definition (several destinations share it).
-    public func lockSnapshot(computationID: Int) async throws {
-        try await db.query("SELECT pg_advisory_xact_lock(1701733735, $1::int)", [computationID])
+        try await db.query("SELECT pg_advisory_unlock(\(Self.lockKey(computationID, destinationID)))")
     }
 
     /// Positive and above the 32-bit range, so it never meets a `hashtext` lock.
@@ -35,16 +30,16 @@ public struct PairStore: Sendable {
         try await db.query("""
             UPDATE engage.sync_runs SET status = 'failed', finished_at = now(),
                 error = 'interrupted: the process stopped before the run finished; its committed changes are delivered by later runs'
-            WHERE computation_id = $1 AND destination_id = $2 AND status = 'running'
-            """, [computationID, destinationID]).affectedRows
+            WHERE computation_id = \(computationID) AND destination_id = \(destinationID) AND status = 'running'
+            """).affectedRows
     }
 
     /// When the pair last ran successfully (succeeded or partial), or nil.
     public func lastSuccessfulRun(computationID: Int, destinationID: Int) async throws -> Date? {
         try await db.query("""
             SELECT max(started_at) AS at FROM engage.sync_runs
-            WHERE computation_id = $1 AND destination_id = $2 AND status IN ('succeeded', 'partial')
-            """, [computationID, destinationID]).first?.decode(Date?.self, "at")
+            WHERE computation_id = \(computationID) AND destination_id = \(destinationID) AND status IN ('succeeded', 'partial')
+            """).first?.decode(Date?.self, "at")
     }
 
     /// How this run's rows ended up.
@@ -55,21 +50,22 @@ public struct PairStore: Sendable {
     }
 
     public func rowOutcome(runID: Int) async throws -> RowOutcome {
-        let row = try await db.query("""
-            SELECT count(*) FILTER (WHERE status = 'delivered')::int AS delivered,
-                   count(*) FILTER (WHERE status = 'pending')::int AS pending,
-                   count(*) FILTER (WHERE status IN ('failed', 'rejected'))::int AS failed,
-                   count(*) FILTER (WHERE status = 'skipped')::int AS skipped,
-                   count(*) FILTER (WHERE status = 'pending' AND last_error IS NOT NULL)::int AS retrying
-            FROM engage.outbox WHERE run_id = $1
-            """, [runID]).first
+        let rows = try await db.query("""
+            SELECT status, last_error IS NOT NULL AS errored, count(*)::int AS n
+            FROM engage.outbox WHERE run_id = \(runID) GROUP BY 1, 2
+            """)
         var outcome = RowOutcome()
-        if let row {
-            outcome.delivered = try row.decode(Int.self, "delivered")
-            outcome.pending = try row.decode(Int.self, "pending")
-            outcome.failed = try row.decode(Int.self, "failed")
-            outcome.skipped = try row.decode(Int.self, "skipped")
-            outcome.retrying = try row.decode(Int.self, "retrying")
+        for row in rows {
+            let n = try row.decode(Int.self, "n")
+            switch try row.decode(OutboxStatus.self, "status") {
+            case .delivered: outcome.delivered += n
+            case .pending:
+                outcome.pending += n
+                if try row.decode(Bool.self, "errored") { outcome.retrying += n }
+            case .failed, .rejected: outcome.failed += n
+            case .skipped: outcome.skipped += n
+            case .superseded: break
+            }
         }
         return outcome
     }

@@ -6,82 +6,22 @@ import NIOConcurrencyHelpers
 import PostgresClient
 import VeroClient
 
-/// The auth token's environment variable is not set: nothing was sent.
-public struct MissingToken: Error, Sendable, CustomStringConvertible {
-    public var destination: String
-    public var variable: String
-    public var description: String {
-        "destination \(destination) reads its auth token from the environment variable \(variable), which is not set; nothing was sent"
-    }
-}
-
-/// Vero answered 401/403: the credentials are wrong. Delivery to that destination stopped at once.
-public struct CredentialsRejected: Error, Sendable, CustomStringConvertible {
-    public var destination: String
-    public var status: Int
-    public var description: String {
-        "destination \(destination) rejected the auth token (HTTP \(status)); delivery stopped, the rows stay pending. Check the token variable and run `engage-sync deliver` again"
-    }
-}
-
-/// What one delivery pass did.
-public struct DeliveryReport: Sendable {
-    public var delivered = 0
-    /// Attempts that failed and were scheduled again.
-    public var retried = 0
-    public var failed = 0
-    public var rejected = 0
-    /// HTTP requests sent (a row with tags sends two).
-    public var requests = 0
-    public var seconds = 0.0
-    /// Set when 401/403 stopped the pass.
-    public var credentialsStatus: Int?
-
-    public init() {}
-
-    public var requestsPerSecond: Double { seconds > 0 ? Double(requests) / seconds : 0 }
-
-    public var summary: String {
-        String(format: "delivered %d, retried %d, failed %d, rejected %d; %d requests in %.1f s (%.0f/s)",
-               delivered, retried, failed, rejected, requests, seconds, requestsPerSecond)
-    }
-}
-
-/// Tuning of a delivery pass.
-public struct DeliveryOptions: Sendable {
-    /// Rows claimed per lease.
-    public var batchSize = 1_000
-    /// How long a claim holds rows; after that a crashed worker's rows return.
-    public var leaseSeconds = 120.0
-    /// After the due rows are done, wait for rows scheduled for retry when the next one is
-    /// due within this many seconds; 0 stops as soon as nothing is due.
-    public var maxWaitSeconds = 30.0
-    public var retry = RetryPolicy()
-    public var requestTimeoutSeconds: Int64 = 30
-    public init(batchSize: Int = 1_000, leaseSeconds: Double = 120, maxWaitSeconds: Double = 30,
-                retry: RetryPolicy = RetryPolicy(), requestTimeoutSeconds: Int64 = 30) {
-        self.batchSize = batchSize
-        self.leaseSeconds = leaseSeconds
-        self.maxWaitSeconds = maxWaitSeconds
-        self.retry = retry
-        self.requestTimeoutSeconds = requestTimeoutSeconds
-    }
-}
-
 /// Sends a destination's pending outbox rows (DESIGN §10): claim a batch with a lease, map each
 /// Segment call to Vero requests, send with bounded concurrency and a token-bucket rate,
 /// record the results (and advance the ledger) by group commit. Claiming the next batch
 /// overlaps with sending.
 public struct Deliverer: Sendable {
     public let destination: Destination
-    public let databaseURL: String?
+    public let pool: PostgresConnectionPool
     public let client: HTTPClient
     public let options: DeliveryOptions
     public let worker: String
 
-    public init(destination: Destination, databaseURL: String?, client: HTTPClient, options: DeliveryOptions = DeliveryOptions()) {
+    /// `pool` gives the two connections a pass uses (claiming and recording); `client` sends.
+    public init(destination: Destination, pool: PostgresConnectionPool, client: HTTPClient,
+                options: DeliveryOptions = DeliveryOptions()) {
         self.destination = destination
-        self.databaseURL = databaseURL
+        self.pool = pool
         self.client = client
         self.options = options
         self.worker = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier):\(UUID().uuidString.prefix(8))"
@@ -102,7 +42,7 @@ public struct Deliverer: Sendable {
         let transport = VeroTransport(client: client, endpoint: VeroEndpoint(
             baseURL: destination.baseURL, token: token, requestTimeout: .seconds(options.requestTimeoutSeconds)))
         let bucket = TokenBucket(rate: destination.rate)
-        return try await PostgresConnection.withConnections(2, databaseURL) { db in
+        return try await pool.withConnections(2) { db in
             try await run(claims: OutboxStore(db[0]), records: OutboxStore(db[1]), transport: transport,
                           bucket: bucket, progress: progress)
         }
@@ -222,7 +162,7 @@ public struct Deliverer: Sendable {
         do {
             message = try decoded.get()
         } catch {
-            return (DeliveryResult(id: row.id, kind: .rejected, error: "invalid_message: \(error)"), 0)
+            return (DeliveryResult(id: row.id, kind: .rejected, error: VeroRejection(code: .invalidMessage, detail: "\(error)").description), 0)
         }
         let requests: [VeroRequest]
         switch VeroMapper.map(message) {
@@ -269,95 +209,4 @@ public struct Deliverer: Sendable {
             return (result, sent)
         }
     }
-}
-
-extension DeliveryReport {
-    mutating func add(_ counts: RecordedCounts) {
-        delivered += counts.delivered
-        retried += counts.retrying
-        failed += counts.failed
-        rejected += counts.rejected
-    }
-}
-
-/// Records delivery results by group commit: whatever arrived while one group was being
-/// written goes in the next statement. A worker waits for its result to be recorded before it
-/// sends again, so a process killed at any moment leaves at most `concurrency` rows that Vero
-/// may have received but the outbox does not show as delivered.
-actor Recorder {
-    private let store: OutboxStore
-    private let maxAttempts: Int
-    private var pending: [DeliveryResult] = []
-    private var waiters: [CheckedContinuation<Void, Error>] = []
-    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
-    private var writing = false
-    private var counts = RecordedCounts()
-    private var failure: Error?
-
-    init(store: OutboxStore, maxAttempts: Int) {
-        self.store = store
-        self.maxAttempts = maxAttempts
-    }
-
-    /// Returns once `result` is committed; throws when recording it failed.
-    func record(_ result: DeliveryResult) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-            pending.append(result)
-            waiters.append(continuation)
-            startWriting()
-        }
-    }
-
-    /// Queues a result without waiting (rows given back unsent).
-    func enqueue(_ result: DeliveryResult) {
-        pending.append(result)
-        startWriting()
-    }
-
-    /// Waits until everything queued is written; returns what was recorded since the last
-    /// drain, or the first error.
-    func drain() async throws -> RecordedCounts {
-        if writing { await withCheckedContinuation { idleWaiters.append($0) } }
-        let (done, error) = (counts, failure)
-        counts = RecordedCounts()
-        failure = nil
-        if let error { throw error }
-        return done
-    }
-
-    private func startWriting() {
-        guard !writing else { return }
-        writing = true
-        Task { await writeGroups() }
-    }
-
-    private func writeGroups() async {
-        while !pending.isEmpty {
-            let group = pending, groupWaiters = waiters
-            pending = []
-            waiters = []
-            do {
-                counts += try await store.record(group, maxAttempts: maxAttempts)
-                Log.delivery.trace("recorded \(group.count) results")
-                for waiter in groupWaiters { waiter.resume() }
-            } catch {
-                failure = failure ?? error
-                for waiter in groupWaiters { waiter.resume(throwing: error) }
-            }
-        }
-        writing = false
-        for waiter in idleWaiters { waiter.resume() }
-        idleWaiters = []
-    }
-}
-
-/// Set once, read from any task.
-final class StopFlag: Sendable {
-    private let flag = NIOLockedValueBox(false)
-    var isSet: Bool { flag.withLockedValue { $0 } }
-    func set() { flag.withLockedValue { $0 = true } }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -33,6 +33,18 @@ public struct PairOutcome: Sendable {
         case skipped
         /// `--dry-run`.
         case planned
+
+        /// The status recorded in `engage.sync_runs` (a dry run records nothing).
+        var runStatus: RunStatus {
+            switch self {
+            case .succeeded: .succeeded
+            case .partial: .partial
+            case .failed: .failed
+            case .blocked: .blocked
+            case .skipped: .skipped
+            case .planned: .running
+            }
+        }
     }
 
     public var key: String
@@ -53,24 +65,21 @@ public struct PairOutcome: Sendable {
 /// each inside PostgreSQL under a per-pair advisory lock, commits the outbox rows, delivers, and
 /// records every run in `engage.sync_runs`.
 public struct SyncRunner: Sendable {
-    public let databaseURL: String?
+    public let pool: PostgresConnectionPool
     public let client: HTTPClient
 
-    public init(databaseURL: String?, client: HTTPClient) {
-        self.databaseURL = databaseURL
+    /// `pool` gives the connections (one for the run, two more while delivering); `client`
+    /// sends. Both belong to the caller, who closes them.
+    public init(pool: PostgresConnectionPool, client: HTTPClient) {
+        self.pool = pool
         self.client = client
-    }
-
-    /// A key that names no active definition.
-    public struct UnknownKey: Error, Sendable, CustomStringConvertible {
-        public var key: String
-        public var description: String { "no active definition has the key \(key.debugDescription) (see `engage-sync list`)" }
     }
 
     public func run(_ request: SyncRequest, now: Date = Date(), onOutcome: @Sendable (PairOutcome) -> Void = { _ in })
         async throws -> [PairOutcome] {
-        // Closing the connection releases every pair lock, whatever happened.
-        try await PostgresConnection.withConnection(databaseURL) { db in
+        // One connection for the whole run: it holds the pair locks, which the pool's reset
+        // (or closing it, after an error) releases whatever happens.
+        try await pool.withConnection { db in
             try await run(request, db: db, now: now, onOutcome: onOutcome)
         }
     }
@@ -78,7 +87,7 @@ public struct SyncRunner: Sendable {
     /// `remove KEY`: tombstones the definition, then (unless `keepValues`) tells every
     /// destination that holds `true` (or a trait value) for a profile that it no longer does.
     public func remove(key: String, keepValues: Bool, delivery: DeliveryOptions) async throws -> [PairOutcome] {
-        _ = try await PostgresConnection.withConnection(databaseURL) { try await DefinitionRepository($0).remove(key: key) }
+        _ = try await pool.withConnection { try await DefinitionRepository($0).remove(key: key) }
         if keepValues { return [] }
         var request = SyncRequest()
         request.keys = [key]
@@ -108,7 +117,7 @@ public struct SyncRunner: Sendable {
                 Log.sync.debug("delivering to \(pair.destination.name) at \(pair.destination.baseURL)")
                 var failure: String?
                 do {
-                    _ = try await Deliverer(destination: pair.destination, databaseURL: databaseURL, client: client,
+                    _ = try await Deliverer(destination: pair.destination, pool: pool, client: client,
                                             options: request.delivery).run()
                 } catch {
                     failure = "\(error)"
@@ -137,7 +146,7 @@ public struct SyncRunner: Sendable {
                 let clean = rows.failed == 0 && rows.skipped == 0 && rows.retrying == 0
                 outcomes[i].status = clean ? .succeeded : .partial
             }
-            try await runs.finish(id: runID, status: outcomes[i].status.rawValue,
+            try await runs.finish(id: runID, status: outcomes[i].status.runStatus,
                                   deliverMs: request.noDeliver ? nil : outcomes[i].timings.deliver * 1000,
                                   error: outcomes[i].message)
         }
@@ -184,8 +193,8 @@ public struct SyncRunner: Sendable {
         return pairs
     }
 
-    /// Phase 1 for one pair: lock, evaluate, diff, guardrail, supersede, enqueue, snapshot —
-    /// one transaction, so a crash loses nothing and never half-applies a run.
+    /// Phase 1 for one pair: lock, then the diff engine's one transaction (evaluate, diff,
+    /// guardrail, supersede, enqueue, snapshot).
     private func plan(_ pair: Pair, request: SyncRequest, db: PostgresConnection, spaceID: String, now: Date) async throws -> PairOutcome {
         let pairStore = PairStore(db), runs = SyncRunStore(db)
         var outcome = PairOutcome(key: pair.definition.key, destination: pair.destination.name, mode: request.mode ?? .incremental,
@@ -194,10 +203,9 @@ public struct SyncRunner: Sendable {
             outcome.status = .skipped
             outcome.message = "another process is running this pair; skipped"
             if !request.dryRun {
-                outcome.runID = nil
                 let id = try await runs.start(computationID: pair.computationID, destinationID: pair.destination.id,
-                                              mode: outcome.mode.rawValue, status: "skipped")
-                try await runs.finish(id: id, status: "skipped", error: outcome.message)
+                                              mode: outcome.mode, status: .skipped)
+                try await runs.finish(id: id, status: .skipped, error: outcome.message)
             }
             return outcome
         }
@@ -207,59 +215,35 @@ public struct SyncRunner: Sendable {
             outcome.mode = last == nil ? .full : .incremental
         }
         let runID = request.dryRun ? nil : try await runs.start(computationID: pair.computationID, destinationID: pair.destination.id,
-                                                                mode: outcome.mode.rawValue)
+                                                                mode: outcome.mode)
         outcome.runID = runID
-        let engine = DiffEngine(db: db, computationID: pair.computationID, definition: pair.definition, destination: pair.destination)
+        let engine = DiffEngine(computationID: pair.computationID, definition: pair.definition, destination: pair.destination)
+        let guards = outcome.mode == .incremental && !request.force && pair.definition.kind == .audience
+        let diff = DiffRequest(mode: outcome.mode, runID: runID, runAt: now, spaceID: spaceID,
+                               guardrail: guards ? Guardrail(maxExitRatio: pair.destination.maxExitRatio) : nil,
+                               dryRun: request.dryRun)
+        let result: DiffOutcome
         do {
-            try await db.execute("BEGIN")
-            try await pairStore.lockSnapshot(computationID: pair.computationID)
-            var clock = ContinuousClock.now
-            if outcome.mode == .remove {
-                try await engine.evaluate(nil)
-            } else {
-                let audiences = try await DefinitionRepository(db).audiences()
-                try await engine.evaluate(try DefinitionCompiler(audiences: audiences).compile(pair.definition, now: now))
-            }
-            outcome.timings.evaluate = (ContinuousClock.now - clock).seconds
-            clock = ContinuousClock.now
-            let summary = try await engine.diff(mode: outcome.mode)
-            outcome.counts = summary.counts
-            let ratio = pair.destination.maxExitRatio
-            if outcome.mode == .incremental, !request.force, pair.definition.kind == .audience, summary.deliveredMembers >= 100,
-               Double(summary.counts.exited) > ratio * Double(summary.deliveredMembers) {
-                try await db.execute("ROLLBACK")
-                outcome.status = .blocked
-                outcome.message = String(format: "guardrail: this run would exit %d of %d delivered members (more than %.0f%%); nothing was enqueued. If the exits are real, rerun with --force",
-                                         summary.counts.exited, summary.deliveredMembers, ratio * 100)
-                if let runID {
-                    try await runs.finish(id: runID, status: "blocked", counts: outcome.counts, error: outcome.message)
-                }
-                return outcome
-            }
-            if request.dryRun {
-                outcome.examples = try await engine.examples(mode: outcome.mode, limit: 5)
-                try await db.execute("ROLLBACK")
-                return outcome
-            }
-            outcome.counts.superseded = try await engine.supersede()
-            if let runID {
-                let (_, skipped) = try await engine.enqueue(runID: runID, mode: outcome.mode, runAt: now, spaceID: spaceID)
-                outcome.counts.skipped = skipped
-            }
-            if outcome.mode == .remove {
-                try await db.query("DELETE FROM engage.memberships WHERE computation_id = $1", [pair.computationID])
-            } else {
-                try await engine.refreshSnapshot(at: now)
-            }
-            outcome.timings.diff = (ContinuousClock.now - clock).seconds
-            try await db.execute("COMMIT")
+            let compiled = outcome.mode == .remove ? nil
+                : try DefinitionCompiler(audiences: try await DefinitionRepository(db).audiences()).compile(pair.definition, now: now)
+            result = try await engine.run(diff, compiled: compiled, on: db)
         } catch {
-            try? await db.execute("ROLLBACK")
-            if let runID { try? await runs.finish(id: runID, status: "failed", error: "\(error)") }
+            if let runID { try? await runs.finish(id: runID, status: .failed, error: "\(error)") }
             throw error
         }
+        outcome.counts = result.counts
+        outcome.examples = result.examples
+        outcome.timings.evaluate = result.evaluateSeconds
+        outcome.timings.diff = result.diffSeconds
+        if let blocked = result.blocked {
+            outcome.status = .blocked
+            outcome.message = blocked
+            if let runID { try await runs.finish(id: runID, status: .blocked, counts: outcome.counts, error: blocked) }
+            return outcome
+        }
+        if request.dryRun { return outcome }
         if let runID {
-            try await runs.finish(id: runID, status: "running", counts: outcome.counts,
+            try await runs.finish(id: runID, status: .running, counts: outcome.counts,
                                   evaluateMs: outcome.timings.evaluate * 1000, diffMs: outcome.timings.diff * 1000)
         }
         Log.sync.info("\(pair.definition.key) → \(pair.destination.name): \(outcome.mode) run \(outcome.runID.map(String.init) ?? "-") enqueued +\(outcome.counts.entered) −\(outcome.counts.exited) ~\(outcome.counts.changed) (evaluate \(Int(outcome.timings.evaluate * 1000)) ms, diff \(Int(outcome.timings.diff * 1000)) ms)")

@@ -16,26 +16,31 @@ public struct Forwarder: Sendable {
         public var delivery = DeliveryReport()
     }
 
-    public let databaseURL: String?
-    public init(databaseURL: String?) { self.databaseURL = databaseURL }
+    public let pool: PostgresConnectionPool
+    public let client: HTTPClient
+
+    /// `pool` gives the connections, `client` sends; both belong to the caller.
+    public init(pool: PostgresConnectionPool, client: HTTPClient) {
+        self.pool = pool
+        self.client = client
+    }
 
     /// Reads `path` (or stdin), enqueues, then delivers. `onBadLine` receives `line N: reason`.
-    public func forward(path: String?, destinationName: String, client: HTTPClient, options: DeliveryOptions,
+    public func forward(path: String?, destinationName: String, options: DeliveryOptions,
                         onBadLine: @Sendable (String) -> Void) async throws -> Report {
-        try await PostgresConnection.withConnection(databaseURL) { db in
-            try await forward(db: db, path: path, destinationName: destinationName, client: client,
-                              options: options, onBadLine: onBadLine)
+        try await pool.withConnection { db in
+            try await forward(db: db, path: path, destinationName: destinationName, options: options, onBadLine: onBadLine)
         }
     }
 
-    private func forward(db: PostgresConnection, path: String?, destinationName: String, client: HTTPClient,
+    private func forward(db: PostgresConnection, path: String?, destinationName: String,
                          options: DeliveryOptions, onBadLine: @Sendable (String) -> Void) async throws -> Report {
         let destination = try await DestinationRepository(db).find(name: destinationName)
         _ = try Deliverer.token(for: destination) // fail before reading anything when the token is missing
         let runs = SyncRunStore(db)
         let outbox = OutboxStore(db)
         var report = Report()
-        report.runID = try await runs.start(computationID: nil, destinationID: destination.id, mode: "forward")
+        report.runID = try await runs.start(computationID: nil, destinationID: destination.id, mode: .forward)
         var pending: [(message: String, rejection: String?)] = []
         do {
             try await LineReader(path: path).forEachLine { line in
@@ -71,18 +76,18 @@ public struct Forwarder: Sendable {
                 }
             }
             try await outbox.enqueueForward(runID: report.runID, destinationID: destination.id, rows: pending)
-            let deliverer = Deliverer(destination: destination, databaseURL: databaseURL, client: client, options: options)
+            let deliverer = Deliverer(destination: destination, pool: pool, client: client, options: options)
             report.delivery = try await deliverer.run()
             var counts = RunCounts()
             counts.members = report.enqueued + report.rejected
             counts.entered = report.enqueued
             counts.skipped = report.rejected
             let ok = report.malformed == 0 && report.rejected == 0 && report.delivery.failed == 0
-            try await runs.finish(id: report.runID, status: ok ? "succeeded" : "partial", counts: counts,
+            try await runs.finish(id: report.runID, status: ok ? .succeeded : .partial, counts: counts,
                                   deliverMs: report.delivery.seconds * 1000)
             return report
         } catch {
-            try? await runs.finish(id: report.runID, status: "failed", error: "\(error)")
+            try? await runs.finish(id: report.runID, status: .failed, error: "\(error)")
             throw error
         }
     }

@@ -20,18 +20,19 @@ public struct Ingestor: Sendable {
         public var eventsPerSecond: Double { seconds > 0 ? Double(counts.eventsInserted + counts.duplicateEvents) / seconds : 0 }
     }
 
-    public let databaseURL: String?
+    public let pool: PostgresConnectionPool
     public let batchSize: Int
     public let lanes: Int
 
-    public init(databaseURL: String?, batchSize: Int = 10_000, lanes: Int = 2) {
-        self.databaseURL = databaseURL
+    /// `pool` gives one connection per lane; it belongs to the caller.
+    public init(pool: PostgresConnectionPool, batchSize: Int = 10_000, lanes: Int = 2) {
+        self.pool = pool
         self.batchSize = batchSize
         self.lanes = max(1, lanes)
     }
 
     public func ingest(path: String?, onBadLine: @escaping @Sendable (String) -> Void) async throws -> Report {
-        try await PostgresConnection.withConnections(lanes, databaseURL) { connections in
+        try await pool.withConnections(lanes) { connections in
             let stores = connections.map(IngestStore.init)
             for store in stores { try await store.prepare() }
             return try await ingest(stores: stores, path: path, onBadLine: onBadLine)
@@ -75,7 +76,7 @@ public struct Ingestor: Sendable {
             try await LineReader(path: path).forEachLine { line in
                 report.lines += 1
                 switch Self.parse(line) {
-                case .success(let row?) where row.kind == "alias":
+                case .success(let row?) where row.kind == .alias:
                     if aliases.isEmpty { try await drain() }
                     aliases.append(row)
                     if aliases.count >= batchSize { try await applyAliases() }
@@ -154,7 +155,7 @@ public struct Ingestor: Sendable {
         }
         // Without a messageId, the line's own hash keeps re-ingesting idempotent.
         let messageID = message.messageId ?? "line-" + StableHash.hex(text)
-        var row = IngestRow(line: line.number, kind: message.type.rawValue, profileKey: key, userID: message.userId,
+        var row = IngestRow(line: line.number, kind: message.type, profileKey: key, userID: message.userId,
                             anonymousID: message.anonymousId, previousID: message.previousId, messageID: messageID,
                             event: message.event, occurredAt: message.timestamp)
         switch message.type {

@@ -1,0 +1,41 @@
+import PostgresClient
+
+/// One (definition, destination) pair as `engage-sync status` shows it (`engage.sync_status`).
+public struct PairStatus: Sendable {
+    public var key: String
+    public var destination: String
+    public var type: String
+    public var members: Int
+    /// Vero users the destination confirmed `true` (or a trait value) for.
+    public var deliveredTrue: Int
+    public var pending: Int
+    public var failed: Int
+    /// ISO-8601 UTC, to the second.
+    public var lastRunAt: String?
+    public var lastRunStatus: String?
+    /// ISO-8601 UTC, to the second; nil for a disabled definition.
+    public var nextDue: String?
+}
+
+/// Reads what `status` prints.
+public struct StatusStore: Sendable {
+    public let db: PostgresConnection
+    public init(_ db: PostgresConnection) { self.db = db }
+
+    /// Every active pair, by key then destination.
+    public func pairs() async throws -> [PairStatus] {
+        try await db.query("""
+            SELECT key, destination, type, members::int, delivered_true::int, pending::int, failed::int,
+                   to_char(last_run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS last_run_at, last_run_status,
+                   to_char(next_due AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS next_due
+            FROM engage.sync_status ORDER BY key, destination
+            """).map { row in
+            PairStatus(key: try row.decode(String.self, "key"), destination: try row.decode(String.self, "destination"),
+                       type: try row.decode(String.self, "type"), members: try row.decode(Int.self, "members"),
+                       deliveredTrue: try row.decode(Int.self, "delivered_true"), pending: try row.decode(Int.self, "pending"),
+                       failed: try row.decode(Int.self, "failed"), lastRunAt: try row.decode(String?.self, "last_run_at"),
+                       lastRunStatus: try row.decode(String?.self, "last_run_status"),
+                       nextDue: try row.decode(String?.self, "next_due"))
+        }
+    }
+}

@@ -1,0 +1,56 @@
+import EngageCore
+import EngageStore
+import Foundation
+
+/// What one delivery pass did.
+public struct DeliveryReport: Sendable {
+    public var delivered = 0
+    /// Attempts that failed and were scheduled again.
+    public var retried = 0
+    public var failed = 0
+    public var rejected = 0
+    /// HTTP requests sent (a row with tags sends two).
+    public var requests = 0
+    public var seconds = 0.0
+    /// Set when 401/403 stopped the pass.
+    public var credentialsStatus: Int?
+
+    public init() {}
+
+    public var requestsPerSecond: Double { seconds > 0 ? Double(requests) / seconds : 0 }
+
+    public var summary: String {
+        String(format: "delivered %d, retried %d, failed %d, rejected %d; %d requests in %.1f s (%.0f/s)",
+               delivered, retried, failed, rejected, requests, seconds, requestsPerSecond)
+    }
+}
+
+/// Tuning of a delivery pass.
+public struct DeliveryOptions: Sendable {
+    /// Rows claimed per lease.
+    public var batchSize = 1_000
+    /// How long a claim holds rows; after that a crashed worker's rows return.
+    public var leaseSeconds = 120.0
+    /// After the due rows are done, wait for rows scheduled for retry when the next one is
+    /// due within this many seconds; 0 stops as soon as nothing is due.
+    public var maxWaitSeconds = 30.0
+    public var retry = RetryPolicy()
+    public var requestTimeoutSeconds: Int64 = 30
+    public init(batchSize: Int = 1_000, leaseSeconds: Double = 120, maxWaitSeconds: Double = 30,
+                retry: RetryPolicy = RetryPolicy(), requestTimeoutSeconds: Int64 = 30) {
+        self.batchSize = batchSize
+        self.leaseSeconds = leaseSeconds
+        self.maxWaitSeconds = maxWaitSeconds
+        self.retry = retry
+        self.requestTimeoutSeconds = requestTimeoutSeconds
+    }
+}
+
+extension DeliveryReport {
+    mutating func add(_ counts: RecordedCounts) {
+        delivered += counts.delivered
+        retried += counts.retrying
+        failed += counts.failed
+        rejected += counts.rejected
+    }
+}

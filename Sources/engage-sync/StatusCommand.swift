@@ -1,0 +1,40 @@
+import ArgumentParser
+import EngageCore
+import EngageStore
+import Foundation
+
+extension EngageSyncCommand {
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Per definition and destination: members, delivered, pending, failed, last run, next due.")
+        @OptionGroup var database: DatabaseOptions
+        @Flag(help: "Print JSON (one object per pair).") var json = false
+
+        func run() async throws {
+            let pairs = try await database.withConnection { try await StatusStore($0).pairs() }
+            let rows: [[(column: String, value: JSONValue)]] = pairs.map { p in
+                func text(_ s: String?) -> JSONValue { s.map { .string($0) } ?? .null }
+                return [("key", .string(p.key)), ("destination", .string(p.destination)), ("type", .string(p.type)),
+                        ("members", .int(p.members)), ("delivered_true", .int(p.deliveredTrue)), ("pending", .int(p.pending)),
+                        ("failed", .int(p.failed)), ("last_run_at", text(p.lastRunAt)),
+                        ("last_run_status", text(p.lastRunStatus)), ("next_due", text(p.nextDue))]
+            }
+            if json {
+                print(JSONValue.array(rows.map { .object(Dictionary(uniqueKeysWithValues: $0.map { ($0.column, $0.value) })) }).jsonString)
+                return
+            }
+            guard let first = rows.first else {
+                print("nothing to show: define a definition and add a destination first")
+                return
+            }
+            func cell(_ value: JSONValue) -> String {
+                switch value {
+                case .null: "-"
+                case .string(let s): s
+                default: value.jsonString
+                }
+            }
+            printTable([first.map { $0.column.uppercased() }] + rows.map { $0.map { cell($0.value) } })
+        }
+    }
+}
