@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A five-minute demo on a private PostgreSQL under .data/ (kept between runs): build, migrate,
 # generate sample data, define audiences and traits, start the Vero sandbox, run a full sync,
-# move time forward, run an incremental sync, and show what was sent. Rerunning starts the
+# move time forward (ENGAGE_SYNC_NOW), run an incremental sync, and show what was sent. Rerunning starts the
 # demo database afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,21 +84,25 @@ es preview vip_buyers --limit 3
 say "engage-sync run   (first run: a full sync of every definition)"
 es run || [ $? -eq 3 ]   # 3: some email-only profiles were skipped (missing_user_id), as expected
 
-say "time passes: every event moves 10 days into the past, and new orders arrive"
-psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 <<'SQL'
-UPDATE engage.events SET occurred_at = occurred_at - interval '10 days';
+later=$(date -u -d '+20 hours' +%Y-%m-%dT%H:%M:%SZ)
+say "time passes: the next day ($later), 400 new orders have arrived"
+# The clock moves with ENGAGE_SYNC_NOW instead of rewriting the data: orders leave the 30-day
+# window as time passes, and the incremental run finds them without a full evaluation.
+psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -v later="$later" <<'SQL'
 INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
 SELECT 'order-new-' || g, 'user-' || (1 + floor(random() * 3000)::int), 'Order Completed',
-       jsonb_build_object('total', round((10 + random() * 240)::numeric, 2), 'currency', 'USD'), now() - random() * interval '2 days'
+       jsonb_build_object('total', round((10 + random() * 240)::numeric, 2), 'currency', 'USD'),
+       :'later'::timestamptz - random() * interval '20 hours'
 FROM generate_series(1, 400) g;
 SQL
 
-say "engage-sync run --all   (incremental: only entries, exits and changed values)"
-es run --all || [ $? -eq 3 ]
+say "ENGAGE_SYNC_NOW=$later engage-sync run --all   (incremental: only what changed is evaluated and sent)"
+ENGAGE_SYNC_NOW=$later es run --all || [ $? -eq 3 ]
 
 say "what each sync sent"
 psql "$DATABASE_URL" -X -P pager=off -c "
-SELECT r.id AS run, c.key, r.mode, r.status, r.members, r.entered, r.exited, r.changed, r.skipped
+SELECT r.id AS run, c.key, r.mode, r.status, r.evaluation, r.affected AS evaluated, r.members, r.entered, r.exited,
+       r.changed, r.skipped
 FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id
 WHERE c.type = 'audience' ORDER BY r.id"
 

@@ -54,12 +54,14 @@ extension EngageSyncCommand {
         @Argument(help: "The definition's key.") var key: String
         @Option(help: "How many sample profiles to show.") var limit = 10
         @Flag(help: "Print the compiled SQL as a PREPARE/EXECUTE pair for psql instead of running it.") var sql = false
+        @Option(name: .customLong("as-of"), help: "Evaluate at this instant (ISO-8601) instead of now.") var asOf: String?
 
         func run() async throws {
+            let now = try asOf.map { try RunInstant.parse($0, from: "--as-of") } ?? RunInstant.now()
             if sql {
                 print(try await database.withConnection { db -> String in
                     let repository = DefinitionRepository(db)
-                    return try await repository.psqlScript(try await repository.active(key: key).definition, now: Date())
+                    return try await repository.psqlScript(try await repository.active(key: key).definition, now: now)
                 })
                 return
             }
@@ -67,7 +69,7 @@ extension EngageSyncCommand {
             let (definition, result) = try await database.withConnection { db in
                 let repository = DefinitionRepository(db)
                 let stored = try await repository.active(key: key)
-                return (stored.definition, try await repository.preview(stored.definition, limit: max(0, limit)))
+                return (stored.definition, try await repository.preview(stored.definition, limit: max(0, limit), now: now))
             }
             let seconds = Date().timeIntervalSince(started)
             switch definition.kind {
@@ -98,8 +100,10 @@ extension EngageSyncCommand {
         @Flag(help: "Leave the destinations' values as they are.") var keepValues = false
 
         func run() async throws {
+            let now = try RunInstant.now()
             let outcomes = try await database.withServices { pool, client in
-                try await SyncRunner(pool: pool, client: client).remove(key: key, keepValues: keepValues, delivery: flags.options)
+                try await SyncRunner(pool: pool, client: client).remove(key: key, keepValues: keepValues, delivery: flags.options,
+                                                                      now: now)
             }
             print("removed \(key)\(keepValues ? " (values kept at the destinations)" : "")")
             if !outcomes.isEmpty { try report(outcomes, dryRun: false) }

@@ -25,7 +25,12 @@ func report(_ outcomes: [PairOutcome], dryRun: Bool) throws {
             if c.skipped > 0 { line += ", \(c.skipped) skipped (missing_user_id)" }
             if c.superseded > 0 { line += ", \(c.superseded) superseded" }
             line += "; delivered \(o.delivered), failed \(o.failed), pending \(o.pending)"
-            line += String(format: " [evaluate %.2fs, diff %.2fs, deliver %.2fs]", o.timings.evaluate, o.timings.diff, o.timings.deliver)
+            let evaluation = o.evaluation.map { " \($0.kind.rawValue) of \($0.affected)" } ?? ""
+            line += String(format: " [evaluate %.2fs%@, diff %.2fs, deliver %.2fs]", o.timings.evaluate, evaluation,
+                           o.timings.diff, o.timings.deliver)
+            if let drift = o.evaluation?.drift, drift > 0 {
+                line += "\n    warning: the incremental snapshot differed from a full evaluation for \(drift) profiles (corrected)"
+            }
             if let message = o.message { line += "\n    error: \(message)" }
         }
         print(line)
@@ -56,6 +61,7 @@ extension EngageSyncCommand {
         @Flag(help: "Print what would enter, exit and change; write nothing.") var dryRun = false
         @Flag(help: "Enqueue only; send later with `engage-sync deliver`.") var noDeliver = false
         @Flag(help: "Let a run through that the exit guardrail would block.") var force = false
+        @Flag(help: "Evaluate every profile instead of the changed ones (a check; incremental runs are exact).") var full = false
 
         func run() async throws {
             var request = SyncRequest()
@@ -65,8 +71,10 @@ extension EngageSyncCommand {
             request.dryRun = dryRun
             request.noDeliver = noDeliver
             request.force = force
+            request.fullEvaluation = full
             request.delivery = flags.options
-            let outcomes = try await database.withServices { try await SyncRunner(pool: $0, client: $1).run(request) }
+            let now = try RunInstant.now()
+            let outcomes = try await database.withServices { try await SyncRunner(pool: $0, client: $1).run(request, now: now) }
             try report(outcomes, dryRun: dryRun)
         }
     }
@@ -85,7 +93,8 @@ extension EngageSyncCommand {
             request.destination = destination
             request.mode = .resync
             request.delivery = flags.options
-            let outcomes = try await database.withServices { try await SyncRunner(pool: $0, client: $1).run(request) }
+            let now = try RunInstant.now()
+            let outcomes = try await database.withServices { try await SyncRunner(pool: $0, client: $1).run(request, now: now) }
             try report(outcomes, dryRun: false)
         }
     }

@@ -29,6 +29,8 @@ public struct Definition: Sendable, Hashable {
     public var description: String?
     public var source: Source
     public var syncEvery: SyncDuration
+    /// How often an incremental snapshot is checked against a full evaluation (DESIGN §17).
+    public var reconcileEvery: SyncDuration
     /// Destination names; nil means every enabled destination.
     public var destinations: [String]?
     public var sendAs: SendAs

@@ -88,6 +88,7 @@ public struct DefinitionParser {
     enum Field: String, CaseIterable {
         case name, key, type, description, condition, value
         case syncEvery = "sync_every"
+        case reconcileEvery = "reconcile_every"
         case destinations
         case sendAs = "send_as"
         case includeAnonymous = "include_anonymous"
@@ -142,6 +143,10 @@ public struct DefinitionParser {
 
         var syncEvery = SyncDuration(amount: 1, unit: .hours)
         if let raw = object["sync_every"] { syncEvery = duration(raw, join(path, "sync_every")) ?? syncEvery }
+        var reconcileEvery = SyncDuration(amount: 24, unit: .hours)
+        if let raw = object[Field.reconcileEvery.rawValue] {
+            reconcileEvery = duration(raw, join(path, Field.reconcileEvery.rawValue)) ?? reconcileEvery
+        }
 
         var destinations: [String]?
         if let raw = object["destinations"] {
@@ -172,7 +177,7 @@ public struct DefinitionParser {
         var document = object
         document["key"] = .string(key)
         return Definition(name: name, key: key, keyIsExplicit: keyIsExplicit, kind: kind, description: description,
-                          source: source, syncEvery: syncEvery, destinations: destinations,
+                          source: source, syncEvery: syncEvery, reconcileEvery: reconcileEvery, destinations: destinations,
                           sendAs: sendAs, includeAnonymous: includeAnonymous, enabled: enabled,
                           document: .object(document))
     }

@@ -26,8 +26,11 @@ public struct DefinitionCompiler {
         self.audiences = audiences
     }
 
-    public func compile(_ definition: Definition, now: Date) throws -> PostgresQuery {
-        var state = State(now: now)
+    /// The query for every profile, or — with `scope`, the name of a relation with a
+    /// `profile_id` column — for those profiles only: every scan of profiles and events is
+    /// semi-joined with it, so the cost follows the scope's size (incremental evaluation).
+    public func compile(_ definition: Definition, now: Date, scope: String? = nil) throws -> PostgresQuery {
+        var state = State(now: now, scope: scope)
         switch definition.source {
         case .condition(let condition):
             let predicate = try audiencePredicate(definition, condition, &state, stack: [definition.key])
@@ -36,7 +39,7 @@ public struct DefinitionCompiler {
                 \(ctes)SELECT p.profile_id, true AS value, p.user_id, p.email
                 FROM engage.profiles p
                 \(PostgresQuery.joined(state.joins, separator: "\n"))
-                WHERE \(predicate)
+                WHERE \(predicate)\(unescaped: state.scoped("p"))
                 """
         case .aggregate(let value):
             return traitQuery(definition, value, &state)
@@ -84,7 +87,7 @@ public struct DefinitionCompiler {
                 \(unescaped: name) AS (
                     SELECT e.profile_id, count(*) AS n
                     FROM engage.events e
-                    WHERE \(PostgresQuery.joined(filters, separator: "\n      AND "))
+                    WHERE \(PostgresQuery.joined(filters, separator: "\n      AND "))\(unescaped: state.scoped("e"))
                     GROUP BY e.profile_id)
                 """)
             state.joins.append("LEFT JOIN \(unescaped: name) ON \(unescaped: name).profile_id = p.profile_id")
@@ -174,7 +177,7 @@ public struct DefinitionCompiler {
                 SELECT e.profile_id, p.user_id, p.email, e.occurred_at, e.message_id, \(x) AS x
                 FROM engage.events e
                 JOIN engage.profiles p ON p.profile_id = e.profile_id
-                WHERE \(PostgresQuery.joined(filters, separator: "\n      AND ")))
+                WHERE \(PostgresQuery.joined(filters, separator: "\n      AND "))\(unescaped: state.scoped("e")))
             """
         let present = "x IS NOT NULL AND x <> 'null'::jsonb"
         let numeric = "jsonb_typeof(x) = 'number'"
@@ -222,7 +225,19 @@ public struct DefinitionCompiler {
     struct State {
         /// The instant every window is relative to.
         var now: Date
+        /// A relation of profile ids the query is restricted to, or nil for every profile.
+        var scope: String?
         var ctes: [PostgresQuery] = []
         var joins: [PostgresQuery] = []
+
+        init(now: Date, scope: String?) {
+            self.now = now
+            self.scope = scope
+        }
+
+        /// ` AND alias.profile_id IN (…scope…)`, or nothing without a scope.
+        func scoped(_ alias: String) -> String {
+            scope.map { "\n      AND \(alias).profile_id IN (SELECT profile_id FROM \($0))" } ?? ""
+        }
     }
 }

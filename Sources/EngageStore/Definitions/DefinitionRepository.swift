@@ -128,15 +128,16 @@ public struct DefinitionRepository: Sendable {
     private func upsert(_ d: Definition) async throws -> SaveOutcome {
         let rows = try await db.query("""
             INSERT INTO engage.computations
-                (key, name, type, description, definition, sync_every, send_as, include_anonymous, destinations, enabled)
+                (key, name, type, description, definition, sync_every, send_as, include_anonymous, destinations, enabled,
+                 reconcile_every)
             VALUES (\(d.key), \(d.name), \(d.kind.rawValue), \(d.description), \(PostgresJSON(rawJSON: d.document.jsonString))::jsonb,
                     \(d.syncEvery.intervalText)::interval, \(d.sendAs.rawValue), \(d.includeAnonymous), \(d.destinations)::text[],
-                    \(d.enabled))
+                    \(d.enabled), \(d.reconcileEvery.intervalText)::interval)
             ON CONFLICT (key) DO UPDATE SET
                 name = EXCLUDED.name, description = EXCLUDED.description, definition = EXCLUDED.definition,
                 sync_every = EXCLUDED.sync_every, send_as = EXCLUDED.send_as,
                 include_anonymous = EXCLUDED.include_anonymous, destinations = EXCLUDED.destinations,
-                enabled = EXCLUDED.enabled, updated_at = now()
+                enabled = EXCLUDED.enabled, reconcile_every = EXCLUDED.reconcile_every, updated_at = now()
             WHERE computations.definition IS DISTINCT FROM EXCLUDED.definition
             RETURNING (xmax = 0) AS inserted
             """)

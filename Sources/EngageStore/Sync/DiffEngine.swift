@@ -26,6 +26,10 @@ public struct DiffRequest: Sendable {
     /// Plan only: return examples and write nothing.
     public var dryRun: Bool
     public var exampleLimit = 5
+    /// Active audiences by key, for references.
+    public var audiences: [String: Definition] = [:]
+    /// Evaluate every profile (`run --full`), whatever the change log says.
+    public var fullEvaluation = false
 
     public init(mode: RunMode, runID: Int?, runAt: Date, spaceID: String, guardrail: Guardrail?, dryRun: Bool) {
         self.mode = mode
@@ -46,14 +50,23 @@ public struct DiffOutcome: Sendable {
     public var blocked: String?
     /// For a dry run: a few of the changes.
     public var examples: [PlannedChange] = []
+    public var evaluation = EvaluationOutcome(kind: .full)
+    /// Whether the pair's diff covered every profile (else the changed ones since its last run).
+    public var fullDiff = true
     public var evaluateSeconds = 0.0
     public var diffSeconds = 0.0
 }
 
 /// The evaluation and diff of one (definition, destination) pair, as set-based SQL inside one
-/// transaction: evaluate, compare with the ledger, supersede stale pending rows, enqueue the
-/// changes as Segment calls, refresh the snapshot. Nothing is sent here and nothing is read
-/// into Swift row by row; the temporary tables it works in are its own and gone at commit.
+/// transaction: evaluate (incrementally where it can: ``Evaluator``), compare with the ledger,
+/// supersede stale pending rows, enqueue the changes as Segment calls. Nothing is sent here
+/// and nothing is read into Swift row by row; the temporary tables it works in are its own
+/// and gone at commit.
+///
+/// The snapshot is per definition; the diff is per pair. A pair's diff covers every profile on
+/// its first sync, a resync or a removal, and otherwise the profiles whose snapshot row changed
+/// since its last run (`membership_history`), whose profile row changed (a new user id, a
+/// deletion), or which have a row that may have reached Vero unconfirmed.
 ///
 /// What a destination holds is per **Vero user**, so the diff is by Vero id: each id a member
 /// owns now should hold that member's value; every id the ledger (or a possibly-sent row)
@@ -70,21 +83,32 @@ public struct DiffEngine: Sendable {
         self.destination = destination
     }
 
-    /// Evaluates (the compiled query; nil for a removed definition, which has no members),
-    /// diffs and — unless a dry run or the guardrail stops it — supersedes, enqueues and
-    /// refreshes the snapshot, in one transaction: a crash loses nothing and never half-applies
-    /// a run.
-    public func run(_ request: DiffRequest, compiled: PostgresQuery?, on db: PostgresConnection) async throws -> DiffOutcome {
+    /// Evaluates, diffs and — unless a dry run or the guardrail stops it — supersedes and
+    /// enqueues, in one transaction: a crash loses nothing and never half-applies a run.
+    public func run(_ request: DiffRequest, on db: PostgresConnection) async throws -> DiffOutcome {
         try await db.withTransaction { tx in
             let db = tx.connection
             var outcome = DiffOutcome()
             // Several destinations share a definition's snapshot: refresh it one run at a time.
             try await db.query("SELECT pg_advisory_xact_lock(\(Self.snapshotLockClass)::int, \(computationID)::int)")
+            // What this transaction can see of the change log, taken before reading anything:
+            // whatever it cannot see, the next run reads.
+            let seen = try await db.query("SELECT pg_current_snapshot()::text AS seen").first?.decode(String.self, "seen") ?? ""
+            let watermark = try await loadWatermark(db)
+            let firstSync = watermark == nil
             var clock = ContinuousClock.now
-            try await evaluate(compiled, db)
+            let evaluator = Evaluator(
+                computationID: computationID, definition: definition, audiences: request.audiences, now: request.runAt,
+                runID: request.runID,
+                fullRequested: request.mode == .resync ? "resync" : request.fullEvaluation ? "run --full"
+                    : firstSync && request.mode != .remove ? "the first sync of \(destination.name)" : nil)
+            outcome.evaluation = try await evaluator.evaluate(removed: request.mode == .remove, seen: seen, db)
             outcome.evaluateSeconds = (ContinuousClock.now - clock).seconds
             clock = ContinuousClock.now
-            try await diff(request.mode, db, into: &outcome)
+            let scope = try await diffScope(request.mode, watermark, db)
+            outcome.fullDiff = scope == nil
+            try await desired(scope: scope, evaluation: outcome.evaluation, db)
+            try await diff(request.mode, scope: scope, db, into: &outcome)
             if let guardrail = request.guardrail,
                let reason = guardrail.check(exited: outcome.counts.exited, deliveredMembers: outcome.deliveredMembers) {
                 outcome.blocked = reason
@@ -96,35 +120,92 @@ public struct DiffEngine: Sendable {
                 tx.rollback()
                 return outcome
             }
-            outcome.counts.superseded = try await supersede(db)
+            outcome.counts.superseded = try await supersede(scope: scope, db)
             if let runID = request.runID {
                 outcome.counts.skipped = try await enqueue(request, runID: runID, db).skipped
             }
-            try await refreshSnapshot(at: request.runAt, db)
+            try await saveWatermark(seen: seen, db)
             outcome.diffSeconds = (ContinuousClock.now - clock).seconds
             return outcome
         }
+    }
+
+    /// How far this pair's diff has read.
+    struct Watermark {
+        var historyID: Int
+        var seen: String
+    }
+
+    private func loadWatermark(_ db: PostgresConnection) async throws -> Watermark? {
+        guard let row = try await db.query("""
+            SELECT history_id, seen::text AS seen FROM engage.pair_watermarks WHERE \(pair("engage.pair_watermarks"))
+            """).first else { return nil }
+        return Watermark(historyID: try row.decode(Int.self, "history_id"), seen: try row.decode(String.self, "seen"))
+    }
+
+    private func saveWatermark(seen: String, _ db: PostgresConnection) async throws {
+        try await db.query("""
+            INSERT INTO engage.pair_watermarks (destination_id, computation_id, history_id, seen)
+            SELECT \(destination.id), \(computationID), coalesce(max(id), 0), \(seen)::pg_snapshot
+            FROM engage.membership_history WHERE computation_id = \(computationID)
+            ON CONFLICT (destination_id, computation_id) DO UPDATE SET history_id = EXCLUDED.history_id, seen = EXCLUDED.seen
+            """)
+    }
+
+    /// nil: the diff covers every profile; else the name of the temporary table of the
+    /// profiles it covers (`engage_candidates`).
+    private func diffScope(_ mode: RunMode, _ watermark: Watermark?, _ db: PostgresConnection) async throws -> String? {
+        guard mode == .incremental || mode == .full, let watermark else { return nil }
+        let whole = try await db.query("""
+            SELECT EXISTS (SELECT 1 FROM engage.profile_changes c
+                           WHERE c.source = 'profiles' AND c.profile_ids IS NULL
+                             AND c.xid >= pg_snapshot_xmin(\(watermark.seen)::pg_snapshot)
+                             AND NOT pg_visible_in_snapshot(c.xid, \(watermark.seen)::pg_snapshot))
+                OR pg_snapshot_xmin(\(watermark.seen)::pg_snapshot)
+                   < coalesce((SELECT value FROM engage.settings WHERE key = 'profile_changes_pruned_below'), '0')::xid8
+                AS whole
+            """).first?.decode(Bool.self, "whole") ?? true
+        if whole { return nil }
+        try await db.query("""
+            CREATE TEMP TABLE engage_candidates ON COMMIT DROP AS
+            SELECT profile_id FROM engage.membership_history
+            WHERE computation_id = \(computationID) AND id > \(watermark.historyID)
+            UNION
+            SELECT u.profile_id
+            FROM engage.profile_changes c CROSS JOIN LATERAL unnest(c.profile_ids) AS u(profile_id)
+            WHERE c.source = 'profiles' AND c.xid >= pg_snapshot_xmin(\(watermark.seen)::pg_snapshot)
+              AND NOT pg_visible_in_snapshot(c.xid, \(watermark.seen)::pg_snapshot)
+            UNION
+            SELECT o.profile_id FROM engage.outbox o
+            WHERE \(pair("o")) AND o.status IN ('pending', 'failed') AND (o.attempts > 0 OR o.locked_until IS NOT NULL)
+              AND o.profile_id IS NOT NULL
+            """)
+        try await db.execute("CREATE INDEX ON engage_candidates (profile_id); ANALYZE engage_candidates")
+        return "engage_candidates"
+    }
+
+    /// The rows the destination should hold, `engage_current (profile_id, value, user_id,
+    /// email)`: the snapshot's, for the profiles in scope. A full evaluation's result already
+    /// has them for every profile.
+    private func desired(scope: String?, evaluation: EvaluationOutcome, _ db: PostgresConnection) async throws {
+        if scope == nil, evaluation.resultHoldsEveryProfile {
+            try await db.execute("ALTER TABLE engage_result RENAME TO engage_current")
+            return
+        }
+        let restrict = scope.map { " AND m.profile_id IN (SELECT profile_id FROM \($0))" } ?? ""
+        try await db.query("""
+            CREATE TEMP TABLE engage_current ON COMMIT DROP AS
+            SELECT m.profile_id, m.value, p.user_id, p.email
+            FROM engage.memberships m JOIN engage.profiles p ON p.profile_id = m.profile_id
+            WHERE m.computation_id = \(computationID)\(unescaped: restrict)
+            """)
+        try await db.execute("CREATE INDEX ON engage_current (profile_id); ANALYZE engage_current")
     }
 
     /// The first key of the snapshot's advisory lock (the second is the definition's id).
     static let snapshotLockClass = 1_701_733_735
 
     private var exitValue: PostgresJSON { PostgresJSON(rawJSON: definition.exitValue.jsonString) }
-
-    /// Evaluates into the temporary table `engage_current (profile_id, value, user_id, email)`.
-    private func evaluate(_ compiled: PostgresQuery?, _ db: PostgresConnection) async throws {
-        if let compiled {
-            try await db.query("""
-                CREATE TEMP TABLE engage_current ON COMMIT DROP AS
-                SELECT profile_id, to_jsonb(value) AS value, user_id, email FROM (
-                \(compiled)
-                ) q
-                """)
-        } else {
-            try await db.execute("CREATE TEMP TABLE engage_current (profile_id text, value jsonb, user_id text, email text) ON COMMIT DROP")
-        }
-        try await db.execute("CREATE INDEX ON engage_current (profile_id); ANALYZE engage_current")
-    }
 
     /// The Vero id of a profile row aliased `alias`: its user id, or its email when the
     /// destination accepts email ids.
@@ -146,7 +227,7 @@ public struct DiffEngine: Sendable {
     /// holds there is unknown, so the desired value is sent even when it equals the ledger's, and an id no member
     /// owns gets the exit value even without a ledger row. Without this, a request that timed
     /// out after Vero applied it, then superseded, would leave its value at Vero for ever.
-    private func diff(_ mode: RunMode, _ db: PostgresConnection, into outcome: inout DiffOutcome) async throws {
+    private func diff(_ mode: RunMode, scope: String?, _ db: PostgresConnection, into outcome: inout DiffOutcome) async throws {
         try await db.query("""
             CREATE TEMP TABLE engage_unsettled ON COMMIT DROP AS
             SELECT DISTINCT ON (o.vero_id) o.vero_id, o.profile_id, o.email
@@ -164,6 +245,10 @@ public struct DiffEngine: Sendable {
         let owners: PostgresQuery = destination.allowEmailID
             ? "SELECT DISTINCT ON (vero_id) * FROM cur WHERE vero_id IS NOT NULL ORDER BY vero_id, user_id IS NULL, profile_id"
             : "SELECT * FROM cur WHERE vero_id IS NOT NULL"
+        // In an incremental diff, the ids held for the profiles in scope, or owned by them now.
+        let heldInScope = scope.map {
+            " AND (l.profile_id IN (SELECT profile_id FROM \($0)) OR l.vero_id IN (SELECT vero_id FROM cur))"
+        } ?? ""
         try await db.query("""
             CREATE TEMP TABLE engage_desired ON COMMIT DROP AS
             WITH cur AS MATERIALIZED (
@@ -171,7 +256,7 @@ public struct DiffEngine: Sendable {
             held AS (
                 SELECT coalesce(l.vero_id, u.vero_id) AS vero_id, coalesce(l.profile_id, u.profile_id) AS profile_id,
                        coalesce(l.email, u.email) AS email, l.value, u.vero_id IS NOT NULL AS unsettled
-                FROM (SELECT * FROM engage.ledger l WHERE \(pair("l"))) l
+                FROM (SELECT * FROM engage.ledger l WHERE \(pair("l"))\(unescaped: heldInScope)) l
                 FULL JOIN engage_unsettled u ON u.vero_id = l.vero_id)
             -- Members Vero can address, with what their id holds.
             SELECT o.profile_id, o.vero_id, o.email, o.value, l.value AS ledger_value,
@@ -195,11 +280,12 @@ public struct DiffEngine: Sendable {
         try await db.execute("ANALYZE engage_desired")
         let resync = mode == .resync
         let row = try await db.query("""
-            SELECT (SELECT count(*) FROM engage_current)::int AS members,
+            WITH members AS (SELECT count(*)::int AS n FROM engage.memberships WHERE computation_id = \(computationID))
+            SELECT (SELECT n FROM members) AS members,
                    count(*) FILTER (WHERE member AND \(isChange(resync)) AND value = 'true'::jsonb)::int AS entered,
                    count(*) FILTER (WHERE NOT member)::int AS exited,
                    count(*) FILTER (WHERE member AND \(isChange(resync)) AND value <> 'true'::jsonb)::int AS changed,
-                   count(*) FILTER (WHERE member AND value IS NOT DISTINCT FROM ledger_value)::int AS unchanged,
+                   (SELECT n FROM members) - count(*) FILTER (WHERE member AND \(isChange(false)))::int AS unchanged,
                    (SELECT count(*) FROM engage.ledger l WHERE \(pair("l")) AND l.value = 'true'::jsonb)::int AS delivered
             FROM engage_desired
             """).first
@@ -243,12 +329,16 @@ public struct DiffEngine: Sendable {
     }
 
     /// Marks pending rows whose value is no longer what their Vero id should get as superseded.
-    private func supersede(_ db: PostgresConnection) async throws -> Int {
-        try await db.query("""
+    /// In an incremental diff, only rows about the ids and profiles it covered are judged.
+    private func supersede(scope: String?, _ db: PostgresConnection) async throws -> Int {
+        let inScope = scope.map {
+            " AND (o2.vero_id IN (SELECT vero_id FROM engage_desired) OR o2.profile_id IN (SELECT profile_id FROM \($0)))"
+        } ?? ""
+        return try await db.query("""
             UPDATE engage.outbox o SET status = 'superseded', updated_at = now()
             FROM (SELECT o2.id FROM engage.outbox o2
                   LEFT JOIN engage_desired d ON d.vero_id = o2.vero_id
-                  WHERE \(pair("o2")) AND o2.status = 'pending'
+                  WHERE \(pair("o2")) AND o2.status = 'pending'\(unescaped: inScope)
                     AND o2.value IS DISTINCT FROM coalesce(d.value, \(exitValue)::jsonb)) stale
             WHERE o.id = stale.id
             """).affectedRows
@@ -326,20 +416,6 @@ public struct DiffEngine: Sendable {
             FROM inserted
             """).first
         return (try row?.decode(Int.self, "pending") ?? 0, try row?.decode(Int.self, "skipped") ?? 0)
-    }
-
-    /// Makes `engage.memberships` equal `engage_current`, keeping `since` for unchanged values.
-    private func refreshSnapshot(at now: Date, _ db: PostgresConnection) async throws {
-        try await db.query("""
-            DELETE FROM engage.memberships m
-            WHERE m.computation_id = \(computationID)
-              AND NOT EXISTS (SELECT 1 FROM engage_current c WHERE c.profile_id = m.profile_id AND c.value = m.value)
-            """)
-        try await db.query("""
-            INSERT INTO engage.memberships (computation_id, profile_id, value, since)
-            SELECT \(computationID), c.profile_id, c.value, \(now) FROM engage_current c
-            WHERE NOT EXISTS (SELECT 1 FROM engage.memberships m WHERE m.computation_id = \(computationID) AND m.profile_id = c.profile_id)
-            """)
     }
 }
 

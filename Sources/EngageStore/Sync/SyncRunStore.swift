@@ -18,8 +18,8 @@ public struct SyncRunStore: Sendable {
 
     /// Sets the status of a run and, when given, its counts, timings and error. A run still
     /// `running` has no `finished_at`.
-    public func finish(id: Int, status: RunStatus, counts: RunCounts? = nil, evaluateMs: Double? = nil, diffMs: Double? = nil,
-                       deliverMs: Double? = nil, error: String? = nil) async throws {
+    public func finish(id: Int, status: RunStatus, counts: RunCounts? = nil, evaluation: EvaluationOutcome? = nil,
+                       evaluateMs: Double? = nil, diffMs: Double? = nil, deliverMs: Double? = nil, error: String? = nil) async throws {
         var update: PostgresQuery = """
             UPDATE engage.sync_runs SET status = \(status),
                 finished_at = \(unescaped: status == .running ? "NULL" : "now()"),
@@ -32,6 +32,9 @@ public struct SyncRunStore: Sendable {
                 , members = \(c.members), entered = \(c.entered), exited = \(c.exited), changed = \(c.changed),
                 unchanged = \(c.unchanged), skipped = \(c.skipped), superseded = \(c.superseded)
                 """)
+        }
+        if let e = evaluation {
+            update.append(", evaluation = \(e.kind), affected = \(e.affected), drift = \(e.drift)")
         }
         update.append(" WHERE id = \(id)")
         try await db.query(update)

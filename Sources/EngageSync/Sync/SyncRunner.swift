@@ -20,6 +20,8 @@ public struct SyncRequest: Sendable {
     public var force = false
     /// `resync` or `remove` instead of full/incremental.
     public var mode: RunMode?
+    /// Evaluate every profile instead of the changed ones (`run --full`).
+    public var fullEvaluation = false
     public var delivery = DeliveryOptions()
 
     public init() {}
@@ -57,6 +59,8 @@ public struct PairOutcome: Sendable {
     public var failed = 0
     public var pending = 0
     public var examples: [PlannedChange] = []
+    /// How the definition was evaluated.
+    public var evaluation: EvaluationOutcome?
     public var message: String?
     public var timings = (evaluate: 0.0, diff: 0.0, deliver: 0.0)
 }
@@ -86,14 +90,14 @@ public struct SyncRunner: Sendable {
 
     /// `remove KEY`: tombstones the definition, then (unless `keepValues`) tells every
     /// destination that holds `true` (or a trait value) for a profile that it no longer does.
-    public func remove(key: String, keepValues: Bool, delivery: DeliveryOptions) async throws -> [PairOutcome] {
+    public func remove(key: String, keepValues: Bool, delivery: DeliveryOptions, now: Date = Date()) async throws -> [PairOutcome] {
         _ = try await pool.withConnection { try await DefinitionRepository($0).remove(key: key) }
         if keepValues { return [] }
         var request = SyncRequest()
         request.keys = [key]
         request.mode = .remove
         request.delivery = delivery
-        return try await run(request)
+        return try await run(request, now: now)
     }
 
     private func run(_ request: SyncRequest, db: PostgresConnection, now: Date,
@@ -153,6 +157,7 @@ public struct SyncRunner: Sendable {
         for (computationID, destinationID) in lockedPairs {
             try await pairStore.unlock(computationID: computationID, destinationID: destinationID)
         }
+        if !request.dryRun, !lockedPairs.isEmpty { try await ChangeLog(db).prune() }
         outcomes.forEach(onOutcome)
         return outcomes
     }
@@ -219,14 +224,14 @@ public struct SyncRunner: Sendable {
         outcome.runID = runID
         let engine = DiffEngine(computationID: pair.computationID, definition: pair.definition, destination: pair.destination)
         let guards = outcome.mode == .incremental && !request.force && pair.definition.kind == .audience
-        let diff = DiffRequest(mode: outcome.mode, runID: runID, runAt: now, spaceID: spaceID,
+        var diff = DiffRequest(mode: outcome.mode, runID: runID, runAt: now, spaceID: spaceID,
                                guardrail: guards ? Guardrail(maxExitRatio: pair.destination.maxExitRatio) : nil,
                                dryRun: request.dryRun)
+        diff.fullEvaluation = request.fullEvaluation
         let result: DiffOutcome
         do {
-            let compiled = outcome.mode == .remove ? nil
-                : try DefinitionCompiler(audiences: try await DefinitionRepository(db).audiences()).compile(pair.definition, now: now)
-            result = try await engine.run(diff, compiled: compiled, on: db)
+            diff.audiences = try await DefinitionRepository(db).audiences()
+            result = try await engine.run(diff, on: db)
         } catch {
             if let runID { try? await runs.finish(id: runID, status: .failed, error: "\(error)") }
             throw error
@@ -235,6 +240,7 @@ public struct SyncRunner: Sendable {
         outcome.examples = result.examples
         outcome.timings.evaluate = result.evaluateSeconds
         outcome.timings.diff = result.diffSeconds
+        outcome.evaluation = result.evaluation
         if let blocked = result.blocked {
             outcome.status = .blocked
             outcome.message = blocked
@@ -243,10 +249,14 @@ public struct SyncRunner: Sendable {
         }
         if request.dryRun { return outcome }
         if let runID {
-            try await runs.finish(id: runID, status: .running, counts: outcome.counts,
+            try await runs.finish(id: runID, status: .running, counts: outcome.counts, evaluation: result.evaluation,
                                   evaluateMs: outcome.timings.evaluate * 1000, diffMs: outcome.timings.diff * 1000)
         }
-        Log.sync.info("\(pair.definition.key) → \(pair.destination.name): \(outcome.mode) run \(outcome.runID.map(String.init) ?? "-") enqueued +\(outcome.counts.entered) −\(outcome.counts.exited) ~\(outcome.counts.changed) (evaluate \(Int(outcome.timings.evaluate * 1000)) ms, diff \(Int(outcome.timings.diff * 1000)) ms)")
+        let e = result.evaluation
+        if let drift = e.drift, drift > 0 {
+            Log.sync.warning("\(pair.definition.key): the incremental snapshot differed from a full evaluation for \(drift) profiles; corrected")
+        }
+        Log.sync.info("\(pair.definition.key) → \(pair.destination.name): \(outcome.mode) run \(outcome.runID.map(String.init) ?? "-"), \(e.kind.rawValue) evaluation\(e.fullBecause.map { " (\($0))" } ?? "") of \(e.affected) profiles, \(e.changed) changed; \(result.fullDiff ? "full" : "incremental") diff enqueued +\(outcome.counts.entered) −\(outcome.counts.exited) ~\(outcome.counts.changed) (evaluate \(Int(outcome.timings.evaluate * 1000)) ms, diff \(Int(outcome.timings.diff * 1000)) ms)")
         outcome.status = .succeeded
         return outcome
     }

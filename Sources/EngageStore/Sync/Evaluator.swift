@@ -1,0 +1,218 @@
+import EngageCore
+import Foundation
+import PostgresClient
+
+/// How a run evaluated its definition (`engage.sync_runs.evaluation`).
+public enum EvaluationKind: String, Sendable, PostgresEncodable, PostgresDecodable {
+    /// Every profile.
+    case full
+    /// Only the profiles whose result can have changed since the last evaluation.
+    case incremental
+}
+
+/// What the evaluation of a definition did.
+public struct EvaluationOutcome: Sendable {
+    public var kind: EvaluationKind
+    /// Why it was full (nil for an incremental one).
+    public var fullBecause: String?
+    /// Profiles evaluated: the affected set, or every profile with a value.
+    public var affected = 0
+    /// Snapshot rows that changed (each is a `membership_history` row).
+    public var changed = 0
+    /// For a reconciling run: profiles whose incrementally kept snapshot differed from the
+    /// full evaluation at the same instant (corrected since). Must be 0.
+    public var drift: Int?
+    /// The result's rows are in the temporary table `engage_result` (a full evaluation);
+    /// otherwise only the snapshot has them.
+    public var resultHoldsEveryProfile = false
+}
+
+/// Keeps a definition's snapshot (`engage.memberships`) equal to its result at the run's
+/// instant, evaluating only the profiles whose result can have changed (DESIGN §17):
+/// profiles in the change log that the last evaluation could not see (with the events the
+/// definition reads), profiles with a matching event that crossed a window edge between the
+/// last instant and this one, and every new or changed profile. Each snapshot change is
+/// written to `engage.membership_history`. Runs inside the pair's transaction, under the
+/// definition's snapshot lock.
+struct Evaluator {
+    var computationID: Int
+    var definition: Definition
+    /// Resolves audience references, for the compiler and for the inputs.
+    var audiences: [String: Definition]
+    var now: Date
+    var runID: Int?
+
+    /// Why the evaluation must be full whatever the state says (a resync, `run --full`, a
+    /// pair's first sync), or nil.
+    var fullRequested: String?
+
+    /// The last evaluation of this definition.
+    struct State {
+        var evaluatedAt: Date
+        var seen: String
+        var definition: JSONValue
+        var fullAt: Date
+    }
+
+    /// Evaluates (nil `compiled`: the definition was removed, so nothing is a member), brings
+    /// the snapshot to the result and records the new state. `seen` is the transaction's
+    /// snapshot, taken before anything was read.
+    func evaluate(removed: Bool, seen: String, _ db: PostgresConnection) async throws -> EvaluationOutcome {
+        let state = try await loadState(db)
+        let inputs = EvaluationInputs(definition, audiences: audiences)
+        let compiler = DefinitionCompiler(audiences: audiences)
+        var outcome: EvaluationOutcome
+        if removed {
+            try await db.execute("CREATE TEMP TABLE engage_result (profile_id text, value jsonb, user_id text, email text) ON COMMIT DROP")
+            outcome = EvaluationOutcome(kind: .full, fullBecause: "the definition was removed")
+            outcome.changed = try await apply(scope: nil, db)
+            outcome.resultHoldsEveryProfile = true
+        } else if let reason = try await fullReason(state, inputs, db) {
+            outcome = try await full(compiler, because: reason, db)
+        } else if let state {
+            outcome = try await incremental(compiler, inputs, since: state, db)
+            if now.timeIntervalSince(state.fullAt) >= Double(definition.reconcileEvery.seconds) {
+                // Reconcile: the snapshot is now current; a full evaluation at the same instant
+                // must find nothing to change. What it finds is drift, corrected here.
+                let check = try await full(compiler, because: "reconcile_every (\(definition.reconcileEvery)) elapsed", db)
+                outcome = check
+                outcome.drift = check.changed
+            }
+        } else {
+            outcome = try await full(compiler, because: "first evaluation", db)
+        }
+        try await saveState(seen: seen, full: outcome.kind == .full, db)
+        return outcome
+    }
+
+    private func loadState(_ db: PostgresConnection) async throws -> State? {
+        guard let row = try await db.query("""
+            SELECT evaluated_at, seen::text AS seen, definition::text AS definition, full_at
+            FROM engage.evaluations WHERE computation_id = \(computationID)
+            """).first else { return nil }
+        return State(evaluatedAt: try row.decode(Date.self, "evaluated_at"), seen: try row.decode(String.self, "seen"),
+                     definition: try JSONValue.parse(try row.decode(String.self, "definition")),
+                     fullAt: try row.decode(Date.self, "full_at"))
+    }
+
+    /// Why this evaluation cannot be incremental, or nil when it can.
+    private func fullReason(_ state: State?, _ inputs: EvaluationInputs, _ db: PostgresConnection) async throws -> String? {
+        if let fullRequested { return fullRequested }
+        guard let state else { return "first evaluation" }
+        if state.definition != definition.document { return "the definition changed" }
+        if now < state.evaluatedAt { return "the clock moved backwards" }
+        if inputs.movesWithClockUnindexed { return "within_last moves with the clock" }
+        let row = try await db.query("""
+            SELECT EXISTS (SELECT 1 FROM engage.profile_changes c
+                           WHERE c.profile_ids IS NULL AND c.xid >= pg_snapshot_xmin(\(state.seen)::pg_snapshot)
+                             AND NOT pg_visible_in_snapshot(c.xid, \(state.seen)::pg_snapshot)) AS truncated,
+                   pg_snapshot_xmin(\(state.seen)::pg_snapshot)
+                       < coalesce((SELECT value FROM engage.settings WHERE key = 'profile_changes_pruned_below'), '0')::xid8
+                       AS pruned
+            """).first
+        if try row?.decode(Bool.self, "truncated") == true { return "a source table was truncated" }
+        if try row?.decode(Bool.self, "pruned") == true { return "the change log was pruned past the last evaluation" }
+        return nil
+    }
+
+    private func full(_ compiler: DefinitionCompiler, because reason: String, _ db: PostgresConnection) async throws -> EvaluationOutcome {
+        try await db.execute("DROP TABLE IF EXISTS engage_result")
+        try await db.query("""
+            CREATE TEMP TABLE engage_result ON COMMIT DROP AS
+            SELECT profile_id, to_jsonb(value) AS value, user_id, email FROM (
+            \(try compiler.compile(definition, now: now))
+            ) q
+            """)
+        try await db.execute("CREATE INDEX ON engage_result (profile_id); ANALYZE engage_result")
+        var outcome = EvaluationOutcome(kind: .full, fullBecause: reason)
+        outcome.affected = try await db.query("SELECT count(*)::int AS n FROM engage_result").first?.decode(Int.self, "n") ?? 0
+        outcome.changed = try await apply(scope: nil, db)
+        outcome.resultHoldsEveryProfile = true
+        return outcome
+    }
+
+    private func incremental(_ compiler: DefinitionCompiler, _ inputs: EvaluationInputs, since state: State,
+                             _ db: PostgresConnection) async throws -> EvaluationOutcome {
+        var sources: [PostgresQuery] = ["""
+            SELECT u.profile_id
+            FROM engage.profile_changes c
+            CROSS JOIN LATERAL unnest(c.profile_ids, c.events) AS u(profile_id, event)
+            WHERE c.xid >= pg_snapshot_xmin(\(state.seen)::pg_snapshot)
+              AND NOT pg_visible_in_snapshot(c.xid, \(state.seen)::pg_snapshot)
+              AND (c.source = 'profiles' OR u.event = ANY(\(Array(inputs.events))::text[]))
+            """]
+        // Window edges crossed since the last instant: a matching event whose time left a
+        // `within`, or entered or left a `between`.
+        for input in inputs.windows.sorted(by: { "\($0)" < "\($1)" }) {
+            let edges: [SyncDuration]
+            switch input.window {
+            case .within(let d): edges = [d]
+            case .between(let older, let newer): edges = [older, newer]
+            }
+            for edge in edges {
+                sources.append("""
+                    SELECT profile_id FROM engage.events
+                    WHERE event = \(input.event)::text
+                      AND occurred_at >= \(state.evaluatedAt)::timestamptz - \(edge.intervalText)::interval
+                      AND occurred_at < \(now)::timestamptz - \(edge.intervalText)::interval
+                    """)
+            }
+        }
+        try await db.query("""
+            CREATE TEMP TABLE engage_affected ON COMMIT DROP AS
+            SELECT DISTINCT profile_id FROM (\(PostgresQuery.joined(sources, separator: "\nUNION ALL\n"))) a
+            WHERE profile_id IS NOT NULL
+            """)
+        try await db.execute("ANALYZE engage_affected")
+        var outcome = EvaluationOutcome(kind: .incremental)
+        outcome.affected = try await db.query("SELECT count(*)::int AS n FROM engage_affected").first?.decode(Int.self, "n") ?? 0
+        try await db.query("""
+            CREATE TEMP TABLE engage_result ON COMMIT DROP AS
+            SELECT profile_id, to_jsonb(value) AS value, user_id, email FROM (
+            \(try compiler.compile(definition, now: now, scope: "engage_affected"))
+            ) q
+            """)
+        outcome.changed = try await apply(scope: "engage_affected", db)
+        return outcome
+    }
+
+    /// Brings the snapshot's rows (those of the profiles in `scope`, or all) to `engage_result`,
+    /// writing each change to the history. Returns how many changed.
+    private func apply(scope: String?, _ db: PostgresConnection) async throws -> Int {
+        let restrict = scope.map { " AND profile_id IN (SELECT profile_id FROM \($0))" } ?? ""
+        try await db.execute("DROP TABLE IF EXISTS engage_changes")
+        try await db.query("""
+            CREATE TEMP TABLE engage_changes ON COMMIT DROP AS
+            SELECT coalesce(r.profile_id, m.profile_id) AS profile_id, r.value, m.value AS previous_value
+            FROM engage_result r
+            FULL JOIN (SELECT profile_id, value FROM engage.memberships
+                       WHERE computation_id = \(computationID)\(unescaped: restrict)) m ON m.profile_id = r.profile_id
+            WHERE r.value IS DISTINCT FROM m.value
+            """)
+        let changed = try await db.query("""
+            INSERT INTO engage.membership_history (computation_id, profile_id, value, previous_value, changed_at, run_id)
+            SELECT \(computationID), profile_id, value, previous_value, \(now), \(runID) FROM engage_changes
+            """).affectedRows
+        guard changed > 0 else { return 0 }
+        try await db.query("""
+            DELETE FROM engage.memberships m USING engage_changes c
+            WHERE m.computation_id = \(computationID) AND m.profile_id = c.profile_id AND c.value IS NULL
+            """)
+        try await db.query("""
+            INSERT INTO engage.memberships (computation_id, profile_id, value, since)
+            SELECT \(computationID), profile_id, value, \(now) FROM engage_changes WHERE value IS NOT NULL
+            ON CONFLICT (computation_id, profile_id) DO UPDATE SET value = EXCLUDED.value, since = EXCLUDED.since
+            """)
+        return changed
+    }
+
+    private func saveState(seen: String, full: Bool, _ db: PostgresConnection) async throws {
+        try await db.query("""
+            INSERT INTO engage.evaluations (computation_id, evaluated_at, seen, definition, full_at)
+            VALUES (\(computationID), \(now), \(seen)::pg_snapshot, \(PostgresJSON(rawJSON: definition.document.jsonString))::jsonb, \(now))
+            ON CONFLICT (computation_id) DO UPDATE SET
+                evaluated_at = EXCLUDED.evaluated_at, seen = EXCLUDED.seen, definition = EXCLUDED.definition,
+                full_at = CASE WHEN \(full) THEN EXCLUDED.full_at ELSE engage.evaluations.full_at END
+            """)
+    }
+}
