@@ -183,7 +183,13 @@ struct ReliabilityTests {
                 #expect(first.delivered > 0 && first.delivered + first.retried == 50, "\(first.summary)")
             case .notJSON:
                 #expect(first.delivered == 0 && first.retried == 50)
-                #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE last_error LIKE 'HTTP 502: <html>%'") == 50)
+                // Every answer's HTML is recorded after its status (on a loaded machine some
+                // answers take longer than the 5 s timeout: those are recorded as timeouts).
+                #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE last_error LIKE 'HTTP 502: <html>%'") > 0)
+                #expect(try await f.count("""
+                    SELECT count(*)::int AS c FROM engage.outbox
+                    WHERE NOT (last_error LIKE 'HTTP 502: <html>%' OR (last_status_code IS NULL AND last_error LIKE 'timeout%'))
+                    """) == 0)
                 #expect(try await f.count("SELECT max(length(last_error))::int AS c FROM engage.outbox") <= 1_100)
             case .truncated:
                 // The sandbox applied the request but the answer never completed: not confirmed, so retried.
