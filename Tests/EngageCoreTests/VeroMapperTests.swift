@@ -171,3 +171,33 @@ struct VeroMapperTests {
         }
     }
 }
+
+@Suite("The audience call of DESIGN §8, as EngageCore builds it")
+struct AudienceCallTests {
+    @Test("an identify carries the trait, the email and context.personas; a track the event and properties; the mapper sends them")
+    func exactJSON() throws {
+        let instant = try #require(Timestamp.parse("2026-06-01T12:00:00.123456Z")).date
+        var call = AudienceCall(kind: .identify, messageID: "engage-abc", timestamp: instant, userID: "u1", email: "ann@example.com",
+                                key: "vip", value: true, computationClass: .audience, computationID: 7, spaceID: "spa_1")
+        let personas: JSONValue = ["computation_class": "audience", "computation_id": "7", "computation_key": "vip",
+                                   "namespace": "spa_1", "space_id": "spa_1"]
+        #expect(call.json == [
+            "type": "identify", "messageId": "engage-abc", "timestamp": "2026-06-01T12:00:00.123Z", "userId": "u1",
+            "traits": ["vip": true, "email": "ann@example.com"], "context": ["personas": personas],
+            "integrations": ["All": false, "Vero": true],
+        ])
+        let identify = try VeroMapper.map(call.message).get()
+        #expect(identify.first?.path == "/api/v2/users/track")
+        #expect(identify.first?.body["data"] == ["vip": true, "email": "ann@example.com", "id": "u1"])
+
+        call.kind = .track
+        call.value = false
+        call.email = nil
+        #expect(call.json == [
+            "type": "track", "messageId": "engage-abc", "timestamp": "2026-06-01T12:00:00.123Z", "userId": "u1",
+            "event": "Audience Exited", "properties": ["audience_key": "vip", "vip": false],
+            "context": ["personas": personas], "integrations": ["All": false, "Vero": true],
+        ])
+        #expect(try VeroMapper.map(call.message).get().first?.path == "/api/v2/events/track")
+    }
+}

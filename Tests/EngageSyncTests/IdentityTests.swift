@@ -117,8 +117,12 @@ struct IdentityTests {
         try await SyncFixture.with { f in
             try await seed(f, profiles: 3)
             try await f.define(Self.pro)
-            // The true is enqueued, then delivered by a `deliver` that runs after the deletion.
-            #expect(try await f.cli(["run", "--no-deliver"]).status == 0)
+            // The true is enqueued (its first attempt fails: 503), then delivered by a `deliver`
+            // that runs after the deletion.
+            try await f.setFaults(#"{"fail_rate": 1, "fail_status": 503}"#)
+            #expect(try await f.cli(["run", "--max-wait", "0"]).status == 3)
+            try await f.setFaults(#"{"fail_rate": 0}"#)
+            try await f.db.execute("UPDATE engage.outbox SET next_attempt_at = now()")
             try await f.db.execute("DELETE FROM engage.events WHERE profile_id = 'p2'; DELETE FROM engage.profiles WHERE profile_id = 'p2'")
             #expect(try await f.cli(["deliver", "--max-wait", "0"]).status == 0)
             #expect(try await f.sandboxUsers()["u2"]?.data["pro"] == .bool(true))

@@ -1,4 +1,5 @@
 import EngageCore
+import EngageStore
 import Foundation
 import PostgresClient
 import Testing
@@ -22,21 +23,30 @@ struct SegmentCallTests {
             try await f.define(#"{"name": "Spend", "type": "trait", "value": {"aggregate": "sum", "event": "Order Completed", "property": "total"}}"#)
             let run = try await f.cli(["run", "--no-deliver"])
             #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+            // A first sync leaves its members to a backlog; delivery enqueues them as it goes.
+            #expect(try await BacklogStore(f.db).expand(for: f.destination, limit: 100).covered == 5)
             let spaceID = try #require(try await f.db.query("SELECT value FROM engage.settings WHERE key = 'space_id'").first?["value"])
             #expect(spaceID.hasPrefix("spa_") && spaceID.count == 36)
             let rows = try await f.db.query("""
-                SELECT c.key, c.id::text AS computation_id, o.profile_id, o.run_id, o.message::text AS message,
+                SELECT o.id, c.key, c.id::text AS computation_id, o.profile_id, o.run_id,
                        'engage-' || md5(concat_ws('|', d.name, c.key, o.profile_id, o.value::text, o.run_id::text,
-                                                  o.message ->> 'type', o.vero_id)) AS message_id
+                                                  o.call, o.vero_id)) AS message_id
                 FROM engage.outbox o JOIN engage.computations c ON c.id = o.computation_id
                 JOIN engage.destinations d ON d.id = o.destination_id
                 ORDER BY c.key, o.profile_id
                 """)
             #expect(rows.count == 5)
+            // The calls as delivery builds them when it claims the rows.
+            var built: [String: JSONValue] = [:]
+            for claimed in try await OutboxStore(f.db).claim(destinationID: f.destination.id, limit: 100, leaseSeconds: 60, worker: "test") {
+                guard case .built(let call) = claimed.call else { Issue.record("row \(claimed.id) stores its call"); continue }
+                built[String(claimed.id)] = call.json
+            }
             var timestamps: Set<String> = []
             for row in rows {
                 let key = try #require(row["key"]), profile = try #require(row["profile_id"])
-                let message = try JSONValue.parse(try #require(row["message"]))
+                let id = try #require(row["id"])
+                let message = try #require(built[id])
                 let timestamp = try #require(message["timestamp"]?.stringValue)
                 timestamps.insert(timestamp)
                 #expect(timestamp.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"#, options: .regularExpression) != nil)

@@ -148,7 +148,7 @@ struct SyncRunTests {
             let enqueued = try await f.cli(["run", "--no-deliver"])
             #expect(enqueued.status == 0, "\(enqueued.stderr)")
             #expect(try await requestCount(f) == 0)
-            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'pending'") == 30)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_changelog WHERE status = 'pending'") == 30)
             let next = try await f.cli(["run", "--all"])
             #expect(next.status == 0, "\(next.stderr)")
             let requests = try await f.sandboxRequests().requests

@@ -4,11 +4,26 @@ import PostgresClient
 
 /// An outbox row a worker has leased, to send.
 public struct ClaimedRow: Sendable {
+    /// The Segment call a row stands for.
+    public enum Call: Sendable {
+        /// Stored with the row, as JSON text (forwarded calls, rows from before migration 0009).
+        case stored(String)
+        /// A definition's change, built from the row and its run.
+        case built(AudienceCall)
+    }
+
     public var id: Int
-    /// The Segment call, as JSON text.
-    public var message: String
+    public var call: Call
     /// Attempts made before this one.
     public var attempts: Int
+
+    /// The Segment message to map; throws when a stored call does not decode.
+    public func message() throws -> SegmentMessage {
+        switch call {
+        case .stored(let text): try SegmentMessage(line: text)
+        case .built(let call): try call.message
+        }
+    }
 }
 
 /// What became of one claimed row.
@@ -74,24 +89,66 @@ public struct OutboxStore: Sendable {
     /// `FOR UPDATE SKIP LOCKED` lets any number of workers share the outbox; a row whose lease
     /// expired (its worker died) is claimed again — by another worker: a worker never re-claims
     /// its own rows, which it may still be about to send (a slow batch outliving its lease).
+    ///
+    /// A definition's row comes back with what its Segment call is built from: the row, its
+    /// definition, its run's instant, the space, and the message id (a stable hash of
+    /// destination, key, profile, value, run, call and Vero id).
     public func claim(destinationID: Int, limit: Int, leaseSeconds: Double, worker: String) async throws -> [ClaimedRow] {
-        let rows = try await db.query("""
+        try await db.query("""
             WITH due AS (
                 SELECT id FROM engage.outbox
                 WHERE destination_id = \(destinationID) AND status = 'pending' AND next_attempt_at <= now()
                   AND (locked_until IS NULL OR (locked_until < now() AND locked_by IS DISTINCT FROM \(worker)))
                 ORDER BY next_attempt_at, id
                 LIMIT \(limit)
-                FOR UPDATE SKIP LOCKED)
-            UPDATE engage.outbox o
-            SET locked_until = now() + make_interval(secs => \(leaseSeconds)), locked_by = \(worker)
-            FROM due WHERE o.id = due.id
-            RETURNING o.id, o.message::text AS message, o.attempts
-            """)
-        return try rows.map {
-            ClaimedRow(id: try $0.decode(Int.self, "id"), message: try $0.decode(String.self, "message"),
-                       attempts: try $0.decode(Int.self, "attempts"))
-        }.sorted { $0.id < $1.id }
+                FOR UPDATE SKIP LOCKED),
+            claimed AS (
+                UPDATE engage.outbox o
+                SET locked_until = now() + make_interval(secs => \(leaseSeconds)), locked_by = \(worker)
+                FROM due WHERE o.id = due.id
+                RETURNING o.id)
+            \(Self.callFields) JOIN claimed ON claimed.id = o.id
+            ORDER BY o.id
+            """).map(Self.claimedRow)
+    }
+
+    /// Rows this worker already leased (as ``BacklogStore`` enqueues them), to send.
+    public func leased(ids: [Int]) async throws -> [ClaimedRow] {
+        guard !ids.isEmpty else { return [] }
+        return try await db.query("""
+            \(Self.callFields) WHERE o.id = ANY(\(ids.map(String.init))::bigint[])
+            ORDER BY o.id
+            """).map(Self.claimedRow)
+    }
+
+    /// A row and what its call is built from: its definition, its run's instant, the space,
+    /// and the message id (a stable hash of destination, key, profile, value, run, call and
+    /// Vero id). Reads outbox rows aliased `o`.
+    private static let callFields: PostgresQuery = """
+        SELECT o.id, o.attempts, o.message::text AS message, o.call, o.vero_id, o.email, o.value::text AS value,
+               o.computation_id, c.key, c.type, r.instant, s.value AS space_id,
+               'engage-' || md5(concat_ws('|', d.name, c.key, o.profile_id, o.value::text, o.run_id::text, o.call, o.vero_id))
+                   AS message_id
+        FROM engage.outbox o
+        JOIN engage.destinations d ON d.id = o.destination_id
+        LEFT JOIN engage.computations c ON c.id = o.computation_id
+        LEFT JOIN engage.sync_runs r ON r.id = o.run_id
+        LEFT JOIN engage.settings s ON s.key = 'space_id'
+        """
+
+    private static func claimedRow(_ row: PostgresRow) throws -> ClaimedRow {
+        let id = try row.decode(Int.self, "id"), attempts = try row.decode(Int.self, "attempts")
+        guard let kind = try row.decode(String?.self, "call").flatMap(AudienceCall.Kind.init(rawValue:)) else {
+            return ClaimedRow(id: id, call: .stored(try row.decode(String?.self, "message") ?? "null"), attempts: attempts)
+        }
+        let call = AudienceCall(
+            kind: kind, messageID: try row.decode(String.self, "message_id"),
+            timestamp: try row.decode(Date?.self, "instant") ?? Date(), userID: try row.decode(String.self, "vero_id"),
+            email: try row.decode(String?.self, "email"), key: try row.decode(String.self, "key"),
+            value: try JSONValue.parse(try row.decode(String.self, "value")),
+            computationClass: try row.decode(String.self, "type") == Definition.Kind.trait.rawValue ? .trait : .audience,
+            computationID: try row.decode(Int.self, "computation_id"), spaceID: try row.decode(String?.self, "space_id") ?? "unknown")
+        return ClaimedRow(id: id, call: .built(call), attempts: attempts)
     }
 
     /// Records results in one statement: marks rows and, for delivered ones that carry a

@@ -17,10 +17,8 @@ public struct DiffRequest: Sendable {
     public var mode: RunMode
     /// The run the outbox rows belong to; nil for a dry run.
     public var runID: Int?
-    /// The run's instant: the evaluation's `now` and the calls' `timestamp`.
+    /// The run's instant: every window of the evaluation is relative to it.
     public var runAt: Date
-    /// `context.personas.space_id` of the calls.
-    public var spaceID: String
     /// Blocks the run when it would exit too many members; nil does not check.
     public var guardrail: Guardrail?
     /// Plan only: return examples and write nothing.
@@ -31,11 +29,10 @@ public struct DiffRequest: Sendable {
     /// Evaluate every profile (`run --full`), whatever the change log says.
     public var fullEvaluation = false
 
-    public init(mode: RunMode, runID: Int?, runAt: Date, spaceID: String, guardrail: Guardrail?, dryRun: Bool) {
+    public init(mode: RunMode, runID: Int?, runAt: Date, guardrail: Guardrail?, dryRun: Bool) {
         self.mode = mode
         self.runID = runID
         self.runAt = runAt
-        self.spaceID = spaceID
         self.guardrail = guardrail
         self.dryRun = dryRun
     }
@@ -97,6 +94,26 @@ public struct DiffEngine: Sendable {
             let watermark = try await loadWatermark(db)
             let firstSync = watermark == nil
             var clock = ContinuousClock.now
+            if firstSync, request.mode == .full, !request.dryRun, let runID = request.runID, try await isEmpty(db) {
+                // A first sync into an empty snapshot and ledger: one pass, and a backlog.
+                let evaluator = Evaluator(computationID: computationID, definition: definition, audiences: request.audiences,
+                                          now: request.runAt, runID: runID, fullRequested: nil)
+                let (evaluation, counts) = try await evaluator.fill(seen: seen, veroID: veroID("r"),
+                                                                    distinctVeroIDs: destination.allowEmailID, db)
+                outcome.evaluation = evaluation
+                outcome.evaluateSeconds = (ContinuousClock.now - clock).seconds
+                clock = ContinuousClock.now
+                outcome.counts.members = counts.members
+                outcome.counts.skipped = counts.unaddressable
+                switch definition.kind {
+                case .audience: outcome.counts.entered = counts.addressable
+                case .trait: outcome.counts.changed = counts.addressable
+                }
+                try await saveBacklog(runID: runID, resync: false, members: true, db)
+                try await saveWatermark(seen: seen, db)
+                outcome.diffSeconds = (ContinuousClock.now - clock).seconds
+                return outcome
+            }
             let evaluator = Evaluator(
                 computationID: computationID, definition: definition, audiences: request.audiences, now: request.runAt,
                 runID: request.runID,
@@ -107,7 +124,11 @@ public struct DiffEngine: Sendable {
             clock = ContinuousClock.now
             let scope = try await diffScope(request.mode, watermark, db)
             outcome.fullDiff = scope == nil
-            try await desired(scope: scope, evaluation: outcome.evaluation, db)
+            // A full diff leaves its members to a backlog (delivery enqueues them a batch at a
+            // time); an incremental diff leaves the members a backlog has not reached yet to it.
+            let backlog = try await loadBacklog(db)
+            let deferredAfter = scope != nil ? backlog.map { $0.afterProfile ?? "" } : nil
+            try await desired(scope: scope, evaluation: outcome.evaluation, deferredAfter: deferredAfter, db)
             try await diff(request.mode, scope: scope, db, into: &outcome)
             if let guardrail = request.guardrail,
                let reason = guardrail.check(exited: outcome.counts.exited, deliveredMembers: outcome.deliveredMembers) {
@@ -122,7 +143,12 @@ public struct DiffEngine: Sendable {
             }
             outcome.counts.superseded = try await supersede(scope: scope, db)
             if let runID = request.runID {
-                outcome.counts.skipped = try await enqueue(request, runID: runID, db).skipped
+                // A full diff enqueues only exits here; its members go through the backlog.
+                let enqueued = try await enqueue(request.mode, runID: runID, members: scope != nil, db)
+                if scope != nil { outcome.counts.skipped = enqueued.skipped }
+            }
+            if scope == nil, let runID = request.runID {
+                try await saveBacklog(runID: runID, resync: request.mode == .resync, members: request.mode != .remove, db)
             }
             try await saveWatermark(seen: seen, db)
             outcome.diffSeconds = (ContinuousClock.now - clock).seconds
@@ -146,8 +172,10 @@ public struct DiffEngine: Sendable {
     private func saveWatermark(seen: String, _ db: PostgresConnection) async throws {
         try await db.query("""
             INSERT INTO engage.pair_watermarks (destination_id, computation_id, history_id, seen)
-            SELECT \(destination.id), \(computationID), coalesce(max(id), 0), \(seen)::pg_snapshot
-            FROM engage.membership_history WHERE computation_id = \(computationID)
+            -- Every history row of this definition up to the sequence's last value is committed:
+            -- they are written under its snapshot lock, which this transaction holds.
+            SELECT \(destination.id), \(computationID), coalesce(pg_sequence_last_value('engage.membership_history_id_seq'), 0),
+                   \(seen)::pg_snapshot
             ON CONFLICT (destination_id, computation_id) DO UPDATE SET history_id = EXCLUDED.history_id, seen = EXCLUDED.seen
             """)
     }
@@ -187,19 +215,121 @@ public struct DiffEngine: Sendable {
     /// The rows the destination should hold, `engage_current (profile_id, value, user_id,
     /// email)`: the snapshot's, for the profiles in scope. A full evaluation's result already
     /// has them for every profile.
-    private func desired(scope: String?, evaluation: EvaluationOutcome, _ db: PostgresConnection) async throws {
+    /// `deferred` marks the members an open backlog has not reached (profile id after
+    /// `deferredAfter`): they own their Vero ids, but the backlog enqueues them.
+    private func desired(scope: String?, evaluation: EvaluationOutcome, deferredAfter: String?,
+                         _ db: PostgresConnection) async throws {
         if scope == nil, evaluation.resultHoldsEveryProfile {
-            try await db.execute("ALTER TABLE engage_result RENAME TO engage_current")
+            try await db.execute("""
+                ALTER TABLE engage_result RENAME TO engage_current;
+                ALTER TABLE engage_current ADD COLUMN deferred boolean NOT NULL DEFAULT false
+                """)
+            try await db.execute("ANALYZE engage_current")
             return
         }
         let restrict = scope.map { " AND m.profile_id IN (SELECT profile_id FROM \($0))" } ?? ""
+        let deferred: PostgresQuery = deferredAfter.map { "m.profile_id > \($0)::text" } ?? "false"
         try await db.query("""
             CREATE TEMP TABLE engage_current ON COMMIT DROP AS
-            SELECT m.profile_id, m.value, p.user_id, p.email
+            SELECT m.profile_id, m.value, p.user_id, p.email, \(deferred) AS deferred
             FROM engage.memberships m JOIN engage.profiles p ON p.profile_id = m.profile_id
             WHERE m.computation_id = \(computationID)\(unescaped: restrict)
             """)
         try await db.execute("CREATE INDEX ON engage_current (profile_id); ANALYZE engage_current")
+    }
+
+    // MARK: - Backlogs
+
+    /// Rows enqueued already leased to the worker that will send them.
+    public struct Lease: Sendable {
+        public var seconds: Double
+        public var worker: String
+        public init(seconds: Double, worker: String) {
+            self.seconds = seconds
+            self.worker = worker
+        }
+    }
+
+    /// A pair's open backlog: the members of a full sync or resync still to enqueue.
+    struct Backlog {
+        var runID: Int
+        var resync: Bool
+        /// Members up to this profile id are enqueued; nil: none yet.
+        var afterProfile: String?
+    }
+
+    private func loadBacklog(_ db: PostgresConnection, lock: Bool = false) async throws -> Backlog? {
+        guard let row = try await db.query("""
+            SELECT run_id, resync, after_profile FROM engage.backlogs b WHERE \(pair("b"))
+            \(unescaped: lock ? "FOR UPDATE SKIP LOCKED" : "")
+            """).first else { return nil }
+        return Backlog(runID: try row.decode(Int.self, "run_id"), resync: try row.decode(Bool.self, "resync"),
+                       afterProfile: try row.decode(String?.self, "after_profile"))
+    }
+
+    /// A full diff's members go to a (new) backlog; a removal has none, and drops any.
+    private func saveBacklog(runID: Int, resync: Bool, members: Bool, _ db: PostgresConnection) async throws {
+        guard members else {
+            try await db.query("DELETE FROM engage.backlogs b WHERE \(pair("b"))")
+            return
+        }
+        try await db.query("""
+            INSERT INTO engage.backlogs (destination_id, computation_id, run_id, resync)
+            VALUES (\(destination.id), \(computationID), \(runID), \(resync))
+            ON CONFLICT (destination_id, computation_id) DO UPDATE SET
+                run_id = EXCLUDED.run_id, resync = EXCLUDED.resync, after_profile = NULL, created_at = now()
+            """)
+    }
+
+    /// Enqueues the next `limit` members (in profile order) of the pair's open backlog as the
+    /// full sync or resync that wrote it would have — against the snapshot, the ledger and the
+    /// pending rows as they are now — and moves the backlog past them, in one transaction.
+    /// Returns how many members it covered (0: no backlog, or another worker holds it).
+    /// With a lease, the rows it enqueues are leased to `lease.worker` for `lease.seconds` (the
+    /// caller sends them: no separate claim to write), and their ids returned.
+    public func expand(limit: Int, lease: Lease? = nil, on db: PostgresConnection) async throws -> (covered: Int, leased: [Int]) {
+        try await db.withTransaction { tx in
+            let db = tx.connection
+            // The snapshot lock first, as a run takes it (waiting for a run refreshing it), then
+            // the backlog row.
+            try await db.query("SELECT pg_advisory_xact_lock(\(Self.snapshotLockClass)::int, \(computationID)::int)")
+            guard let backlog = try await loadBacklog(db, lock: true) else { return (0, []) }
+            // The cursor on both sides: the planner does not carry an inequality across the
+            // join, and a merge join would otherwise read every profile before the cursor.
+            let after = backlog.afterProfile ?? ""
+            try await db.query("""
+                CREATE TEMP TABLE engage_current ON COMMIT DROP AS
+                SELECT m.profile_id, m.value, p.user_id, p.email, false AS deferred
+                FROM engage.memberships m JOIN engage.profiles p ON p.profile_id = m.profile_id
+                WHERE m.computation_id = \(computationID) AND m.profile_id > \(after)::text AND p.profile_id > \(after)::text
+                ORDER BY m.profile_id LIMIT \(limit)
+                """)
+            try await db.execute("CREATE INDEX ON engage_current (profile_id); ANALYZE engage_current")
+            let row = try await db.query("SELECT count(*)::int AS n, max(profile_id) AS last FROM engage_current").first
+            let covered = try row?.decode(Int.self, "n") ?? 0
+            let mode: RunMode = backlog.resync ? .resync : .full
+            var outcome = DiffOutcome()
+            try await diff(mode, scope: "engage_current", exits: false, count: false, db, into: &outcome)
+            _ = try await supersede(scope: "engage_current", db)
+            let leased = try await enqueue(mode, runID: backlog.runID, members: true, lease: lease, db).leased
+            if covered < limit {
+                try await db.query("DELETE FROM engage.backlogs b WHERE \(pair("b"))")
+            } else {
+                try await db.query("UPDATE engage.backlogs b SET after_profile = \(try row?.decode(String?.self, "last")) WHERE \(pair("b"))")
+            }
+            return (covered, leased)
+        }
+    }
+
+    /// Nothing of this definition in the snapshot, and nothing of this pair in the ledger or
+    /// waiting in the outbox.
+    private func isEmpty(_ db: PostgresConnection) async throws -> Bool {
+        try await db.query("""
+            SELECT NOT EXISTS (SELECT 1 FROM engage.memberships WHERE computation_id = \(computationID))
+               AND NOT EXISTS (SELECT 1 FROM engage.ledger l WHERE \(pair("l")))
+               AND NOT EXISTS (SELECT 1 FROM engage.outbox o WHERE \(pair("o")) AND o.status IN ('pending', 'failed', 'skipped'))
+               AS empty
+            """).first?.decode(Bool.self, "empty") ?? false
     }
 
     /// The first key of the snapshot's advisory lock (the second is the definition's id).
@@ -227,36 +357,45 @@ public struct DiffEngine: Sendable {
     /// holds there is unknown, so the desired value is sent even when it equals the ledger's, and an id no member
     /// owns gets the exit value even without a ledger row. Without this, a request that timed
     /// out after Vero applied it, then superseded, would leave its value at Vero for ever.
-    private func diff(_ mode: RunMode, scope: String?, _ db: PostgresConnection, into outcome: inout DiffOutcome) async throws {
+    private func diff(_ mode: RunMode, scope: String?, exits: Bool = true, count: Bool = true, _ db: PostgresConnection,
+                      into outcome: inout DiffOutcome) async throws {
+        // In a scoped diff, only the rows of the profiles in scope.
+        let unsettledInScope = scope.map { " AND o.profile_id IN (SELECT profile_id FROM \($0))" } ?? ""
         try await db.query("""
             CREATE TEMP TABLE engage_unsettled ON COMMIT DROP AS
             SELECT DISTINCT ON (o.vero_id) o.vero_id, o.profile_id, o.email
             FROM engage.outbox o
-            LEFT JOIN engage.ledger l ON l.destination_id = o.destination_id AND l.computation_id = o.computation_id
-                                     AND l.vero_id = o.vero_id
-            WHERE \(pair("o")) AND o.status IN ('pending', 'failed')
+            WHERE \(pair("o")) AND o.status IN ('pending', 'failed')\(unescaped: unsettledInScope)
               AND o.vero_id IS NOT NULL AND (o.attempts > 0 OR o.locked_until IS NOT NULL)
               AND NOT (o.status = 'failed' AND o.last_status_code BETWEEN 400 AND 499) -- refused: not applied
-              AND (l.vero_id IS NULL OR (o.id > l.outbox_id AND o.value IS DISTINCT FROM l.value))
+              -- settled when the ledger has a later confirmation, or the same value
+              AND NOT EXISTS (SELECT 1 FROM engage.ledger l
+                              WHERE \(pair("l")) AND l.vero_id = o.vero_id
+                                AND (o.id <= l.outbox_id OR o.value IS NOT DISTINCT FROM l.value))
             ORDER BY o.vero_id, o.id DESC
             """)
         // With email ids two profiles can share one (the same email); the profile whose user
         // id it is wins, then the lowest profile id. User ids are unique: nothing to choose.
         let owners: PostgresQuery = destination.allowEmailID
-            ? "SELECT DISTINCT ON (vero_id) * FROM cur WHERE vero_id IS NOT NULL ORDER BY vero_id, user_id IS NULL, profile_id"
-            : "SELECT * FROM cur WHERE vero_id IS NOT NULL"
-        // In an incremental diff, the ids held for the profiles in scope, or owned by them now.
-        let heldInScope = scope.map {
-            " AND (l.profile_id IN (SELECT profile_id FROM \($0)) OR l.vero_id IN (SELECT vero_id FROM cur))"
+            ? "SELECT DISTINCT ON (vero_id) * FROM cur WHERE vero_id IS NOT NULL AND NOT deferred ORDER BY vero_id, user_id IS NULL, profile_id"
+            : "SELECT * FROM cur WHERE vero_id IS NOT NULL AND NOT deferred"
+        // In a scoped diff, the ids held for the profiles in scope, or owned by them now (each
+        // found through an index, not by reading every id the pair holds).
+        let heldInScope: PostgresQuery = scope.map {
+            """
+             AND l.vero_id IN (SELECT h.vero_id FROM engage.ledger h
+                               WHERE \(pair("h")) AND h.profile_id IN (SELECT profile_id FROM \(unescaped: $0))
+                               UNION SELECT vero_id FROM cur)
+            """
         } ?? ""
         try await db.query("""
             CREATE TEMP TABLE engage_desired ON COMMIT DROP AS
             WITH cur AS MATERIALIZED (
-                SELECT c.profile_id, c.value, c.user_id, c.email, \(veroID("c")) AS vero_id FROM engage_current c),
+                SELECT c.profile_id, c.value, c.user_id, c.email, c.deferred, \(veroID("c")) AS vero_id FROM engage_current c),
             held AS (
                 SELECT coalesce(l.vero_id, u.vero_id) AS vero_id, coalesce(l.profile_id, u.profile_id) AS profile_id,
                        coalesce(l.email, u.email) AS email, l.value, u.vero_id IS NOT NULL AS unsettled
-                FROM (SELECT * FROM engage.ledger l WHERE \(pair("l"))\(unescaped: heldInScope)) l
+                FROM (SELECT * FROM engage.ledger l WHERE \(pair("l"))\(heldInScope)) l
                 FULL JOIN engage_unsettled u ON u.vero_id = l.vero_id)
             -- Members Vero can address, with what their id holds.
             SELECT o.profile_id, o.vero_id, o.email, o.value, l.value AS ledger_value,
@@ -266,7 +405,7 @@ public struct DiffEngine: Sendable {
             LEFT JOIN engage_unsettled u ON u.vero_id = o.vero_id
             UNION ALL
             -- Members Vero cannot address: skipped (missing_user_id).
-            SELECT profile_id, NULL, email, value, NULL, false, true FROM cur WHERE vero_id IS NULL
+            SELECT profile_id, NULL, email, value, NULL, false, true FROM cur WHERE vero_id IS NULL AND NOT deferred
             UNION ALL
             -- Ids that hold a value and that no member owns: the exit, at that id, with the email
             -- of whoever has that user id now, else the email last sent there.
@@ -274,10 +413,11 @@ public struct DiffEngine: Sendable {
                    \(exitValue)::jsonb, h.value, h.unsettled, false
             FROM held h
             LEFT JOIN engage.profiles p ON p.user_id = h.vero_id
-            WHERE (h.unsettled OR h.value IS DISTINCT FROM \(exitValue)::jsonb)
+            WHERE \(exits) AND (h.unsettled OR h.value IS DISTINCT FROM \(exitValue)::jsonb)
               AND NOT EXISTS (SELECT 1 FROM cur c WHERE c.vero_id = h.vero_id)
             """)
         try await db.execute("ANALYZE engage_desired")
+        guard count else { return }
         let resync = mode == .resync
         let row = try await db.query("""
             WITH members AS (SELECT count(*)::int AS n FROM engage.memberships WHERE computation_id = \(computationID))
@@ -286,6 +426,7 @@ public struct DiffEngine: Sendable {
                    count(*) FILTER (WHERE NOT member)::int AS exited,
                    count(*) FILTER (WHERE member AND \(isChange(resync)) AND value <> 'true'::jsonb)::int AS changed,
                    (SELECT n FROM members) - count(*) FILTER (WHERE member AND \(isChange(false)))::int AS unchanged,
+                   count(*) FILTER (WHERE member AND vero_id IS NULL)::int AS skipped,
                    (SELECT count(*) FROM engage.ledger l WHERE \(pair("l")) AND l.value = 'true'::jsonb)::int AS delivered
             FROM engage_desired
             """).first
@@ -295,6 +436,7 @@ public struct DiffEngine: Sendable {
             outcome.counts.exited = try row.decode(Int.self, "exited")
             outcome.counts.changed = try row.decode(Int.self, "changed")
             outcome.counts.unchanged = try row.decode(Int.self, "unchanged")
+            outcome.counts.skipped = try row.decode(Int.self, "skipped")
             outcome.deliveredMembers = try row.decode(Int.self, "delivered")
         }
         if definition.kind == .trait {
@@ -333,6 +475,7 @@ public struct DiffEngine: Sendable {
     private func supersede(scope: String?, _ db: PostgresConnection) async throws -> Int {
         let inScope = scope.map {
             " AND (o2.vero_id IN (SELECT vero_id FROM engage_desired) OR o2.profile_id IN (SELECT profile_id FROM \($0)))"
+                + " AND o2.profile_id NOT IN (SELECT profile_id FROM engage_current WHERE deferred)"
         } ?? ""
         return try await db.query("""
             UPDATE engage.outbox o SET status = 'superseded', updated_at = now()
@@ -344,25 +487,27 @@ public struct DiffEngine: Sendable {
             """).affectedRows
     }
 
-    /// Inserts one outbox row per change (two with `send_as: both`), carrying the Segment call
-    /// of DESIGN §8 to the change's Vero id. A change already waiting in a pending row for that
-    /// id, or parked in a failed one (outside a resync), is not enqueued again. Members Vero
-    /// cannot address are inserted as `skipped` with reason `missing_user_id`, once per value
-    /// while they stay so.
-    private func enqueue(_ request: DiffRequest, runID: Int, _ db: PostgresConnection) async throws -> (pending: Int, skipped: Int) {
-        let kinds: [String]
+    /// Inserts one outbox row per change (two with `send_as: both`: an identify and a track
+    /// call), addressed to the change's Vero id. The row holds what varies per change; the
+    /// Segment call of DESIGN §8 is built from it when the row is claimed (``AudienceCall``).
+    /// A change already waiting in a pending row for that id, or parked in a failed one
+    /// (outside a resync), is not enqueued again. Members Vero cannot address are inserted as
+    /// `skipped` with reason `missing_user_id`, once per value while they stay so. With
+    /// `members` false, only exits are enqueued (a full diff's members go to the backlog).
+    private func enqueue(_ mode: RunMode, runID: Int, members: Bool, lease: Lease? = nil, _ db: PostgresConnection)
+        async throws -> (pending: Int, skipped: Int, leased: [Int]) {
+        let calls: [String]
         switch definition.sendAs {
-        case .identify: kinds = ["identify"]
-        case .track: kinds = ["track"]
-        case .both: kinds = ["identify", "track"]
+        case .identify: calls = [AudienceCall.Kind.identify.rawValue]
+        case .track: calls = [AudienceCall.Kind.track.rawValue]
+        case .both: calls = AudienceCall.Kind.allCases.map(\.rawValue)
         }
-        let resync = request.mode == .resync
-        let key = definition.key, kind = definition.kind.rawValue
+        let resync = mode == .resync
         let row = try await db.query("""
             WITH changes AS (
                 SELECT d.profile_id, d.value, d.email, d.vero_id
                 FROM engage_desired d
-                WHERE \(isChange(resync))
+                WHERE \(isChange(resync)) AND (\(members) OR NOT d.member)
                   AND NOT EXISTS (
                       SELECT 1 FROM engage.outbox o
                       WHERE \(pair("o")) AND o.vero_id = d.vero_id
@@ -374,48 +519,25 @@ public struct DiffEngine: Sendable {
                         AND o.profile_id = d.profile_id AND o.value = d.value AND o.status = 'skipped')),
             inserted AS (
                 INSERT INTO engage.outbox (run_id, destination_id, computation_id, profile_id, vero_id, email, op, value,
-                                           message, status, reason)
+                                           call, status, reason, locked_until, locked_by)
                 SELECT \(runID), \(destination.id), \(computationID), c.profile_id, c.vero_id, c.email,
-                       CASE WHEN \(kind) = 'trait' THEN 'change' WHEN c.value = 'true'::jsonb THEN 'enter' ELSE 'exit' END,
-                       c.value,
-                       CASE WHEN k.kind = 'identify' THEN jsonb_build_object(
-                           'type', 'identify', 'messageId', x.message_id, 'timestamp', x.sent_at, 'userId', c.vero_id,
-                           'traits', jsonb_build_object(\(key)::text, c.value)
-                               || CASE WHEN c.email IS NOT NULL THEN jsonb_build_object('email', c.email) ELSE '{}'::jsonb END,
-                           'context', jsonb_build_object('personas', x.personas),
-                           'integrations', jsonb_build_object('All', false, 'Vero', true))
-                       ELSE jsonb_build_object(
-                           'type', 'track', 'messageId', x.message_id, 'timestamp', x.sent_at, 'userId', c.vero_id,
-                           'event', CASE WHEN c.value = 'true'::jsonb THEN 'Audience Entered' ELSE 'Audience Exited' END,
-                           'properties', jsonb_build_object('audience_key', \(key)::text, \(key)::text, c.value),
-                           'context', jsonb_build_object('personas', x.personas)
-                               || CASE WHEN c.email IS NOT NULL
-                                       THEN jsonb_build_object('traits', jsonb_build_object('email', c.email)) ELSE '{}'::jsonb END,
-                           'integrations', jsonb_build_object('All', false, 'Vero', true))
-                       END,
+                       CASE WHEN \(definition.kind.rawValue)::text = 'trait' THEN 'change'
+                            WHEN c.value = 'true'::jsonb THEN 'enter' ELSE 'exit' END,
+                       c.value, k.call,
                        CASE WHEN c.vero_id IS NULL THEN 'skipped' ELSE 'pending' END,
-                       CASE WHEN c.vero_id IS NULL THEN 'missing_user_id' END
-                FROM changes c
-                CROSS JOIN unnest(\(kinds)::text[]) AS k(kind)
-                -- The run's constant parts, built once (OFFSET 0 keeps them from being inlined per row).
-                CROSS JOIN (SELECT
-                    to_char(\(request.runAt)::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS sent_at,
-                    jsonb_build_object('computation_class', \(kind)::text, 'computation_id', \(computationID)::text,
-                                       'computation_key', \(key)::text,
-                                       'namespace', \(request.spaceID)::text, 'space_id', \(request.spaceID)::text) AS personas
-                    OFFSET 0) run
-                -- A profile whose id changed gets two rows in one run (its old id's exit, its new
-                -- id's value): the Vero id keeps their message ids apart.
-                CROSS JOIN LATERAL (SELECT
-                    'engage-' || md5(concat_ws('|', \(destination.name)::text, \(key)::text, c.profile_id, c.value::text,
-                                               \(runID)::text, k.kind, c.vero_id)) AS message_id,
-                    run.sent_at, run.personas) x
-                RETURNING status)
+                       CASE WHEN c.vero_id IS NULL THEN 'missing_user_id' END,
+                       CASE WHEN c.vero_id IS NOT NULL AND \(lease != nil)
+                            THEN now() + make_interval(secs => \(lease?.seconds ?? 0)) END,
+                       CASE WHEN c.vero_id IS NOT NULL THEN \(lease?.worker)::text END
+                FROM changes c CROSS JOIN unnest(\(calls)::text[]) AS k(call)
+                RETURNING id, status)
             SELECT count(*) FILTER (WHERE status = 'pending')::int AS pending,
-                   count(*) FILTER (WHERE status = 'skipped')::int AS skipped
+                   count(*) FILTER (WHERE status = 'skipped')::int AS skipped,
+                   coalesce(array_agg(id) FILTER (WHERE status = 'pending'), '{}')::text[] AS pending_ids
             FROM inserted
             """).first
-        return (try row?.decode(Int.self, "pending") ?? 0, try row?.decode(Int.self, "skipped") ?? 0)
+        let leased = lease == nil ? [] : try (row?.decode([String].self, "pending_ids") ?? []).compactMap { Int($0) }
+        return (try row?.decode(Int.self, "pending") ?? 0, try row?.decode(Int.self, "skipped") ?? 0, leased)
     }
 }
 

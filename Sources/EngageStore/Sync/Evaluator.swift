@@ -85,6 +85,47 @@ struct Evaluator {
         return outcome
     }
 
+    /// How many profiles a first fill wrote, and how many of them a destination can address.
+    struct FillCounts {
+        var members = 0
+        var addressable = 0
+        var unaddressable = 0
+    }
+
+    /// The first evaluation into an empty snapshot, for a destination's first sync: one
+    /// statement evaluates, writes the snapshot and its history, and counts the members the
+    /// destination can address (`veroID`: the Vero id of a result row aliased `r`). No
+    /// temporary table, nothing compared: every row is new.
+    func fill(seen: String, veroID: PostgresQuery, distinctVeroIDs: Bool, _ db: PostgresConnection) async throws
+        -> (EvaluationOutcome, FillCounts) {
+        let compiled = try DefinitionCompiler(audiences: audiences).compile(definition, now: now)
+        let addressable: PostgresQuery = distinctVeroIDs ? "count(DISTINCT vero_id)" : "count(vero_id)"
+        let row = try await db.query("""
+            WITH r AS MATERIALIZED (SELECT profile_id, to_jsonb(value) AS value, user_id, email FROM (
+            \(compiled)
+            ) q),
+            added AS (
+                INSERT INTO engage.memberships (computation_id, profile_id, value, since)
+                SELECT \(computationID), profile_id, value, \(now) FROM r
+                RETURNING profile_id, value),
+            logged AS (
+                INSERT INTO engage.membership_history (computation_id, profile_id, value, changed_at, run_id)
+                SELECT \(computationID), profile_id, value, \(now), \(runID) FROM added
+                RETURNING 1)
+            SELECT (SELECT count(*) FROM logged)::int AS changed, count(*)::int AS members,
+                   \(addressable)::int AS addressable, count(*) FILTER (WHERE vero_id IS NULL)::int AS unaddressable
+            FROM (SELECT \(veroID) AS vero_id FROM r) ids
+            """).first
+        var outcome = EvaluationOutcome(kind: .full, fullBecause: "first evaluation")
+        outcome.changed = try row?.decode(Int.self, "changed") ?? 0
+        outcome.affected = outcome.changed
+        let counts = FillCounts(members: try row?.decode(Int.self, "members") ?? 0,
+                                addressable: try row?.decode(Int.self, "addressable") ?? 0,
+                                unaddressable: try row?.decode(Int.self, "unaddressable") ?? 0)
+        try await saveState(seen: seen, full: true, db)
+        return (outcome, counts)
+    }
+
     private func loadState(_ db: PostgresConnection) async throws -> State? {
         guard let row = try await db.query("""
             SELECT evaluated_at, seen::text AS seen, definition::text AS definition, full_at
@@ -123,11 +164,11 @@ struct Evaluator {
             \(try compiler.compile(definition, now: now))
             ) q
             """)
-        try await db.execute("CREATE INDEX ON engage_result (profile_id); ANALYZE engage_result")
         var outcome = EvaluationOutcome(kind: .full, fullBecause: reason)
+        outcome.resultHoldsEveryProfile = true
+        try await db.execute("CREATE INDEX ON engage_result (profile_id); ANALYZE engage_result")
         outcome.affected = try await db.query("SELECT count(*)::int AS n FROM engage_result").first?.decode(Int.self, "n") ?? 0
         outcome.changed = try await apply(scope: nil, db)
-        outcome.resultHoldsEveryProfile = true
         return outcome
     }
 

@@ -67,6 +67,10 @@ public struct PairStore: Sendable {
             case .superseded: break
             }
         }
+        // A full sync's members its backlog has not reached yet are on their way too.
+        outcome.pending += try await db.query("""
+            SELECT count(*)::int AS n FROM engage.sync_changelog WHERE run_id = \(runID) AND outbox_id IS NULL
+            """).first?.decode(Int.self, "n") ?? 0
         return outcome
     }
 

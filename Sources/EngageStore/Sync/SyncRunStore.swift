@@ -7,10 +7,12 @@ public struct SyncRunStore: Sendable {
     public init(_ db: PostgresConnection) { self.db = db }
 
     /// Starts a run and returns its id.
-    public func start(computationID: Int?, destinationID: Int, mode: RunMode, status: RunStatus = .running) async throws -> Int {
+    /// `instant` is the run's instant (its calls' timestamp).
+    public func start(computationID: Int?, destinationID: Int, mode: RunMode, status: RunStatus = .running,
+                      instant: Date? = nil) async throws -> Int {
         let row = try await db.query("""
-            INSERT INTO engage.sync_runs (computation_id, destination_id, mode, status)
-            VALUES (\(computationID), \(destinationID), \(mode), \(status)) RETURNING id
+            INSERT INTO engage.sync_runs (computation_id, destination_id, mode, status, instant)
+            VALUES (\(computationID), \(destinationID), \(mode), \(status), \(instant)) RETURNING id
             """).first
         guard let row else { throw PostgresError(kind: .usage, message: "INSERT … RETURNING gave no row") }
         return try row.decode(Int.self, "id")

@@ -54,9 +54,18 @@ public struct Deliverer: Sendable {
         var report = DeliveryReport()
         let stop = StopFlag()
 
+        let backlogs = BacklogStore(claims.db)
+        // Rows due now; when fewer than a batch, the next members of a full sync's backlog too.
         func claim() async throws -> [ClaimedRow] {
-            try await claims.claim(destinationID: destination.id, limit: options.batchSize,
-                                   leaseSeconds: options.leaseSeconds, worker: worker)
+            var rows = try await claims.claim(destinationID: destination.id, limit: options.batchSize,
+                                              leaseSeconds: options.leaseSeconds, worker: worker)
+            if rows.count < options.batchSize {
+                // Enqueued already leased to this worker: no claim to write.
+                let expanded = try await backlogs.expand(for: destination, limit: options.batchSize - rows.count,
+                                                         lease: DiffEngine.Lease(seconds: options.leaseSeconds, worker: worker))
+                rows += try await claims.leased(ids: expanded.leased)
+            }
+            return rows
         }
         let recorder = Recorder(store: records, maxAttempts: destination.maxAttempts)
         var batch = try await claim()
@@ -142,7 +151,7 @@ public struct Deliverer: Sendable {
         var groups: [[(ClaimedRow, Result<SegmentMessage, Error>)]] = []
         var index: [String: Int] = [:]
         for row in rows {
-            let decoded = Result { try SegmentMessage(line: row.message) }
+            let decoded = Result { try row.message() }
             let message = try? decoded.get()
             let key = message.flatMap { $0.type == .alias ? ($0.previousId ?? $0.userId) : ($0.userId ?? $0.anonymousId) }
             if let key, let i = index[key] {

@@ -105,10 +105,9 @@ public struct SyncRunner: Sendable {
         let pairs = try await selectPairs(request, db: db, now: now)
         var outcomes: [PairOutcome] = []
         var lockedPairs: [(Int, Int)] = []
-        let spaceID = try await PairStore(db).spaceID()
         // Phase 1: evaluate, diff and enqueue each pair, each in its own transaction.
         for pair in pairs {
-            let outcome = try await plan(pair, request: request, db: db, spaceID: spaceID, now: now)
+            let outcome = try await plan(pair, request: request, db: db, now: now)
             if outcome.status != .skipped { lockedPairs.append((pair.computationID, pair.destination.id)) }
             outcomes.append(outcome)
         }
@@ -200,7 +199,7 @@ public struct SyncRunner: Sendable {
 
     /// Phase 1 for one pair: lock, then the diff engine's one transaction (evaluate, diff,
     /// guardrail, supersede, enqueue, snapshot).
-    private func plan(_ pair: Pair, request: SyncRequest, db: PostgresConnection, spaceID: String, now: Date) async throws -> PairOutcome {
+    private func plan(_ pair: Pair, request: SyncRequest, db: PostgresConnection, now: Date) async throws -> PairOutcome {
         let pairStore = PairStore(db), runs = SyncRunStore(db)
         var outcome = PairOutcome(key: pair.definition.key, destination: pair.destination.name, mode: request.mode ?? .incremental,
                                   status: .planned)
@@ -220,11 +219,11 @@ public struct SyncRunner: Sendable {
             outcome.mode = last == nil ? .full : .incremental
         }
         let runID = request.dryRun ? nil : try await runs.start(computationID: pair.computationID, destinationID: pair.destination.id,
-                                                                mode: outcome.mode)
+                                                                mode: outcome.mode, instant: now)
         outcome.runID = runID
         let engine = DiffEngine(computationID: pair.computationID, definition: pair.definition, destination: pair.destination)
         let guards = outcome.mode == .incremental && !request.force && pair.definition.kind == .audience
-        var diff = DiffRequest(mode: outcome.mode, runID: runID, runAt: now, spaceID: spaceID,
+        var diff = DiffRequest(mode: outcome.mode, runID: runID, runAt: now,
                                guardrail: guards ? Guardrail(maxExitRatio: pair.destination.maxExitRatio) : nil,
                                dryRun: request.dryRun)
         diff.fullEvaluation = request.fullEvaluation
