@@ -60,6 +60,27 @@ struct WritePathTests {
         }
     }
 
+    @Test("a full diff over members Vero already holds: delivery expands past them to the one that changed, in one pass")
+    func unchangedStretch() async throws {
+        try await SyncFixture.with { f in
+            try await seed(f, profiles: 5_000)
+            try await f.db.execute(#"UPDATE engage.profiles SET traits = '{"plan": "free"}' WHERE profile_id = 'p4950'"#)
+            try await f.define(Self.pro)
+            try await run(f, ["run"], at: "2026-06-01T12:00:00Z")
+            #expect(try await f.sandboxRequests().total == 4_999)
+            // An ETL rebuilds the profiles table: the next run diffs every member (a backlog of
+            // 5,000), and only p4950, now pro, is a change — after 4,949 that are not.
+            try await f.db.execute("TRUNCATE engage.profiles CASCADE")
+            try await seed(f, profiles: 5_000)
+            let second = try await run(f, ["run", "--all"], at: "2026-06-01T12:05:00Z")
+            #expect(second.contains("+1 entered") && second.contains("delivered 1,") && second.contains("pending 0"), "\(second)")
+            #expect(try await f.sandboxRequests().total == 5_000)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.backlogs") == 0)
+            let holders = try await f.wrongHolders(key: "pro", exit: false)
+            #expect(holders.sandbox.isEmpty && holders.ledger.isEmpty, "\(holders)")
+        }
+    }
+
     @Test("while a backlog is open: members it already enqueued are diffed as usual, the rest wait for it; a resync goes through one too")
     func incrementalMeetsBacklog() async throws {
         try await SyncFixture.with { f in

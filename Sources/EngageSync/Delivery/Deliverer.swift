@@ -55,20 +55,32 @@ public struct Deliverer: Sendable {
         let stop = StopFlag()
 
         let backlogs = BacklogStore(claims.db)
-        // Rows due now; when fewer than a batch, the next members of a full sync's backlog too.
-        func claim() async throws -> [ClaimedRow] {
+        let lease = DiffEngine.Lease(seconds: options.leaseSeconds, worker: worker)
+        // Members expanded per backlog transaction: a few batches, to spread its fixed cost
+        // (temporary tables, the backlog row), but no more than the destination sends in half
+        // a lease, since they are leased to this worker from the start.
+        let expansion = max(options.batchSize,
+                            Int(min(Double(4 * options.batchSize), destination.rate * options.leaseSeconds / 2)))
+        // Rows due now first (retries, other runs' changes); then rows this worker expanded from
+        // a backlog and holds leased (`ahead`), expanding more when they run short. A stretch of
+        // members whose value the destination already holds enqueues nothing: keep expanding
+        // until there is something to send or the backlogs are done.
+        func claim(_ ahead: [Int]) async throws -> (rows: [ClaimedRow], ahead: [Int]) {
             var rows = try await claims.claim(destinationID: destination.id, limit: options.batchSize,
                                               leaseSeconds: options.leaseSeconds, worker: worker)
-            if rows.count < options.batchSize {
-                // Enqueued already leased to this worker: no claim to write.
-                let expanded = try await backlogs.expand(for: destination, limit: options.batchSize - rows.count,
-                                                         lease: DiffEngine.Lease(seconds: options.leaseSeconds, worker: worker))
-                rows += try await claims.leased(ids: expanded.leased)
+            var ahead = ahead
+            while rows.count + ahead.count < options.batchSize {
+                let expanded = try await backlogs.expand(for: destination, limit: expansion, lease: lease)
+                ahead += expanded.leased
+                if expanded.covered == 0 { break }
             }
-            return rows
+            let take = min(ahead.count, options.batchSize - rows.count)
+            // Enqueued already leased to this worker: no claim to write.
+            rows += try await claims.leased(ids: Array(ahead.prefix(take)))
+            return (rows, Array(ahead.dropFirst(take)))
         }
         let recorder = Recorder(store: records, maxAttempts: destination.maxAttempts)
-        var batch = try await claim()
+        var (batch, ahead) = try await claim([])
         while true {
             if batch.isEmpty {
                 if stop.isSet { break }
@@ -77,12 +89,12 @@ public struct Deliverer: Sendable {
                 let wait = due.timeIntervalSinceNow
                 guard wait <= options.maxWaitSeconds else { break }
                 if wait > 0 { try await Task.sleep(for: .seconds(min(wait + 0.01, options.maxWaitSeconds))) }
-                batch = try await claim()
+                (batch, ahead) = try await claim(ahead)
                 continue
             }
-            let current = batch
+            let current = batch, carried = ahead
             Log.delivery.debug("\(destination.name): claimed \(current.count) rows")
-            async let nextBatch: [ClaimedRow] = stop.isSet ? [] : claim()
+            async let next: (rows: [ClaimedRow], ahead: [Int]) = stop.isSet ? ([], carried) : claim(carried)
             let (requests, credentials) = await send(current, transport: transport, bucket: bucket, stop: stop, recorder: recorder)
             report.requests += requests
             if let credentials {
@@ -90,12 +102,14 @@ public struct Deliverer: Sendable {
                 report.credentialsStatus = credentials
             }
             report.add(try await recorder.drain())
-            batch = try await nextBatch
-            if stop.isSet, !batch.isEmpty {
-                // Give back rows claimed while we were stopping.
-                report.add(try await records.record(batch.map { DeliveryResult(id: $0.id, kind: .released) },
+            (batch, ahead) = try await next
+            if stop.isSet, !(batch.isEmpty && ahead.isEmpty) {
+                // Give back rows claimed or expanded while we were stopping.
+                let released = batch.map(\.id) + ahead
+                report.add(try await records.record(released.map { DeliveryResult(id: $0, kind: .released) },
                                                     maxAttempts: destination.maxAttempts))
                 batch = []
+                ahead = []
             }
             report.seconds = (ContinuousClock.now - started).seconds
             progress?(report)
