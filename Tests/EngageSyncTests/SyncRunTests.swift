@@ -98,8 +98,14 @@ struct SyncRunTests {
             #expect(try await f.cli(["run"]).stdout.contains("full run"))
             let again = try await f.cli(["run"])
             #expect(again.stdout.contains("nothing is due"))
-            try await f.db.execute("UPDATE engage.sync_runs SET started_at = started_at - interval '61 minutes'")
+            try await f.db.execute("UPDATE engage.sync_runs SET started_at = started_at - interval '61 minutes', instant = instant - interval '61 minutes'")
             #expect(try await f.cli(["run"]).stdout.contains("incremental run"))
+            // The schedule keeps the run's clock: with ENGAGE_SYNC_NOW an hour on, it is due, and
+            // five minutes after that it is not, whatever the wall clock says.
+            let now = ISO8601DateFormatter().string(from: Date().addingTimeInterval(3_700))
+            let later = ISO8601DateFormatter().string(from: Date().addingTimeInterval(4_000))
+            #expect(try await f.cli(["run"], environment: ["ENGAGE_SYNC_NOW": now]).stdout.contains("incremental run"))
+            #expect(try await f.cli(["run"], environment: ["ENGAGE_SYNC_NOW": later]).stdout.contains("nothing is due"))
         }
     }
 

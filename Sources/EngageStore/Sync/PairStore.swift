@@ -34,10 +34,11 @@ public struct PairStore: Sendable {
             """).affectedRows
     }
 
-    /// When the pair last ran successfully (succeeded or partial), or nil.
+    /// When the pair last ran successfully (succeeded or partial), or nil: the run's instant, so
+    /// that the schedule keeps the clock `ENGAGE_SYNC_NOW` sets (runs before it had none).
     public func lastSuccessfulRun(computationID: Int, destinationID: Int) async throws -> Date? {
         try await db.query("""
-            SELECT max(started_at) AS at FROM engage.sync_runs
+            SELECT max(coalesce(instant, started_at)) AS at FROM engage.sync_runs
             WHERE computation_id = \(computationID) AND destination_id = \(destinationID) AND status IN ('succeeded', 'partial')
             """).first?.decode(Date?.self, "at")
     }
