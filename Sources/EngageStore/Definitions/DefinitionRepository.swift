@@ -59,12 +59,6 @@ public struct DefinitionRepository: Sendable {
             """).first.map(Self.decode)
     }
 
-    public func find(id: Int) async throws -> StoredDefinition? {
-        try await db.query("""
-            SELECT id, definition, removed_at, created_at, updated_at FROM engage.computations WHERE id = \(id)
-            """).first.map(Self.decode)
-    }
-
     /// The active (not removed) definition with this key; throws ``UnknownKey`` otherwise.
     public func active(key: String) async throws -> StoredDefinition {
         guard let stored = try await find(key: key), stored.removedAt == nil else { throw UnknownKey(key: key) }

@@ -51,9 +51,12 @@ public struct PairStore: Sendable {
     }
 
     public func rowOutcome(runID: Int) async throws -> RowOutcome {
+        // A full sync's members its backlog has not reached yet are on their way: pending.
         let rows = try await db.query("""
             SELECT status, last_error IS NOT NULL AS errored, count(*)::int AS n
             FROM engage.outbox WHERE run_id = \(runID) GROUP BY 1, 2
+            UNION ALL
+            SELECT 'pending', false, count(*)::int FROM engage.sync_changelog WHERE run_id = \(runID) AND outbox_id IS NULL
             """)
         var outcome = RowOutcome()
         for row in rows {
@@ -68,10 +71,6 @@ public struct PairStore: Sendable {
             case .superseded: break
             }
         }
-        // A full sync's members its backlog has not reached yet are on their way too.
-        outcome.pending += try await db.query("""
-            SELECT count(*)::int AS n FROM engage.sync_changelog WHERE run_id = \(runID) AND outbox_id IS NULL
-            """).first?.decode(Int.self, "n") ?? 0
         return outcome
     }
 
