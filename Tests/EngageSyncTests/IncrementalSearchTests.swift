@@ -317,6 +317,15 @@ private struct World {
             incremental += latest.filter { $0["evaluation"] == "incremental" || $0["drift"] != nil }.count
             let drift = latest.compactMap { $0["drift"] }.filter { $0 != "0" }
             #expect(drift.isEmpty, "\(label), step \(step): drift \(drift) — the incremental snapshot was wrong")
+            // A run's member count is kept (added and removed), not counted: it must equal the snapshot.
+            let miscounted = try await f.db.query("""
+                SELECT c.key, r.members, held.n AS held
+                FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id
+                CROSS JOIN LATERAL (SELECT count(*)::int AS n FROM engage.memberships m WHERE m.computation_id = r.computation_id) held
+                WHERE r.id > (SELECT coalesce(max(id), 0) - \(definitions.count) FROM engage.sync_runs)
+                  AND r.status IN ('succeeded', 'partial') AND r.members <> held.n
+                """).map { "\($0["key"] ?? "") counted \($0["members"] ?? "") of \($0["held"] ?? "")" }
+            #expect(miscounted.isEmpty, "\(label), step \(step): \(miscounted)")
             for definition in definitions {
                 guard try await check(definition, sandbox: delivered, label: "\(label), step \(step) at \(now.iso8601)") else {
                     return (runs, incremental)

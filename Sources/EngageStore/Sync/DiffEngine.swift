@@ -41,8 +41,6 @@ public struct DiffRequest: Sendable {
 /// What the diff engine did for one pair.
 public struct DiffOutcome: Sendable {
     public var counts = RunCounts()
-    /// The audience's members the destination confirmed, which the guardrail compares exits with.
-    public var deliveredMembers = 0
     /// Set when the guardrail blocked the run (nothing was written), with why.
     public var blocked: String?
     /// For a dry run: a few of the changes.
@@ -124,14 +122,14 @@ public struct DiffEngine: Sendable {
             clock = ContinuousClock.now
             let scope = try await diffScope(request.mode, watermark, db)
             outcome.fullDiff = scope == nil
+            if scope != nil { try await Evaluator.planForFewRows(db) }
             // A full diff leaves its members to a backlog (delivery enqueues them a batch at a
             // time); an incremental diff leaves the members a backlog has not reached yet to it.
             let backlog = try await loadBacklog(db)
             let deferredAfter = scope != nil ? backlog.map { $0.afterProfile ?? "" } : nil
             try await desired(scope: scope, evaluation: outcome.evaluation, deferredAfter: deferredAfter, db)
             try await diff(request.mode, scope: scope, db, into: &outcome)
-            if let guardrail = request.guardrail,
-               let reason = guardrail.check(exited: outcome.counts.exited, deliveredMembers: outcome.deliveredMembers) {
+            if let guardrail = request.guardrail, let reason = try await blockedByGuardrail(guardrail, exited: outcome.counts.exited, db) {
                 outcome.blocked = reason
                 tx.rollback()
                 return outcome
@@ -419,25 +417,23 @@ public struct DiffEngine: Sendable {
         try await db.execute("ANALYZE engage_desired")
         guard count else { return }
         let resync = mode == .resync
+        // The snapshot's size comes from the evaluation (counting it again read every member).
+        let members = outcome.evaluation.members
         let row = try await db.query("""
-            WITH members AS (SELECT count(*)::int AS n FROM engage.memberships WHERE computation_id = \(computationID))
-            SELECT (SELECT n FROM members) AS members,
-                   count(*) FILTER (WHERE member AND \(isChange(resync)) AND value = 'true'::jsonb)::int AS entered,
+            SELECT count(*) FILTER (WHERE member AND \(isChange(resync)) AND value = 'true'::jsonb)::int AS entered,
                    count(*) FILTER (WHERE NOT member)::int AS exited,
                    count(*) FILTER (WHERE member AND \(isChange(resync)) AND value <> 'true'::jsonb)::int AS changed,
-                   (SELECT n FROM members) - count(*) FILTER (WHERE member AND \(isChange(false)))::int AS unchanged,
-                   count(*) FILTER (WHERE member AND vero_id IS NULL)::int AS skipped,
-                   (SELECT count(*) FROM engage.ledger l WHERE \(pair("l")) AND l.value = 'true'::jsonb)::int AS delivered
+                   \(members) - count(*) FILTER (WHERE member AND \(isChange(false)))::int AS unchanged,
+                   count(*) FILTER (WHERE member AND vero_id IS NULL)::int AS skipped
             FROM engage_desired
             """).first
+        outcome.counts.members = members
         if let row {
-            outcome.counts.members = try row.decode(Int.self, "members")
             outcome.counts.entered = try row.decode(Int.self, "entered")
             outcome.counts.exited = try row.decode(Int.self, "exited")
             outcome.counts.changed = try row.decode(Int.self, "changed")
             outcome.counts.unchanged = try row.decode(Int.self, "unchanged")
             outcome.counts.skipped = try row.decode(Int.self, "skipped")
-            outcome.deliveredMembers = try row.decode(Int.self, "delivered")
         }
         if definition.kind == .trait {
             // For traits every change is a "change", including a value going back to empty.
@@ -445,6 +441,20 @@ public struct DiffEngine: Sendable {
             outcome.counts.entered = 0
             outcome.counts.exited = 0
         }
+    }
+
+    /// Why the guardrail blocks this run, or nil. It compares the exits with the audience's
+    /// members the destination confirmed (ledger rows holding `true`), counted only as far as
+    /// the verdict needs: once there are `exited / max_exit_ratio` of them the run may go on, so
+    /// a few exits never count a million-member ledger.
+    private func blockedByGuardrail(_ guardrail: Guardrail, exited: Int, _ db: PostgresConnection) async throws -> String? {
+        guard exited > 0, definition.kind == .audience else { return nil }
+        let enough = max(Guardrail.minimumMembers, Int((Double(exited) / max(guardrail.maxExitRatio, 1e-9)).rounded(.up))) + 1
+        let delivered = try await db.query("""
+            SELECT count(*)::int AS n FROM (SELECT 1 FROM engage.ledger l
+                                            WHERE \(pair("l")) AND l.value = 'true'::jsonb LIMIT \(enough)) confirmed
+            """).first?.decode(Int.self, "n") ?? 0
+        return guardrail.check(exited: exited, deliveredMembers: delivered)
     }
 
     /// Whether an `engage_desired` row must be told.
@@ -503,8 +513,12 @@ public struct DiffEngine: Sendable {
         case .both: calls = AudienceCall.Kind.allCases.map(\.rawValue)
         }
         let resync = mode == .resync
-        let row = try await db.query("""
-            WITH changes AS (
+        // The changes are found before any is inserted: checked in the statement that inserts,
+        // an outbox empty when planned was read whole again for each change, pages the
+        // statement had just written included (400 ms for 5,900 changes, growing as a square).
+        try await db.execute("DROP TABLE IF EXISTS engage_enqueue")
+        try await db.query("""
+            CREATE TEMP TABLE engage_enqueue ON COMMIT DROP AS
                 SELECT d.profile_id, d.value, d.email, d.vero_id
                 FROM engage_desired d
                 WHERE \(isChange(resync)) AND (\(members) OR NOT d.member)
@@ -516,8 +530,10 @@ public struct DiffEngine: Sendable {
                       SELECT 1 FROM engage.outbox o
                       WHERE d.vero_id IS NULL AND NOT \(resync)
                         AND \(pair("o")) AND o.vero_id IS NULL
-                        AND o.profile_id = d.profile_id AND o.value = d.value AND o.status = 'skipped')),
-            inserted AS (
+                        AND o.profile_id = d.profile_id AND o.value = d.value AND o.status = 'skipped')
+            """)
+        let row = try await db.query("""
+            WITH inserted AS (
                 INSERT INTO engage.outbox (run_id, destination_id, computation_id, profile_id, vero_id, email, op, value,
                                            call, status, reason, locked_until, locked_by)
                 SELECT \(runID), \(destination.id), \(computationID), c.profile_id, c.vero_id, c.email,
@@ -529,7 +545,7 @@ public struct DiffEngine: Sendable {
                        CASE WHEN c.vero_id IS NOT NULL AND \(lease != nil)
                             THEN now() + make_interval(secs => \(lease?.seconds ?? 0)) END,
                        CASE WHEN c.vero_id IS NOT NULL THEN \(lease?.worker)::text END
-                FROM changes c CROSS JOIN unnest(\(calls)::text[]) AS k(call)
+                FROM engage_enqueue c CROSS JOIN unnest(\(calls)::text[]) AS k(call)
                 RETURNING id, status)
             SELECT count(*) FILTER (WHERE status = 'pending')::int AS pending,
                    count(*) FILTER (WHERE status = 'skipped')::int AS skipped,
