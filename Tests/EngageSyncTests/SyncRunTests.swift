@@ -105,6 +105,12 @@ struct SyncRunTests {
             let now = ISO8601DateFormatter().string(from: Date().addingTimeInterval(3_700))
             let later = ISO8601DateFormatter().string(from: Date().addingTimeInterval(4_000))
             #expect(try await f.cli(["run"], environment: ["ENGAGE_SYNC_NOW": now]).stdout.contains("incremental run"))
+            // engage.sync_status says the same: next due a sync_every after that run's instant.
+            let due = try await f.db.query("""
+                SELECT s.next_due = \(now)::timestamptz + c.sync_every AS on_the_runs_clock
+                FROM engage.sync_status s JOIN engage.computations c ON c.key = s.key
+                """)
+            #expect(due.count == 1 && due.allSatisfy { $0["on_the_runs_clock"] == "t" })
             #expect(try await f.cli(["run"], environment: ["ENGAGE_SYNC_NOW": later]).stdout.contains("nothing is due"))
         }
     }

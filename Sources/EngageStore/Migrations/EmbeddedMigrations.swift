@@ -545,6 +545,30 @@ CREATE INDEX membership_history_brin ON engage.membership_history USING brin (co
 -- How many profiles the snapshot holds after the evaluation: an incremental run adds what it
 -- changed instead of counting a million rows again. NULL (before this migration): counted.
 ALTER TABLE engage.evaluations ADD COLUMN members bigint;
+
+-- A pair is next due a `sync_every` after its last successful run's instant (the run's clock,
+-- ENGAGE_SYNC_NOW included), as `run` judges it (PairStore): not after its wall-clock start.
+CREATE OR REPLACE VIEW engage.sync_status AS
+SELECT c.key, d.name AS destination, c.type, c.enabled,
+       (SELECT count(*) FROM engage.memberships m WHERE m.computation_id = c.id) AS members,
+       (SELECT count(*) FROM engage.ledger l
+        WHERE l.computation_id = c.id AND l.destination_id = d.id
+          AND l.value <> 'false'::jsonb AND l.value <> 'null'::jsonb) AS delivered_true,
+       (SELECT count(*) FROM engage.outbox o
+        WHERE o.computation_id = c.id AND o.destination_id = d.id AND o.status = 'pending') AS pending,
+       (SELECT count(*) FROM engage.outbox o
+        WHERE o.computation_id = c.id AND o.destination_id = d.id AND o.status = 'failed') AS failed,
+       last_run.started_at AS last_run_at, last_run.status AS last_run_status,
+       CASE WHEN c.enabled THEN coalesce(last_ok.instant + c.sync_every, now()) END AS next_due
+FROM engage.computations c
+CROSS JOIN engage.destinations d
+LEFT JOIN LATERAL (SELECT r.started_at, r.status FROM engage.sync_runs r
+                   WHERE r.computation_id = c.id AND r.destination_id = d.id
+                   ORDER BY r.started_at DESC, r.id DESC LIMIT 1) last_run ON true
+LEFT JOIN LATERAL (SELECT max(coalesce(r.instant, r.started_at)) AS instant FROM engage.sync_runs r
+                   WHERE r.computation_id = c.id AND r.destination_id = d.id
+                     AND r.status IN ('succeeded', 'partial')) last_ok ON true
+WHERE c.removed_at IS NULL AND d.enabled AND (c.destinations IS NULL OR d.name = ANY (c.destinations));
 """#),
     ]
 }
