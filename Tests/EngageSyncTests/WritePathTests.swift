@@ -37,6 +37,8 @@ struct WritePathTests {
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.backlogs") == 1)
             // The analyst sees the work waiting.
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_changelog WHERE status = 'pending' AND op = 'enter'") == 2_500)
+            #expect(try await f.count("SELECT pending::int AS c FROM engage.audience_sizes WHERE key = 'pro'") == 2_500)
+            #expect(try await f.count("SELECT pending::int AS c FROM engage.sync_status WHERE key = 'pro'") == 2_500)
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.membership_history") == 2_500)
 
             // Meanwhile the data changes: p0001 leaves, p2500 too; an incremental run sends
@@ -48,6 +50,7 @@ struct WritePathTests {
             let deliver = try await f.cli(["deliver", "--max-wait", "0"])
             #expect(deliver.status == 0, "\(deliver.stdout)\n\(deliver.stderr)")
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.backlogs") == 0)
+            #expect(try await f.count("SELECT pending::int AS c FROM engage.audience_sizes WHERE key = 'pro'") == 0)
             let requests = try await f.sandboxRequests().requests
             #expect(requests.count == 2_498)
             #expect(Set(requests.compactMap(\.userID)).count == 2_498)

@@ -548,6 +548,8 @@ ALTER TABLE engage.evaluations ADD COLUMN members bigint;
 
 -- A pair is next due a `sync_every` after its last successful run's instant (the run's clock,
 -- ENGAGE_SYNC_NOW included), as `run` judges it (PairStore): not after its wall-clock start.
+-- Pending counts the members a backlog has still to enqueue (as sync_changelog lists them), so a
+-- full sync's work shows as pending before delivery reaches it; audience_sizes likewise.
 CREATE OR REPLACE VIEW engage.sync_status AS
 SELECT c.key, d.name AS destination, c.type, c.enabled,
        (SELECT count(*) FROM engage.memberships m WHERE m.computation_id = c.id) AS members,
@@ -555,7 +557,9 @@ SELECT c.key, d.name AS destination, c.type, c.enabled,
         WHERE l.computation_id = c.id AND l.destination_id = d.id
           AND l.value <> 'false'::jsonb AND l.value <> 'null'::jsonb) AS delivered_true,
        (SELECT count(*) FROM engage.outbox o
-        WHERE o.computation_id = c.id AND o.destination_id = d.id AND o.status = 'pending') AS pending,
+        WHERE o.computation_id = c.id AND o.destination_id = d.id AND o.status = 'pending')
+       + (SELECT count(*) FROM engage.sync_changelog ch
+          WHERE ch.outbox_id IS NULL AND ch.status = 'pending' AND ch.key = c.key AND ch.destination = d.name) AS pending,
        (SELECT count(*) FROM engage.outbox o
         WHERE o.computation_id = c.id AND o.destination_id = d.id AND o.status = 'failed') AS failed,
        last_run.started_at AS last_run_at, last_run.status AS last_run_status,
@@ -569,6 +573,21 @@ LEFT JOIN LATERAL (SELECT max(coalesce(r.instant, r.started_at)) AS instant FROM
                    WHERE r.computation_id = c.id AND r.destination_id = d.id
                      AND r.status IN ('succeeded', 'partial')) last_ok ON true
 WHERE c.removed_at IS NULL AND d.enabled AND (c.destinations IS NULL OR d.name = ANY (c.destinations));
+
+CREATE OR REPLACE VIEW engage.audience_sizes AS
+SELECT c.key, c.type,
+       (SELECT count(*) FROM engage.memberships m WHERE m.computation_id = c.id) AS members,
+       (SELECT count(*) FROM engage.ledger l
+        WHERE l.computation_id = c.id AND l.value <> 'false'::jsonb AND l.value <> 'null'::jsonb) AS delivered_true,
+       (SELECT count(*) FROM engage.destinations d JOIN engage.outbox o ON o.destination_id = d.id
+        WHERE o.computation_id = c.id AND o.status = 'pending')
+       + (SELECT count(*) FROM engage.sync_changelog ch
+          WHERE ch.outbox_id IS NULL AND ch.status = 'pending' AND ch.key = c.key) AS pending,
+       (SELECT count(*) FROM engage.destinations d JOIN engage.outbox o ON o.destination_id = d.id
+        WHERE o.computation_id = c.id AND o.status = 'failed') AS failed,
+       (SELECT max(r.started_at) FROM engage.sync_runs r WHERE r.computation_id = c.id) AS last_run_at
+FROM engage.computations c
+WHERE c.removed_at IS NULL;
 """#),
     ]
 }
