@@ -1,0 +1,62 @@
+import EngageCore
+import PostgresClient
+
+/// The gauges whose truth lives in the database (DESIGN §18), for `engage-sync metrics` (cron
+/// and node_exporter's textfile collector) and, later, `serve`'s `/metrics`.
+public struct GaugeStore: Sendable {
+    public let db: PostgresConnection
+    public init(_ db: PostgresConnection) { self.db = db }
+
+    /// Per destination: rows waiting (outbox rows and the members a backlog has still to
+    /// enqueue, as `engage.sync_status` counts them), failed rows, and the age of the oldest
+    /// waiting one; per pair: when it last succeeded and how often it should run; per
+    /// definition: the snapshot's size.
+    public func gauges() async throws -> [Gauge] {
+        let destinations = try await db.query("""
+            SELECT d.name,
+                   ((SELECT count(*) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'pending')
+                    + (SELECT count(*) FROM engage.sync_changelog ch
+                       WHERE ch.outbox_id IS NULL AND ch.status = 'pending' AND ch.destination = d.name))::float8 AS pending,
+                   (SELECT count(*) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'failed')::float8 AS failed,
+                   coalesce(extract(epoch FROM now() - least(
+                       (SELECT min(o.created_at) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'pending'),
+                       (SELECT min(b.created_at) FROM engage.backlogs b WHERE b.destination_id = d.id))), 0)::float8 AS oldest
+            FROM engage.destinations d ORDER BY d.name
+            """)
+        let pairs = try await db.query("""
+            SELECT s.key, s.destination, extract(epoch FROM c.sync_every)::float8 AS every,
+                   (SELECT extract(epoch FROM max(r.finished_at))::float8 FROM engage.sync_runs r
+                    JOIN engage.destinations d ON d.id = r.destination_id
+                    WHERE r.computation_id = c.id AND d.name = s.destination AND r.status IN ('succeeded', 'partial')) AS last_success
+            FROM engage.sync_status s JOIN engage.computations c ON c.key = s.key
+            ORDER BY s.key, s.destination
+            """)
+        let definitions = try await db.query("""
+            SELECT c.key, coalesce(e.members, (SELECT count(*) FROM engage.memberships m WHERE m.computation_id = c.id))::float8 AS members
+            FROM engage.computations c LEFT JOIN engage.evaluations e ON e.computation_id = c.id
+            WHERE c.removed_at IS NULL ORDER BY c.key
+            """)
+        func samples(_ rows: PostgresRows, _ column: String, labels: [(name: String, column: String)]) throws -> [Gauge.Sample] {
+            try rows.compactMap { row in
+                guard let value = try row.decode(Double?.self, column) else { return nil }
+                return Gauge.Sample(labels: try labels.map { ($0.name, try row.decode(String.self, $0.column)) }, value: value)
+            }
+        }
+        let destination = [(name: "destination", column: "name")]
+        let pair = [(name: "key", column: "key"), (name: "destination", column: "destination")]
+        return [
+            Gauge(name: "engage_sync_outbox_pending", help: "Changes waiting to be sent (outbox rows and backlog members).",
+                  samples: try samples(destinations, "pending", labels: destination)),
+            Gauge(name: "engage_sync_outbox_oldest_pending_age_seconds", help: "Age of the oldest change waiting to be sent (0: none).",
+                  samples: try samples(destinations, "oldest", labels: destination)),
+            Gauge(name: "engage_sync_outbox_failed", help: "Changes whose delivery failed for good (see engage.delivery_failures).",
+                  samples: try samples(destinations, "failed", labels: destination)),
+            Gauge(name: "engage_sync_last_success_timestamp_seconds", help: "When the pair's last successful run finished (Unix time).",
+                  samples: try samples(pairs, "last_success", labels: pair)),
+            Gauge(name: "engage_sync_sync_every_seconds", help: "How often the pair should run (the definition's sync_every).",
+                  samples: try samples(pairs, "every", labels: pair)),
+            Gauge(name: "engage_sync_members", help: "Profiles in the definition's current result (members, or profiles with a value).",
+                  samples: try samples(definitions, "members", labels: [(name: "key", column: "key")])),
+        ]
+    }
+}
