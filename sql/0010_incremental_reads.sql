@@ -10,8 +10,10 @@ DROP INDEX engage.membership_history_id_brin;
 CREATE INDEX membership_history_brin ON engage.membership_history USING brin (computation_id, id);
 
 -- How many profiles the snapshot holds after the evaluation: an incremental run adds what it
--- changed instead of counting a million rows again. NULL (before this migration): counted.
+-- changed instead of counting a million rows again. Counted once here for existing snapshots.
 ALTER TABLE engage.evaluations ADD COLUMN members bigint;
+UPDATE engage.evaluations e SET members = (SELECT count(*) FROM engage.memberships m WHERE m.computation_id = e.computation_id);
+ALTER TABLE engage.evaluations ALTER COLUMN members SET NOT NULL;
 
 -- A pair is next due a `sync_every` after its last successful run's instant (the run's clock,
 -- ENGAGE_SYNC_NOW included), as `run` judges it (PairStore): not after its wall-clock start.

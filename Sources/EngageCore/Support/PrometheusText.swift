@@ -1,9 +1,9 @@
 import Foundation
 
 /// A gauge with its samples, as the Prometheus text format (version 0.0.4) exposes it.
-public struct Gauge: Sendable, Equatable {
+public struct Gauge: Sendable {
     /// One value of the gauge, for one set of labels.
-    public struct Sample: Sendable, Equatable {
+    public struct Sample: Sendable {
         /// Label names and values, in the order they are printed.
         public var labels: [(name: String, value: String)]
         public var value: Double
@@ -11,10 +11,6 @@ public struct Gauge: Sendable, Equatable {
         public init(labels: [(name: String, value: String)], value: Double) {
             self.labels = labels
             self.value = value
-        }
-
-        public static func == (a: Sample, b: Sample) -> Bool {
-            a.value == b.value && a.labels.map(\.name) == b.labels.map(\.name) && a.labels.map(\.value) == b.labels.map(\.value)
         }
     }
 

@@ -26,13 +26,12 @@ public struct GaugeStore: Sendable {
         let pairs = try await db.query("""
             SELECT s.key, s.destination, extract(epoch FROM c.sync_every)::float8 AS every,
                    (SELECT extract(epoch FROM max(r.finished_at))::float8 FROM engage.sync_runs r
-                    JOIN engage.destinations d ON d.id = r.destination_id
-                    WHERE r.computation_id = c.id AND d.name = s.destination AND r.status IN ('succeeded', 'partial')) AS last_success
-            FROM engage.sync_status s JOIN engage.computations c ON c.key = s.key
+                    WHERE r.computation_id = c.id AND r.destination_id = d.id AND r.status IN ('succeeded', 'partial')) AS last_success
+            FROM engage.sync_status s JOIN engage.computations c ON c.key = s.key JOIN engage.destinations d ON d.name = s.destination
             ORDER BY s.key, s.destination
             """)
         let definitions = try await db.query("""
-            SELECT c.key, coalesce(e.members, (SELECT count(*) FROM engage.memberships m WHERE m.computation_id = c.id))::float8 AS members
+            SELECT c.key, coalesce(e.members, 0)::float8 AS members -- never evaluated: an empty snapshot
             FROM engage.computations c LEFT JOIN engage.evaluations e ON e.computation_id = c.id
             WHERE c.removed_at IS NULL ORDER BY c.key
             """)

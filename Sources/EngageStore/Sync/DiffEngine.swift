@@ -122,7 +122,8 @@ public struct DiffEngine: Sendable {
             clock = ContinuousClock.now
             let scope = try await diffScope(request.mode, watermark, db)
             outcome.fullDiff = scope == nil
-            if scope != nil { try await Evaluator.planForFewRows(db) }
+            // A scoped diff reads few rows too (an incremental evaluation has set this already).
+            if scope != nil, outcome.evaluation.kind != .incremental { try await Evaluator.planForFewRows(db) }
             // A full diff leaves its members to a backlog (delivery enqueues them a batch at a
             // time); an incremental diff leaves the members a backlog has not reached yet to it.
             let backlog = try await loadBacklog(db)
@@ -449,7 +450,7 @@ public struct DiffEngine: Sendable {
     /// a few exits never count a million-member ledger.
     private func blockedByGuardrail(_ guardrail: Guardrail, exited: Int, _ db: PostgresConnection) async throws -> String? {
         guard exited > 0, definition.kind == .audience else { return nil }
-        let enough = max(Guardrail.minimumMembers, Int((Double(exited) / max(guardrail.maxExitRatio, 1e-9)).rounded(.up))) + 1
+        let enough = guardrail.membersToCount(exited: exited)
         let delivered = try await db.query("""
             SELECT count(*)::int AS n FROM (SELECT 1 FROM engage.ledger l
                                             WHERE \(pair("l")) AND l.value = 'true'::jsonb LIMIT \(enough)) confirmed

@@ -54,8 +54,8 @@ struct Evaluator {
         var seen: String
         var definition: JSONValue
         var fullAt: Date
-        /// Profiles in the snapshot after it; nil when not recorded (counted instead).
-        var members: Int?
+        /// Profiles in the snapshot after it.
+        var members: Int
     }
 
     /// Evaluates (nil `compiled`: the definition was removed, so nothing is a member), brings
@@ -138,7 +138,7 @@ struct Evaluator {
             """).first else { return nil }
         return State(evaluatedAt: try row.decode(Date.self, "evaluated_at"), seen: try row.decode(String.self, "seen"),
                      definition: try JSONValue.parse(try row.decode(String.self, "definition")),
-                     fullAt: try row.decode(Date.self, "full_at"), members: try row.decode(Int?.self, "members"))
+                     fullAt: try row.decode(Date.self, "full_at"), members: try row.decode(Int.self, "members"))
     }
 
     /// Why this evaluation cannot be incremental, or nil when it can.
@@ -222,13 +222,7 @@ struct Evaluator {
             """)
         let applied = try await apply(scope: "engage_affected", db)
         outcome.changed = applied.changed
-        if let members = state.members {
-            outcome.members = members + applied.added - applied.removed
-        } else {
-            outcome.members = try await db.query("""
-                SELECT count(*)::int AS n FROM engage.memberships WHERE computation_id = \(computationID)
-                """).first?.decode(Int.self, "n") ?? 0
-        }
+        outcome.members = state.members + applied.added - applied.removed
         return outcome
     }
 

@@ -70,6 +70,12 @@ public struct Guardrail: Sendable {
         self.maxExitRatio = maxExitRatio
     }
 
+    /// How many confirmed members settle the verdict for `exited` exits: with at least this
+    /// many the run may go on, so they need not be counted further.
+    public func membersToCount(exited: Int) -> Int {
+        max(Self.minimumMembers, Int((Double(exited) / max(maxExitRatio, 1e-9)).rounded(.up))) + 1
+    }
+
     /// Why the run is blocked, or nil when it may go on.
     public func check(exited: Int, deliveredMembers: Int) -> String? {
         guard deliveredMembers >= Self.minimumMembers, Double(exited) > maxExitRatio * Double(deliveredMembers) else {
