@@ -356,6 +356,32 @@ def iso(seconds):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
+SQL_AUDIENCE = {"name": "SQL Accounts", "key": "sql_accounts", "type": "audience", "destinations": ["sink"],
+                "sql": "SELECT account_id AS user_id FROM bench_app.accounts WHERE status = 'active'"}
+
+
+def sql_bench(url, profiles, t0, work):
+    """A SQL audience (issue 14) over a table of the user's own with a row per profile, all
+    active: its full sync (evaluation + diff) beside the floor, the query alone into a table
+    with a primary key. Returns the figures."""
+    psql(url, f"""
+        CREATE SCHEMA bench_app;
+        CREATE TABLE bench_app.accounts AS
+        SELECT 'u' || i AS account_id, 'active'::text AS status FROM generate_series(1, {profiles}) i;
+        VACUUM ANALYZE bench_app.accounts;
+    """)
+    defs = os.path.join(work, "sql-definition.json")
+    with open(defs, "w") as f:
+        json.dump(SQL_AUDIENCE, f)
+    engage(url, ["define", defs])
+    psql(url, "CREATE TABLE bench_sql_floor (user_id text PRIMARY KEY)")
+    _, times = psql(url, f"INSERT INTO bench_sql_floor SELECT user_id FROM ({SQL_AUDIENCE['sql']}) q;", timing=True)
+    psql(url, "DROP TABLE bench_sql_floor")
+    engage(url, ["run", "--key", "sql_accounts", "--no-deliver"], now=t0)
+    evaluate, diff, members, _, _, _ = run_times(url, "sql_accounts")
+    return {"members": members, "ours_ms": evaluate + diff, "evaluate_ms": evaluate, "diff_ms": diff, "floor_ms": times[-1]}
+
+
 def bench_size(profiles, per_profile, work, full_report, cycle=False, baseline_bin=None):
     name = f"bench_{profiles}"
     admin = BASE_URL
@@ -425,6 +451,8 @@ def bench_size(profiles, per_profile, work, full_report, cycle=False, baseline_b
                 result["definitions"][key]["incremental"] = {
                     "ours_ms": evaluate + diff, "evaluate_ms": evaluate, "diff_ms": diff, "floor_ms": floor_ms,
                     "changes": changes, "evaluation": evaluation, "affected": affected}
+            log("   a SQL audience over the user's own table")
+            result["sql"] = sql_bench(url, profiles, t1, work)
             log("   ingest")
             result["ingest"] = ingest_bench(work, min(1_000_000, profiles * per_profile // 10 or 1000))
             peaks["ingest"] = result["ingest"]["peak_kb"]
@@ -476,6 +504,10 @@ def main():
             i = d["incremental"]
             rows.append((f"incremental, 1% churn + 1 h: {key} ({i['evaluation']} of {i['affected']:,}, {i['changes']:,} changes)",
                          i["ours_ms"] / 1000, i["floor_ms"] / 1000, "s", 0.2))
+    if "sql" in top:
+        q = top["sql"]
+        rows.append((f"full sync: a SQL audience ({q['members']:,} rows; floor: the query alone into a table with a primary key)",
+                     q["ours_ms"] / 1000, q["floor_ms"] / 1000, "s", 2.0))
     if "delivery" in top:
         d = top["delivery"]
         rows.append((f"delivery to the sandbox, requests/s ({d['rows']:,} rows)", d["ours_per_s"], d["floor_per_s"], "req/s", 0.7))

@@ -60,11 +60,20 @@ FROM generate_series(1, 6000) g;
 INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
 SELECT 'open-' || g, 'user-' || (1 + floor(random() * 2400)::int), 'Email Opened', '{}', now() - random() * interval '90 days'
 FROM generate_series(1, 11000) g;
+-- The application's own billing table, which SQL definitions read where it is (DESIGN §16).
+-- 40 subscribers are not engage profiles yet: the first SQL run creates them.
+CREATE SCHEMA demo;
+CREATE TABLE demo.subscriptions (user_id text PRIMARY KEY, email text, plan text NOT NULL, status text NOT NULL);
+INSERT INTO demo.subscriptions
+SELECT 'user-' || i, NULL, (ARRAY['free', 'pro', 'enterprise'])[1 + i % 3], CASE WHEN i % 7 = 0 THEN 'canceled' ELSE 'active' END
+FROM generate_series(1, 3000, 4) i;
+INSERT INTO demo.subscriptions
+SELECT 'partner-' || i, 'partner' || i || '@example.com', 'enterprise', 'active' FROM generate_series(1, 40) i;
 ANALYZE;
 SQL
 
-say "engage-sync define examples/definitions.json"
-es define examples/definitions.json
+say "engage-sync define examples/definitions.json examples/sql-definitions.json"
+es define examples/definitions.json examples/sql-definitions.json
 
 say "the Vero sandbox (a local Vero-compatible API)"
 export VERO_AUTH_TOKEN=quickstart-token
@@ -80,6 +89,9 @@ es destination add vero --base-url "$sandbox_url" --token-env VERO_AUTH_TOKEN --
 
 say "engage-sync preview vip_buyers"
 es preview vip_buyers --limit 3
+
+say "engage-sync preview paying_subscribers   (a SQL audience over demo.subscriptions, run read-only)"
+es preview paying_subscribers --limit 3
 
 say "engage-sync run   (first run: a full sync of every definition)"
 es run || [ $? -eq 3 ]   # 3: some email-only profiles were skipped (missing_user_id), as expected
@@ -98,6 +110,13 @@ SQL
 
 say "ENGAGE_SYNC_NOW=$later engage-sync run --all   (incremental: only what changed is evaluated and sent)"
 ENGAGE_SYNC_NOW=$later es run --all || [ $? -eq 3 ]
+
+say "user-5 cancels (a change in the application's own table), and the SQL audience syncs the exit"
+psql "$DATABASE_URL" -X -q -c "UPDATE demo.subscriptions SET status = 'canceled' WHERE user_id = 'user-5'"
+ENGAGE_SYNC_NOW=$later es run --key paying_subscribers --key subscription_plan
+psql "$DATABASE_URL" -X -P pager=off -c "
+SELECT key, user_id, op, value, status FROM engage.sync_changelog
+WHERE user_id = 'user-5' AND key IN ('paying_subscribers', 'subscription_plan') ORDER BY created_at"
 
 say "what each sync sent"
 psql "$DATABASE_URL" -X -P pager=off -c "

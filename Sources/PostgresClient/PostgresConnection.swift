@@ -235,6 +235,63 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
+    /// Runs `COPY … TO STDOUT` and hands its text-format output to `body` in chunks of about
+    /// 256 KiB (whole rows). Sent with the extended protocol, so the statement is one
+    /// statement and nothing else. Returns the number of rows copied. An error thrown by `body`
+    /// stops reading; the rest of the output is drained before it propagates.
+    @discardableResult
+    public func copyOut(_ statement: PostgresQuery, _ body: ([UInt8]) async throws -> Void) async throws -> Int {
+        let sql = try Self.withoutBinds(statement, "copyOut")
+        try await blocking { conn in
+            let result = Self.execParams(conn, sql, [])
+            defer { PQclear(result) }
+            guard PQresultStatus(result) == PGRES_COPY_OUT else {
+                throw Self.resultError(result, conn: conn, statement: sql)
+                    ?? PostgresError(kind: .usage, message: "statement did not start a COPY TO STDOUT", statement: sql)
+            }
+        }
+        var rows = 0
+        var bodyError: Error?
+        while true {
+            // One blocking call gathers many rows: a call per row would cost a thread hop each.
+            let (chunk, count, finished) = try await blocking { conn -> ([UInt8], Int, Bool) in
+                var chunk: [UInt8] = []
+                var count = 0
+                while chunk.count < 256 * 1024 {
+                    var buffer: UnsafeMutablePointer<CChar>?
+                    let length = PQgetCopyData(conn, &buffer, 0)
+                    if length > 0, let buffer {
+                        buffer.withMemoryRebound(to: UInt8.self, capacity: Int(length)) {
+                            chunk.append(contentsOf: UnsafeBufferPointer(start: $0, count: Int(length)))
+                        }
+                        PQfreemem(buffer)
+                        count += 1
+                    } else if length == -1 {
+                        return (chunk, count, true)
+                    } else {
+                        throw self.connectionError(statement: sql)
+                    }
+                }
+                return (chunk, count, false)
+            }
+            rows += count
+            if bodyError == nil, !chunk.isEmpty {
+                do { try await body(chunk) } catch { bodyError = error }
+            }
+            if finished { break }
+        }
+        try await blocking { conn in
+            var failure: PostgresError?
+            while let result = PQgetResult(conn) {
+                defer { PQclear(result) }
+                if failure == nil { failure = Self.resultError(result, conn: conn, statement: sql) }
+            }
+            if let failure { throw failure }
+        }
+        if let bodyError { throw bodyError }
+        return rows
+    }
+
     func sendCopyData(_ bytes: [UInt8]) async throws {
         try await blocking { conn in
             let ok = bytes.withUnsafeBufferPointer { buffer in
@@ -293,6 +350,7 @@ public final class PostgresConnection: @unchecked Sendable {
         let fieldCount = Int(PQnfields(result))
         let rowCount = Int(PQntuples(result))
         let columns = (0..<fieldCount).map { String(cString: PQfname(result, Int32($0))) }
+        let types = (0..<fieldCount).map { UInt32(PQftype(result, Int32($0))) }
         var rows: [PostgresRow] = []
         rows.reserveCapacity(rowCount)
         for r in 0..<rowCount {
@@ -308,7 +366,7 @@ public final class PostgresConnection: @unchecked Sendable {
             rows.append(PostgresRow(columns: columns, values: values))
         }
         let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
-        return PostgresRows(columns: columns, rows: rows, affectedRows: affected)
+        return PostgresRows(columns: columns, columnTypes: types, rows: rows, affectedRows: affected)
     }
 
     /// Nil when the result is a success; otherwise the error with SQLSTATE and fields.
@@ -335,7 +393,7 @@ public final class PostgresConnection: @unchecked Sendable {
             return PostgresError(kind: lost || sqlState == nil ? .connection : .server, sqlState: sqlState,
                                  message: lost ? lostConnection(text) : text,
                                  detail: field(PG_DIAG_MESSAGE_DETAIL), hint: field(PG_DIAG_MESSAGE_HINT),
-                                 statement: statement)
+                                 statement: statement, position: field(PG_DIAG_STATEMENT_POSITION).flatMap { Int($0) })
         }
     }
 
@@ -366,6 +424,12 @@ public final class PostgresCopyWriter {
     /// Appends raw COPY text (one or more complete or partial lines).
     public func write(_ text: String) async throws {
         buffer.append(contentsOf: text.utf8)
+        if buffer.count >= Self.chunkSize { try await flush() }
+    }
+
+    /// Appends raw COPY text bytes (e.g. another connection's `COPY … TO STDOUT` output).
+    public func write(bytes: [UInt8]) async throws {
+        buffer.append(contentsOf: bytes)
         if buffer.count >= Self.chunkSize { try await flush() }
     }
 
@@ -445,3 +509,4 @@ private let PG_DIAG_SQLSTATE = Int32(UInt8(ascii: "C"))
 private let PG_DIAG_MESSAGE_PRIMARY = Int32(UInt8(ascii: "M"))
 private let PG_DIAG_MESSAGE_DETAIL = Int32(UInt8(ascii: "D"))
 private let PG_DIAG_MESSAGE_HINT = Int32(UInt8(ascii: "H"))
+private let PG_DIAG_STATEMENT_POSITION = Int32(UInt8(ascii: "P"))

@@ -23,15 +23,18 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable, Equatable
     public var hint: String?
     /// The statement that failed, shortened to 200 characters.
     public var statement: String?
+    /// Where in the statement the error is, a 1-based character index (a syntax error's).
+    public var position: Int?
 
     public init(kind: Kind, sqlState: String? = nil, message: String, detail: String? = nil,
-                hint: String? = nil, statement: String? = nil) {
+                hint: String? = nil, statement: String? = nil, position: Int? = nil) {
         self.kind = kind
         self.sqlState = sqlState
         self.message = message
         self.detail = detail
         self.hint = hint
         self.statement = statement.map { $0.count > 200 ? String($0.prefix(200)) + "…" : $0 }
+        self.position = position
     }
 
     /// SQLSTATE codes the engine and its tests name (PostgreSQL's appendix A).

@@ -163,6 +163,8 @@ public struct PostgresRow: Sendable {
 /// The rows of a query plus the command tag's row count (for INSERT/UPDATE/DELETE).
 public struct PostgresRows: Sendable, Sequence {
     public let columns: [String]
+    /// Each column's type, as its `pg_type` OID (25 for `text`), in the order of ``columns``.
+    public let columnTypes: [UInt32]
     public let rows: [PostgresRow]
     /// Rows affected, from the command tag (`INSERT 0 5` → 5); 0 when the tag has no count.
     public let affectedRows: Int

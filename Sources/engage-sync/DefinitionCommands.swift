@@ -7,6 +7,7 @@ import Foundation
 extension DefinitionValidationError: UserError {}
 extension DefinitionService.FileError: UserError {}
 extension RemoveError: UserError {}
+extension SQLDefinitionError: UserError {}
 
 extension EngageSyncCommand {
     struct Define: AsyncParsableCommand {
@@ -66,6 +67,15 @@ extension EngageSyncCommand {
                 return
             }
             let started = Date()
+            if let sqlPreview = try await database.withConnection({ db -> SQLPreview? in
+                let repository = DefinitionRepository(db)
+                let definition = try await repository.active(key: key).definition
+                guard definition.sqlQuery != nil else { return nil }
+                return try await repository.previewSQL(definition, limit: max(0, limit))
+            }) {
+                printSQLPreview(sqlPreview, seconds: Date().timeIntervalSince(started))
+                return
+            }
             let (definition, result) = try await database.withConnection { db in
                 let repository = DefinitionRepository(db)
                 let stored = try await repository.active(key: key)
@@ -86,6 +96,20 @@ extension EngageSyncCommand {
                 print("\nsample:")
                 printTable([["PROFILE", "USER_ID", "EMAIL", "VALUE"]]
                            + result.sample.map { [$0.profileID, $0.userID ?? "-", $0.email ?? "-", $0.value] })
+            }
+        }
+
+        /// A SQL definition's preview: rows, identifiers known and unknown, a sample.
+        private func printSQLPreview(_ p: SQLPreview, seconds: Double) {
+            print("\(key): the query returned \(p.rows) rows (in \(String(format: "%.2f", seconds)) s)")
+            let unknown = p.rows - p.known - p.nullIdentifiers
+            let fate = p.identifier == "profile_id" ? "a run ignores them" : "a run creates a profile for each"
+            print("\(p.identifier): \(p.known) known, \(unknown) unknown (\(fate))")
+            if p.nullIdentifiers > 0 { print("warning: \(p.nullIdentifiers) rows have a NULL \(p.identifier); a run fails until they are filtered out") }
+            if !p.sample.isEmpty {
+                print("\nsample:")
+                printTable([[p.identifier.uppercased(), "EMAIL", "VALUE", "KNOWN"]]
+                           + p.sample.map { [$0.id ?? "NULL", $0.email ?? "-", $0.value ?? "-", $0.known ? "yes" : "no"] })
             }
         }
     }

@@ -67,6 +67,28 @@ struct DefinitionParserTests {
             == ["value.property: is required for the sum aggregate"])
     }
 
+    @Test("sql replaces condition or value; timeout goes with it; a trailing semicolon is not part of the body")
+    func sqlDefinitions() throws {
+        let audience = try parse(#"{"name": "High LTV", "type": "audience", "sql": "SELECT id AS user_id FROM app.users; \n"}"#).get()
+        #expect(audience.sqlQuery == SQLQuery(text: "SELECT id AS user_id FROM app.users; \n", timeoutSeconds: 600))
+        #expect(audience.sqlQuery?.body == "SELECT id AS user_id FROM app.users")
+        #expect(audience.referencedAudiences.isEmpty)
+        #expect(audience.exitValue == .bool(false))
+        let trait = try parse(#"{"name": "Plan", "type": "trait", "sql": "SELECT 1", "timeout": "30s"}"#).get()
+        #expect(trait.sqlQuery?.timeoutSeconds == 30)
+        #expect(trait.exitValue == .null)
+        #expect(try parse(#"{"name": "P", "type": "trait", "sql": "SELECT 1", "timeout": "2h"}"#).get().sqlQuery?.timeoutSeconds == 7_200)
+        #expect(issues(#"{"name": "A", "type": "audience", "sql": "SELECT 1", "condition": {"event": "E"}}"#)
+                == [#"sql: replaces "condition"; give one of them, not both"#])
+        #expect(issues(#"{"name": "T", "type": "trait", "sql": "SELECT 1", "value": {"aggregate": "count", "event": "E"}}"#)
+                == [#"sql: replaces "value"; give one of them, not both"#])
+        #expect(issues(#"{"name": "A", "type": "audience", "condition": {"event": "E"}, "timeout": "1m"}"#)
+                == [#"timeout: is the time limit of a "sql" query; this definition has none"#])
+        #expect(issues(#"{"name": "A", "type": "audience", "sql": " ; "}"#) == ["sql: must be a SELECT query"])
+        #expect(issues(#"{"name": "A", "type": "audience", "sql": 5}"#) == ["sql: must be a string, got 5"])
+        #expect(issues(#"{"name": "A", "type": "audience", "sql": "SELECT 1", "timeout": "0s"}"#).first?.hasPrefix("timeout: must be a duration") == true)
+    }
+
     @Test("paths: dots nest, backslash-dot is a literal dot")
     func paths() {
         #expect(PropertyPath(parsing: "address.city")?.segments == ["address", "city"])
@@ -114,7 +136,7 @@ struct DefinitionParserTests {
     func topLevel() {
         #expect(issues(#"{"type": "audience", "condition": {"audience": "x"}}"#) == ["name: is required"])
         #expect(issues(#"{"name": "X", "type": "segment"}"#) == [#"type: must be "audience" or "trait", got "segment""#])
-        #expect(issues(#"{"name": "X", "type": "audience"}"#) == ["condition: is required for an audience"])
+        #expect(issues(#"{"name": "X", "type": "audience"}"#) == [#"condition: is required for an audience (or "sql": a query returning its members)"#])
         #expect(issues(#"{"name": "!!!", "type": "audience", "condition": {"audience": "a"}}"#)
             == [#"name: gives an empty key (no letters or digits); set an explicit "key""#])
         #expect(issues(#"{"name": "Email", "type": "audience", "condition": {"audience": "a"}}"#).first?.contains("reserved") == true)
@@ -143,7 +165,7 @@ struct DefinitionParserTests {
             Issue.record("expected a failure")
             return
         }
-        #expect(e.issues.map(\.description) == ["[1].value: is required for a trait"])
+        #expect(e.issues.map(\.description) == [#"[1].value: is required for a trait (or "sql": a query returning each profile's value)"#])
         guard case .failure(let bad) = DefinitionParser.parseDocument(Data("{not json".utf8)) else {
             Issue.record("expected a failure")
             return

@@ -17,6 +17,9 @@ public struct Definition: Sendable, Hashable {
         case condition(Condition)
         /// A trait aggregated from events.
         case aggregate(TraitValue)
+        /// The rows of the user's own query (DESIGN §16): an audience's members, or a trait's
+        /// values.
+        case sql(SQLQuery)
     }
 
     public enum SendAs: String, Sendable, Hashable, Codable, CaseIterable { case identify, track, both }
@@ -43,17 +46,47 @@ public struct Definition: Sendable, Hashable {
     public var referencedAudiences: [String] {
         switch source {
         case .condition(let condition): condition.referencedAudiences
-        case .aggregate: []
+        case .aggregate, .sql: []
         }
     }
 
     /// What a profile that leaves is told: `false` for an audience; for a trait, its
-    /// aggregate's empty value (`0` or `null`).
+    /// aggregate's empty value (`0` or `null`), or `null` for a SQL trait.
     public var exitValue: JSONValue {
         switch source {
         case .condition: .bool(false)
         case .aggregate(let value): value.aggregate.emptyValue
+        case .sql: kind == .audience ? .bool(false) : .null
         }
+    }
+
+    /// The SQL query, for a SQL definition.
+    public var sqlQuery: SQLQuery? {
+        if case .sql(let query) = source { return query }
+        return nil
+    }
+}
+
+/// A SQL definition's query (DESIGN §16): one SELECT over the user's own tables, run read-only
+/// with a time limit.
+public struct SQLQuery: Sendable, Hashable {
+    /// The query as given.
+    public var text: String
+    /// `statement_timeout` for it, in seconds (the definition's `timeout`, default 10 minutes).
+    public var timeoutSeconds: Int
+
+    public static let defaultTimeoutSeconds = 600
+
+    public init(text: String, timeoutSeconds: Int = Self.defaultTimeoutSeconds) {
+        self.text = text
+        self.timeoutSeconds = timeoutSeconds
+    }
+
+    /// The query without trailing whitespace and semicolons, ready to be wrapped as a subquery.
+    public var body: String {
+        var body = Substring(text)
+        while let last = body.last, last.isWhitespace || last == ";" { body = body.dropLast() }
+        return String(body)
     }
 }
 

@@ -62,4 +62,21 @@ public enum DefinitionGraph {
         }
         return visit(start)
     }
+
+    /// `items` reordered so that every audience comes before the definitions that refer to
+    /// it (a SQL audience's snapshot must be current before a condition reads it); otherwise
+    /// in their given order. References outside `items`, and cycles, are left as they are.
+    public static func dependencyOrder<T>(_ items: [T], definition: (T) -> Definition) -> [T] {
+        let index = Dictionary(items.enumerated().map { (definition($1).key, $0) }, uniquingKeysWith: { a, _ in a })
+        var placed = Set<Int>(), visiting = Set<Int>()
+        var order: [T] = []
+        func place(_ i: Int) {
+            guard !placed.contains(i), visiting.insert(i).inserted else { return }
+            for key in definition(items[i]).referencedAudiences { if let j = index[key] { place(j) } }
+            placed.insert(i)
+            order.append(items[i])
+        }
+        for i in items.indices { place(i) }
+        return order
+    }
 }

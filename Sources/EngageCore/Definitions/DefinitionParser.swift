@@ -86,7 +86,7 @@ public struct DefinitionParser {
 
     /// The fields of a definition object.
     enum Field: String, CaseIterable {
-        case name, key, type, description, condition, value
+        case name, key, type, description, condition, value, sql, timeout
         case syncEvery = "sync_every"
         case reconcileEvery = "reconcile_every"
         case destinations
@@ -128,14 +128,27 @@ public struct DefinitionParser {
         let description = string(object, "description", path, required: false, maxLength: 10_000)
 
         var source: Definition.Source?
+        let sql = self.sqlQuery(object, path)
         switch kind {
         case .audience:
-            if let c = object["condition"] { source = self.condition(c, join(path, "condition"), depth: 1).map { .condition($0) } }
-            else { add(join(path, "condition"), "is required for an audience") }
+            if let c = object["condition"] {
+                source = self.condition(c, join(path, "condition"), depth: 1).map { .condition($0) }
+                if object["sql"] != nil { add(join(path, "sql"), "replaces \"condition\"; give one of them, not both") }
+            } else if object["sql"] != nil {
+                source = sql.map { .sql($0) }
+            } else {
+                add(join(path, "condition"), "is required for an audience (or \"sql\": a query returning its members)")
+            }
             if object["value"] != nil { add(join(path, "value"), "is for traits; an audience has a \"condition\"") }
         case .trait:
-            if let v = object["value"] { source = traitValue(v, join(path, "value")).map { .aggregate($0) } }
-            else { add(join(path, "value"), "is required for a trait") }
+            if let v = object["value"] {
+                source = traitValue(v, join(path, "value")).map { .aggregate($0) }
+                if object["sql"] != nil { add(join(path, "sql"), "replaces \"value\"; give one of them, not both") }
+            } else if object["sql"] != nil {
+                source = sql.map { .sql($0) }
+            } else {
+                add(join(path, "value"), "is required for a trait (or \"sql\": a query returning each profile's value)")
+            }
             if object["condition"] != nil { add(join(path, "condition"), "is for audiences; a trait has a \"value\"") }
         case nil:
             break
@@ -180,6 +193,40 @@ public struct DefinitionParser {
                           source: source, syncEvery: syncEvery, reconcileEvery: reconcileEvery, destinations: destinations,
                           sendAs: sendAs, includeAnonymous: includeAnonymous, enabled: enabled,
                           document: .object(document))
+    }
+
+    // MARK: - SQL
+
+    /// `sql` and its `timeout`; nil (with the problems added) when absent or malformed. The
+    /// query itself is checked in the database by `define` (DESIGN §16).
+    private mutating func sqlQuery(_ object: [String: JSONValue], _ path: String) -> SQLQuery? {
+        var timeout = SQLQuery.defaultTimeoutSeconds
+        if let raw = object["timeout"] {
+            if object["sql"] == nil {
+                add(join(path, "timeout"), "is the time limit of a \"sql\" query; this definition has none")
+            } else if let text = raw.stringValue, let seconds = Self.timeoutSeconds(text) {
+                timeout = seconds
+            } else {
+                add(join(path, "timeout"), "must be a duration like \"30s\", \"10m\" or \"1h\" (a positive whole number and a unit s, m, h, d, w), got \(describe(raw))")
+            }
+        }
+        guard object["sql"] != nil, let text = string(object, "sql", path, required: true, maxLength: 100_000) else { return nil }
+        if SQLQuery(text: text).body.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            add(join(path, "sql"), "must be a SELECT query")
+            return nil
+        }
+        return SQLQuery(text: text, timeoutSeconds: timeout)
+    }
+
+    /// `"30s"` or any definition duration, in seconds.
+    public static func timeoutSeconds(_ text: String) -> Int? {
+        if text.hasSuffix("s") {
+            let digits = text.dropLast()
+            guard !digits.isEmpty, digits.count <= 7, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
+                  let n = Int(digits), n > 0 else { return nil }
+            return n
+        }
+        return SyncDuration(parsing: text)?.seconds
     }
 
     // MARK: - Conditions

@@ -17,6 +17,10 @@ public struct EvaluationInputs: Sendable, Hashable {
     /// A `within_last` filter (on a trait or an event property) moves with the clock over
     /// values no index finds: such a definition is evaluated in full.
     public var movesWithClockUnindexed = false
+    /// The result reads what no change log follows: the definition is a SQL query over the
+    /// user's own tables, or refers to a SQL audience (whose snapshot it reads). Such a
+    /// definition is evaluated in full; this says why.
+    public var untracked: String?
 
     public init() {}
 
@@ -26,6 +30,8 @@ public struct EvaluationInputs: Sendable, Hashable {
         switch definition.source {
         case .condition(let condition):
             add(condition, audiences: audiences, visiting: [definition.key])
+        case .sql:
+            untracked = "SQL definitions are evaluated in full"
         case .aggregate(let value):
             events.insert(value.event)
             if let within = value.within { windows.insert(Window(event: value.event, window: .within(within))) }
@@ -40,8 +46,12 @@ public struct EvaluationInputs: Sendable, Hashable {
         case .not(let inner):
             add(inner, audiences: audiences, visiting: visiting)
         case .audience(let key):
-            guard !visiting.contains(key), case .condition(let inner)? = audiences[key]?.source else { return }
-            add(inner, audiences: audiences, visiting: visiting.union([key]))
+            guard !visiting.contains(key) else { return }
+            switch audiences[key]?.source {
+            case .condition(let inner)?: add(inner, audiences: audiences, visiting: visiting.union([key]))
+            case .sql?: untracked = untracked ?? "it reads the snapshot of the SQL audience \(key)"
+            default: return
+            }
         case .event(let event):
             events.insert(event.event)
             if let window = event.window { windows.insert(Window(event: event.event, window: window)) }

@@ -43,6 +43,15 @@ public struct DefinitionCompiler {
                 """
         case .aggregate(let value):
             return traitQuery(definition, value, &state)
+        case .sql:
+            // The query's rows, matched to profiles, are in `engage_sql_result` (``SQLSource``):
+            // every SQL evaluation is full, so a scope never applies.
+            let value: PostgresQuery = definition.kind == .audience ? "true" : "r.value"
+            return """
+                SELECT p.profile_id, \(value) AS value, p.user_id, p.email
+                FROM engage_sql_result r JOIN engage.profiles p ON p.profile_id = r.profile_id
+                WHERE \(unescaped: eligibility(definition, alias: "p"))
+                """
         }
     }
 
@@ -72,10 +81,22 @@ public struct DefinitionCompiler {
             guard !stack.contains(key) else {
                 throw CompileError(key: stack[0], reason: "audience cycle \((stack + [key]).joined(separator: " → "))")
             }
-            guard let referenced = audiences[key], case .condition(let inner) = referenced.source else {
+            guard let referenced = audiences[key] else {
                 throw CompileError(key: stack[0], reason: "unknown audience \(key.debugDescription)")
             }
-            return try audiencePredicate(referenced, inner, &state, stack: stack + [key])
+            switch referenced.source {
+            case .condition(let inner):
+                return try audiencePredicate(referenced, inner, &state, stack: stack + [key])
+            case .sql:
+                // A SQL audience is not inlined: its members are its snapshot, as its last run left it.
+                return """
+                    EXISTS (SELECT 1 FROM engage.memberships m
+                            WHERE m.computation_id = (SELECT id FROM engage.computations WHERE key = \(key)::text)
+                              AND m.profile_id = p.profile_id)
+                    """
+            case .aggregate:
+                throw CompileError(key: stack[0], reason: "\(key.debugDescription) is a trait, not an audience")
+            }
         case .trait(let path, let op):
             return operatorSQL(op, value: "(p.traits #> \(path.segments)::text[])", state)
         case .event(let event):

@@ -79,12 +79,16 @@ public struct DefinitionRepository: Sendable {
     /// ``DefinitionValidationError`` with every problem and stores nothing when any is found.
     /// With `dryRun`, validates and compiles only.
     public func save(_ inputs: [DefinitionInput], dryRun: Bool = false) async throws -> [(key: String, outcome: SaveOutcome)] {
-        try await db.withTransaction { tx in
+        // SQL queries are checked in read-only transactions of their own, before the one that saves.
+        let sqlIssues = try await sqlProblems(inputs.compactMap { input in
+            input.definition.sqlQuery.map { ($0, input.definition.kind, input.location) }
+        })
+        return try await db.withTransaction { tx in
             // Serialise concurrent saves, so cross-definition checks see a stable picture.
             try await tx.query("SELECT pg_advisory_xact_lock(hashtext('engage-sync:define'))")
             let repository = DefinitionRepository(tx.connection)
             let stored = try await repository.all(includeRemoved: true)
-            let issues = Self.problems(inputs, stored: stored)
+            let issues = Self.problems(inputs, stored: stored) + sqlIssues
             guard issues.isEmpty else { throw DefinitionValidationError(issues: issues) }
             if dryRun {
                 let existing = Dictionary(stored.map { ($0.definition.key, $0.definition.document) }, uniquingKeysWith: { a, _ in a })
@@ -99,6 +103,21 @@ public struct DefinitionRepository: Sendable {
             for input in inputs { results.append((input.definition.key, try await repository.upsert(input.definition))) }
             return results
         }
+    }
+
+    /// Checks SQL definitions' queries in the database (DESIGN §16): each must plan, wrapped
+    /// and limited to no rows, in a read-only transaction, and return the columns the contract
+    /// asks for. One issue per bad query, at `location.sql`, with PostgreSQL's message and the
+    /// position in the query.
+    public func sqlProblems(_ queries: [(query: SQLQuery, kind: Definition.Kind, location: String)],
+                            source: SQLSource = SQLSource()) async throws -> [ValidationIssue] {
+        var issues: [ValidationIssue] = []
+        for (query, kind, location) in queries {
+            if let problem = try await source.problem(with: query, kind: kind, on: db) {
+                issues.append(ValidationIssue(path: ValidationIssue.join(location, "sql"), reason: problem))
+            }
+        }
+        return issues
     }
 
     /// Tombstones a definition: it stops syncing and its key is never reused.

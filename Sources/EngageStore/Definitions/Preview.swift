@@ -61,6 +61,7 @@ extension DefinitionRepository {
     /// The compiled query as `PREPARE engage_preview AS …; EXECUTE engage_preview(…);`, for
     /// reading, `EXPLAIN ANALYZE EXECUTE …` and benchmarks. Parameters become quoted literals.
     public func psqlScript(_ definition: Definition, now: Date) async throws -> String {
+        if let query = definition.sqlQuery { return query.body + ";" }
         let compiled = try DefinitionCompiler(audiences: try await audiences()).compile(definition, now: now)
         let literals = compiled.binds.map { bind -> String in
             guard let text = bind.text else { return "NULL" }
@@ -71,5 +72,62 @@ extension DefinitionRepository {
             \(compiled.sql);
             EXECUTE engage_preview(\(literals.joined(separator: ", ")));
             """
+    }
+}
+
+/// What `preview` shows of a SQL definition: how many rows its query returns and how many of
+/// their identifiers name a known profile. Runs the query read-only; writes nothing.
+public struct SQLPreview: Sendable {
+    public struct Sample: Sendable {
+        public var id: String?
+        public var email: String?
+        /// The value as JSON text (nil for an audience).
+        public var value: String?
+        /// Whether a profile has this identifier.
+        public var known: Bool
+    }
+
+    /// The identifier column: `user_id`, `profile_id` or `email`.
+    public var identifier: String
+    public var rows: Int
+    /// Rows whose identifier a profile has.
+    public var known: Int
+    /// Rows whose identifier is NULL (a run would fail on them).
+    public var nullIdentifiers: Int
+    public var sample: [Sample]
+}
+
+extension DefinitionRepository {
+    /// Runs a SQL definition's query in a read-only transaction (DESIGN §16) and summarises
+    /// its rows against the profiles.
+    public func previewSQL(_ definition: Definition, limit: Int, source: SQLSource = SQLSource()) async throws -> SQLPreview {
+        guard let query = definition.sqlQuery else {
+            throw SQLDefinitionError(key: definition.key, reason: "is not a SQL definition")
+        }
+        return try await source.readOnly(query, on: db) { db in
+            let shape = try await source.shape(query, kind: definition.kind, key: definition.key, on: db)
+            let column = shape.identifier.rawValue
+            let row: PostgresRow?
+            do {
+                row = try await db.query("""
+                    WITH q AS MATERIALIZED (\(shape.projection(of: query.body))),
+                    k AS (SELECT q.*, EXISTS (SELECT 1 FROM engage.profiles p WHERE p.\(unescaped: column) = q.id) AS known FROM q)
+                    SELECT count(*)::int AS total, count(*) FILTER (WHERE known)::int AS known,
+                           count(*) FILTER (WHERE id IS NULL)::int AS nulls,
+                           (SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]') FROM (
+                                SELECT id, email, value::text AS value, known FROM k ORDER BY id LIMIT \(limit)) s) AS sample
+                    FROM k
+                    """).first
+            } catch let error as PostgresError where error.kind == .server {
+                throw SQLDefinitionError(key: definition.key, reason: source.explain(error, in: query))
+            }
+            struct SampleRow: Decodable { var id: String?; var email: String?; var value: String?; var known: Bool }
+            let sample = try row?.decodeJSON([SampleRow].self, "sample").map {
+                SQLPreview.Sample(id: $0.id, email: $0.email, value: $0.value, known: $0.known)
+            } ?? []
+            return SQLPreview(identifier: column, rows: try row?.decode(Int.self, "total") ?? 0,
+                              known: try row?.decode(Int.self, "known") ?? 0, nullIdentifiers: try row?.decode(Int.self, "nulls") ?? 0,
+                              sample: sample)
+        }
     }
 }

@@ -591,5 +591,12 @@ SELECT c.key, c.type,
 FROM engage.computations c
 WHERE c.removed_at IS NULL;
 """#),
+        Migration(version: 11, name: "0011_sql_definitions", sql: #"""
+-- SQL audiences and traits (DESIGN §16): a run of a SQL definition may create profiles (an
+-- unknown user id or email in the query's rows); how many, per run.
+ALTER TABLE engage.sync_runs ADD COLUMN created_profiles integer NOT NULL DEFAULT 0;
+COMMENT ON COLUMN engage.sync_runs.created_profiles IS
+    'Profiles this run''s SQL query created: user ids and emails engage.profiles did not know.';
+"""#),
     ]
 }

@@ -28,6 +28,8 @@ public struct DiffRequest: Sendable {
     public var audiences: [String: Definition] = [:]
     /// Evaluate every profile (`run --full`), whatever the change log says.
     public var fullEvaluation = false
+    /// Where SQL definitions' queries run: a read-only transaction on a connection of the pool.
+    public var sql: (source: SQLSource, pool: PostgresConnectionPool)?
 
     public init(mode: RunMode, runID: Int?, runAt: Date, guardrail: Guardrail?, dryRun: Bool) {
         self.mode = mode
@@ -95,7 +97,7 @@ public struct DiffEngine: Sendable {
             if firstSync, request.mode == .full, !request.dryRun, let runID = request.runID, try await isEmpty(db) {
                 // A first sync into an empty snapshot and ledger: one pass, and a backlog.
                 let evaluator = Evaluator(computationID: computationID, definition: definition, audiences: request.audiences,
-                                          now: request.runAt, runID: runID, fullRequested: nil)
+                                          now: request.runAt, runID: runID, fullRequested: nil, sql: request.sql)
                 let (evaluation, counts) = try await evaluator.fill(seen: seen, veroID: veroID("r"),
                                                                     distinctVeroIDs: destination.allowEmailID, db)
                 outcome.evaluation = evaluation
@@ -116,7 +118,8 @@ public struct DiffEngine: Sendable {
                 computationID: computationID, definition: definition, audiences: request.audiences, now: request.runAt,
                 runID: request.runID,
                 fullRequested: request.mode == .resync ? "resync" : request.fullEvaluation ? "run --full"
-                    : firstSync && request.mode != .remove ? "the first sync of \(destination.name)" : nil)
+                    : firstSync && request.mode != .remove ? "the first sync of \(destination.name)" : nil,
+                sql: request.sql)
             outcome.evaluation = try await evaluator.evaluate(removed: request.mode == .remove, seen: seen, db)
             outcome.evaluateSeconds = (ContinuousClock.now - clock).seconds
             clock = ContinuousClock.now

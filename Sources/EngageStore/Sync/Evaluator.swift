@@ -24,6 +24,8 @@ public struct EvaluationOutcome: Sendable {
     /// For a reconciling run: profiles whose incrementally kept snapshot differed from the
     /// full evaluation at the same instant (corrected since). Must be 0.
     public var drift: Int?
+    /// Profiles a SQL definition's rows created (unknown user ids and emails).
+    public var createdProfiles = 0
     /// The result's rows are in the temporary table `engage_result` (a full evaluation);
     /// otherwise only the snapshot has them.
     public var resultHoldsEveryProfile = false
@@ -47,6 +49,9 @@ struct Evaluator {
     /// Why the evaluation must be full whatever the state says (a resync, `run --full`, a
     /// pair's first sync), or nil.
     var fullRequested: String?
+    /// Where a SQL definition's query runs (its own read-only connection); nil when the caller
+    /// has no pool, and then a SQL definition cannot be evaluated.
+    var sql: (source: SQLSource, pool: PostgresConnectionPool)?
 
     /// The last evaluation of this definition.
     struct State {
@@ -102,6 +107,7 @@ struct Evaluator {
     /// temporary table, nothing compared: every row is new.
     func fill(seen: String, veroID: PostgresQuery, distinctVeroIDs: Bool, _ db: PostgresConnection) async throws
         -> (EvaluationOutcome, FillCounts) {
+        let created = try await loadSQLRows(db)
         let compiled = try DefinitionCompiler(audiences: audiences).compile(definition, now: now)
         let addressable: PostgresQuery = distinctVeroIDs ? "count(DISTINCT vero_id)" : "count(vero_id)"
         let row = try await db.query("""
@@ -121,6 +127,7 @@ struct Evaluator {
             FROM (SELECT \(veroID) AS vero_id FROM r) ids
             """).first
         var outcome = EvaluationOutcome(kind: .full, fullBecause: "first evaluation")
+        outcome.createdProfiles = created
         outcome.changed = try row?.decode(Int.self, "changed") ?? 0
         outcome.affected = outcome.changed
         outcome.members = outcome.changed
@@ -147,6 +154,7 @@ struct Evaluator {
         guard let state else { return "first evaluation" }
         if state.definition != definition.document { return "the definition changed" }
         if now < state.evaluatedAt { return "the clock moved backwards" }
+        if let untracked = inputs.untracked { return untracked }
         if inputs.movesWithClockUnindexed { return "within_last moves with the clock" }
         let row = try await db.query("""
             SELECT EXISTS (SELECT 1 FROM engage.profile_changes c
@@ -161,7 +169,19 @@ struct Evaluator {
         return nil
     }
 
+    /// For a SQL definition, runs its query and leaves its rows matched to profiles in
+    /// `engage_sql_result` (what its compiled query reads); returns the profiles created.
+    private func loadSQLRows(_ db: PostgresConnection) async throws -> Int {
+        guard let query = definition.sqlQuery else { return 0 }
+        guard let sql else {
+            throw SQLDefinitionError(key: definition.key, reason: "this command cannot run SQL definitions (no connection pool)")
+        }
+        let shape = try await sql.source.copy(query, kind: definition.kind, key: definition.key, pool: sql.pool, into: db)
+        return try await sql.source.resolve(shape, key: definition.key, db)
+    }
+
     private func full(_ compiler: DefinitionCompiler, because reason: String, _ db: PostgresConnection) async throws -> EvaluationOutcome {
+        let created = try await loadSQLRows(db)
         try await db.execute("DROP TABLE IF EXISTS engage_result")
         try await db.query("""
             CREATE TEMP TABLE engage_result ON COMMIT DROP AS
@@ -170,6 +190,7 @@ struct Evaluator {
             ) q
             """)
         var outcome = EvaluationOutcome(kind: .full, fullBecause: reason)
+        outcome.createdProfiles = created
         outcome.resultHoldsEveryProfile = true
         try await db.execute("CREATE INDEX ON engage_result (profile_id); ANALYZE engage_result")
         outcome.affected = try await db.query("SELECT count(*)::int AS n FROM engage_result").first?.decode(Int.self, "n") ?? 0

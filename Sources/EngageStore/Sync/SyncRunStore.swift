@@ -36,7 +36,7 @@ public struct SyncRunStore: Sendable {
                 """)
         }
         if let e = evaluation {
-            update.append(", evaluation = \(e.kind), affected = \(e.affected), drift = \(e.drift)")
+            update.append(", evaluation = \(e.kind), affected = \(e.affected), drift = \(e.drift), created_profiles = \(e.createdProfiles)")
         }
         update.append(" WHERE id = \(id)")
         try await db.query(update)

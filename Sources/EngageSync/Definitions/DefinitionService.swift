@@ -38,10 +38,32 @@ public struct DefinitionService: Sendable {
                 issues += error.issues.map {
                     ValidationIssue(path: ValidationIssue.join(file, $0.path), reason: $0.reason)
                 }
+                // The file's SQL queries are checked too, so every problem shows at once.
+                issues += try await repository.sqlProblems(Self.sqlQueries(in: data, file: file))
             }
         }
         guard issues.isEmpty else { throw DefinitionValidationError(issues: issues) }
         return try await repository.save(inputs, dryRun: dryRun)
+    }
+}
+
+extension DefinitionService {
+    /// The SQL queries of a file that did not parse whole: each object with a `type` and a
+    /// string `sql` (and a well-formed `timeout`, if any), with where it sits.
+    static func sqlQueries(in data: Data, file: String) -> [(query: SQLQuery, kind: Definition.Kind, location: String)] {
+        guard let json = try? JSONValue.parse(data) else { return [] }
+        let items: [(JSONValue, String)] = json.arrayValue.map { $0.enumerated().map { ($1, "\(file):[\($0)]") } } ?? [(json, file)]
+        return items.compactMap { item, location in
+            guard let text = item["sql"]?.stringValue, let kind = item["type"]?.stringValue.flatMap(Definition.Kind.init) else {
+                return nil
+            }
+            var query = SQLQuery(text: text)
+            if let timeout = item["timeout"] {
+                guard let seconds = timeout.stringValue.flatMap(DefinitionParser.timeoutSeconds) else { return nil }
+                query.timeoutSeconds = seconds
+            }
+            return (query, kind, location)
+        }
     }
 }
 

@@ -170,7 +170,8 @@ public struct SyncRunner: Sendable {
     /// The pairs to run: selected by key and destination, and due unless keys or `all` were given.
     private func selectPairs(_ request: SyncRequest, db: PostgresConnection, now: Date) async throws -> [Pair] {
         let stored = try await DefinitionRepository(db).all(includeRemoved: request.mode == .remove)
-        var definitions = stored.filter { request.mode == .remove ? $0.removedAt != nil : $0.definition.enabled }
+        var definitions = DefinitionGraph.dependencyOrder(
+            stored.filter { request.mode == .remove ? $0.removedAt != nil : $0.definition.enabled }, definition: \.definition)
         if !request.keys.isEmpty {
             for key in request.keys where !definitions.contains(where: { $0.definition.key == key }) {
                 throw UnknownKey(key: key)
@@ -227,10 +228,19 @@ public struct SyncRunner: Sendable {
                                guardrail: guards ? Guardrail(maxExitRatio: pair.destination.maxExitRatio) : nil,
                                dryRun: request.dryRun)
         diff.fullEvaluation = request.fullEvaluation
+        diff.sql = (SQLSource(), pool)
         let result: DiffOutcome
         do {
             diff.audiences = try await DefinitionRepository(db).audiences()
             result = try await engine.run(diff, on: db)
+        } catch let error as SQLDefinitionError {
+            // The user's query failed or broke the column contract: this pair fails, nothing is
+            // enqueued (its transaction rolled back), and the other pairs go on.
+            Log.sync.error("\(pair.definition.key) → \(pair.destination.name): \(error)")
+            outcome.status = .failed
+            outcome.message = "\(error)"
+            if let runID { try await runs.finish(id: runID, status: .failed, error: outcome.message) }
+            return outcome
         } catch {
             if let runID { try? await runs.finish(id: runID, status: .failed, error: "\(error)") }
             throw error

@@ -1,0 +1,299 @@
+import EngageCore
+import Foundation
+import PostgresClient
+
+/// A SQL definition's query could not be used: it failed, timed out, was refused, or returned
+/// rows that break the column contract (DESIGN §16). Fails that pair only.
+public struct SQLDefinitionError: Error, Sendable, CustomStringConvertible {
+    /// The definition's key.
+    public var key: String
+    public var reason: String
+    public init(key: String, reason: String) {
+        self.key = key
+        self.reason = reason
+    }
+    public var description: String { "SQL definition \(key): \(reason)" }
+}
+
+/// The columns a SQL definition's query returns, checked against the contract: exactly one
+/// identifier (`user_id`, `profile_id` or `email`), `value` for a trait, and an optional
+/// `email` beside `user_id`; nothing else.
+public struct SQLShape: Sendable, Hashable {
+    /// What identifies a row's profile.
+    public enum Identifier: String, Sendable, CaseIterable {
+        case userID = "user_id", profileID = "profile_id", email
+    }
+
+    public var identifier: Identifier
+    /// An `email` column beside `user_id`, which fills the profile's email.
+    public var email: Bool
+    /// A trait's `value` column.
+    public var value: Bool
+
+    /// The column types an identifier may have (text, integers, uuid), by `pg_type` OID.
+    static let identifierTypes: Set<UInt32> = [25, 1043, 1042, 19, 21, 23, 20, 2950]
+
+    /// The shape of `columns` (name and `pg_type` OID, in order) for a definition of `kind`,
+    /// or every problem with them.
+    static func check(_ columns: [(name: String, type: UInt32)], kind: Definition.Kind,
+                      typeName: (UInt32) -> String) -> Result<SQLShape, SQLShapeProblems> {
+        var problems: [String] = []
+        var seen: Set<String> = []
+        for (name, _) in columns where !seen.insert(name).inserted {
+            problems.append("the column \(name.debugDescription) appears twice")
+        }
+        let names = Set(columns.map(\.name))
+        var identifier: Identifier?
+        if names.contains("user_id") {
+            identifier = .userID
+            if names.contains("profile_id") {
+                problems.append("returns both user_id and profile_id; return exactly one identifier column")
+            }
+        } else if names.contains("profile_id") {
+            identifier = .profileID
+            if names.contains("email") {
+                problems.append("returns email beside profile_id; an email column is allowed only beside user_id (or alone, as the identifier)")
+            }
+        } else if names.contains("email") {
+            identifier = .email
+        } else {
+            problems.append("has no identifier column: return one of user_id, profile_id or email (e.g. `SELECT id::text AS user_id …`)")
+        }
+        let allowed: Set<String> = kind == .trait ? ["user_id", "profile_id", "email", "value"] : ["user_id", "profile_id", "email"]
+        for (name, _) in columns where !allowed.contains(name) {
+            if name == "value" {
+                problems.append("returns a value column, which an audience does not use (its rows are its members); remove it, or make the definition a trait")
+            } else {
+                problems.append("returns the column \(name.debugDescription), which would be ignored; a SQL \(kind.rawValue) returns \(kind == .trait ? "one identifier column (user_id, profile_id or email), value, and optionally email beside user_id" : "one identifier column (user_id, profile_id or email), and optionally email beside user_id")")
+            }
+        }
+        if kind == .trait, !names.contains("value") {
+            problems.append("has no value column: a SQL trait returns each profile's value as `value`")
+        }
+        for (name, type) in columns where ["user_id", "profile_id", "email"].contains(name) && !identifierTypes.contains(type) {
+            if name == "email", type != 25, type != 1043, type != 1042 {
+                problems.append("the column email is of type \(typeName(type)); it must be text")
+            } else if name != "email" {
+                problems.append("the column \(name) is of type \(typeName(type)); an identifier must be text, an integer or a uuid")
+            }
+        }
+        guard problems.isEmpty, let identifier else { return .failure(SQLShapeProblems(reasons: problems)) }
+        return .success(SQLShape(identifier: identifier, email: identifier == .userID && names.contains("email"),
+                                 value: kind == .trait))
+    }
+
+    /// The query's rows as `(id text, email text, value jsonb)`, the form they are copied in.
+    func projection(of body: String) -> PostgresQuery {
+        let email = self.email ? "q.email::text" : "NULL::text"
+        let value = self.value ? "to_jsonb(q.value)" : "NULL::jsonb"
+        return """
+            SELECT q.\(unescaped: identifier.rawValue)::text AS id, \(unescaped: email) AS email, \(unescaped: value) AS value FROM (
+            \(unescaped: body)
+            ) q
+            """
+    }
+}
+
+/// What is wrong with a query's columns.
+struct SQLShapeProblems: Error {
+    var reasons: [String]
+}
+
+/// Runs the user's query of a SQL definition safely (DESIGN §16): in a READ ONLY transaction of
+/// its own on its own connection, with `statement_timeout` from the definition and, when
+/// `ENGAGE_SQL_ROLE` names one, under that role. The query is wrapped as a subquery and sent
+/// with the extended protocol, so it is one SELECT: no second statement, no data-modifying
+/// `WITH`, no `COMMIT` in the middle.
+public struct SQLSource: Sendable {
+    /// The role the query runs as (`SET LOCAL ROLE`), or nil for the engine's own.
+    public var role: String?
+
+    /// `role` defaults to `ENGAGE_SQL_ROLE` (unset or empty: none).
+    public init(role: String? = ProcessInfo.processInfo.environment["ENGAGE_SQL_ROLE"].flatMap { $0.isEmpty ? nil : $0 }) {
+        self.role = role
+    }
+
+    /// The statement that reads the query's columns without running it for rows.
+    static let describePrefix = "SELECT * FROM (\n"
+
+    /// Runs `body` in a READ ONLY transaction on `db` with the query's time limit and role,
+    /// and rolls it back.
+    func readOnly<T: Sendable>(_ query: SQLQuery, on db: PostgresConnection,
+                               _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await db.withTransaction { tx in
+            try await db.execute("SET TRANSACTION READ ONLY")
+            try await db.query("SELECT set_config('statement_timeout', \(String(query.timeoutSeconds * 1000)), true)")
+            if let role { try await db.query("SELECT set_config('role', \(role), true)") }
+            let value = try await body(db)
+            tx.rollback()
+            return value
+        }
+    }
+
+    /// The query's columns and their shape; throws ``SQLDefinitionError`` (with PostgreSQL's
+    /// message and the position in the query) when it does not plan, or when its columns break
+    /// the contract. Call inside ``readOnly(_:on:_:)``.
+    func shape(_ query: SQLQuery, kind: Definition.Kind, key: String, on db: PostgresConnection) async throws -> SQLShape {
+        let rows: PostgresRows
+        do {
+            rows = try await db.query("\(unescaped: Self.describePrefix)\(unescaped: query.body)\n) q LIMIT 0")
+        } catch let error as PostgresError {
+            throw SQLDefinitionError(key: key, reason: explain(error, in: query, prefix: Self.describePrefix))
+        }
+        let oids: [String] = Set(rows.columnTypes).map { String($0) }
+        var names: [UInt32: String] = [:]
+        let typeRows = try await db.query("""
+            SELECT oid::int8 AS oid, format_type(oid, NULL) AS name FROM pg_type
+            WHERE oid::text = ANY(\(oids)::text[])
+            """)
+        for row in typeRows {
+            names[UInt32(try row.decode(Int.self, "oid"))] = try row.decode(String.self, "name")
+        }
+        let columns: [(name: String, type: UInt32)] = zip(rows.columns, rows.columnTypes).map { (name: $0, type: $1) }
+        let typeName: (UInt32) -> String = { names[$0] ?? "oid \($0)" }
+        switch SQLShape.check(columns, kind: kind, typeName: typeName) {
+        case .success(let shape): return shape
+        case .failure(let problems): throw SQLDefinitionError(key: key, reason: problems.reasons.joined(separator: "; "))
+        }
+    }
+
+    /// PostgreSQL's message for an error in the user's query, with where in the query it is
+    /// when the query was wrapped after `prefix`.
+    func explain(_ error: PostgresError, in query: SQLQuery, prefix: String? = nil) -> String {
+        var text = error.message
+        switch error.sqlState {
+        case PostgresError.SQLState.queryCanceled?:
+            text = "the query ran longer than its timeout (\(query.timeoutSeconds) s) and was cancelled"
+        case PostgresError.SQLState.readOnlySQLTransaction?:
+            text += " (SQL definitions run read-only: a query must not write, lock rows or call functions that do)"
+        case PostgresError.SQLState.insufficientPrivilege?:
+            text += role.map { " (the query runs as the role \($0), from ENGAGE_SQL_ROLE)" } ?? " (the query runs as the engine's role)"
+        default:
+            break
+        }
+        if let position = error.position, let prefix {
+            // Positions count characters of the wrapped statement; the query starts after the prefix.
+            let offset = position - prefix.count
+            let body = query.body
+            if offset >= 1, offset <= body.count {
+                let before = body.prefix(offset - 1)
+                let line = before.filter { $0 == "\n" }.count + 1
+                let column = before.count - (before.lastIndex(of: "\n").map { before.distance(from: before.startIndex, to: $0) + 1 } ?? 0) + 1
+                text += " (at line \(line), column \(column) of the query)"
+            }
+        }
+        if let detail = error.detail { text += "; detail: \(detail)" }
+        if let hint = error.hint { text += "; hint: \(hint)" }
+        return text
+    }
+
+    /// `define`'s check: the query plans and its columns keep the contract. Nil when it is
+    /// usable, else why not.
+    public func problem(with query: SQLQuery, kind: Definition.Kind, on db: PostgresConnection) async throws -> String? {
+        do {
+            _ = try await readOnly(query, on: db) { db in try await shape(query, kind: kind, key: "", on: db) }
+            return nil
+        } catch let error as SQLDefinitionError {
+            return error.reason
+        } catch let error as PostgresError where error.kind == .server {
+            return explain(error, in: query)
+        }
+    }
+
+    /// Streams the query's rows from a connection of `pool` into the temporary table
+    /// `engage_sql_rows (id, email, value)` of `db` (the run's transaction): COPY out, COPY in.
+    /// Throws ``SQLDefinitionError`` for anything the query itself causes.
+    func copy(_ query: SQLQuery, kind: Definition.Kind, key: String, pool: PostgresConnectionPool,
+              into db: PostgresConnection) async throws -> SQLShape {
+        try await db.execute("""
+            DROP TABLE IF EXISTS engage_sql_rows;
+            CREATE TEMP TABLE engage_sql_rows (id text, email text, value jsonb) ON COMMIT DROP
+            """)
+        return try await pool.withConnection { reader in
+            try await readOnly(query, on: reader) { reader in
+                let shape = try await shape(query, kind: kind, key: key, on: reader)
+                try await db.copyIn("COPY engage_sql_rows FROM STDIN") { writer in
+                    do {
+                        try await reader.copyOut("COPY (\(shape.projection(of: query.body))) TO STDOUT") { chunk in
+                            try await writer.write(bytes: chunk)
+                        }
+                    } catch let error as PostgresError where error.kind == .server {
+                        throw SQLDefinitionError(key: key, reason: explain(error, in: query))
+                    }
+                }
+                return shape
+            }
+        }
+    }
+}
+
+extension SQLSource {
+    /// Checks the rows ``copy(_:kind:key:pool:into:)`` left, matches them to profiles —
+    /// creating a profile for an unknown `user_id` (`profile_id = user_id`, with the row's
+    /// email) or an unknown email (`email:<address>`, email only), filling a known profile's
+    /// missing email — and leaves `engage_sql_result (profile_id, value)`: one row per profile,
+    /// a trait's SQL NULL (or JSON null) dropped as "no value". Returns the profiles created.
+    func resolve(_ shape: SQLShape, key: String, _ db: PostgresConnection) async throws -> Int {
+        let column = shape.identifier.rawValue
+        let check = try await db.query("""
+            SELECT (SELECT count(*)::int FROM engage_sql_rows WHERE id IS NULL) AS nulls,
+                   (SELECT id FROM engage_sql_rows WHERE id IS NOT NULL GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT 1)
+                       AS duplicate
+            """).first
+        if let nulls = try check?.decode(Int.self, "nulls"), nulls > 0 {
+            throw SQLDefinitionError(key: key, reason: "\(nulls) row\(nulls == 1 ? "" : "s") returned a NULL \(column); every row needs one (filter them out with `WHERE \(column) IS NOT NULL`)")
+        }
+        if let duplicate = try check?.decode(String?.self, "duplicate") {
+            throw SQLDefinitionError(key: key, reason: "returned the \(column) \(duplicate.debugDescription) more than once; a SQL definition returns one row per \(column) (e.g. GROUP BY \(column) or DISTINCT ON (\(column)))")
+        }
+        var created = 0
+        let match: PostgresQuery
+        switch shape.identifier {
+        case .userID:
+            created = try await db.query("""
+                WITH created AS (
+                    INSERT INTO engage.profiles (profile_id, user_id, email)
+                    SELECT r.id, r.id, r.email FROM engage_sql_rows r
+                    WHERE NOT EXISTS (SELECT 1 FROM engage.profiles p WHERE p.user_id = r.id)
+                    ON CONFLICT DO NOTHING
+                    RETURNING 1)
+                SELECT count(*)::int AS n FROM created
+                """).first?.decode(Int.self, "n") ?? 0
+            if shape.email {
+                try await db.query("""
+                    UPDATE engage.profiles p SET email = r.email, updated_at = now()
+                    FROM engage_sql_rows r
+                    WHERE p.user_id = r.id AND p.email IS NULL AND r.email IS NOT NULL
+                    """)
+            }
+            match = "SELECT p.profile_id, r.value FROM engage_sql_rows r JOIN engage.profiles p ON p.user_id = r.id"
+        case .profileID:
+            match = "SELECT p.profile_id, r.value FROM engage_sql_rows r JOIN engage.profiles p ON p.profile_id = r.id"
+        case .email:
+            created = try await db.query("""
+                WITH created AS (
+                    INSERT INTO engage.profiles (profile_id, email)
+                    SELECT 'email:' || r.id, r.id FROM engage_sql_rows r
+                    WHERE NOT EXISTS (SELECT 1 FROM engage.profiles p WHERE p.email = r.id)
+                    ON CONFLICT DO NOTHING
+                    RETURNING 1)
+                SELECT count(*)::int AS n FROM created
+                """).first?.decode(Int.self, "n") ?? 0
+            // Several profiles may share an email: the one with a user id (Vero can address it
+            // by id), then the first by profile id.
+            match = """
+                SELECT DISTINCT ON (r.id) p.profile_id, r.value
+                FROM engage_sql_rows r JOIN engage.profiles p ON p.email = r.id
+                ORDER BY r.id, p.user_id IS NULL, p.profile_id
+                """
+        }
+        let keep: PostgresQuery = shape.value ? "WHERE value IS NOT NULL AND value <> 'null'::jsonb" : ""
+        try await db.execute("DROP TABLE IF EXISTS engage_sql_result")
+        try await db.query("""
+            CREATE TEMP TABLE engage_sql_result ON COMMIT DROP AS
+            SELECT profile_id, value FROM (\(match)) m \(keep)
+            """)
+        try await db.execute("ANALYZE engage_sql_result")
+        return created
+    }
+}
