@@ -48,9 +48,8 @@ public struct DefinitionCompiler {
             // every SQL evaluation is full, so a scope never applies.
             let value: PostgresQuery = definition.kind == .audience ? "true" : "r.value"
             return """
-                SELECT p.profile_id, \(value) AS value, p.user_id, p.email
-                FROM engage_sql_result r JOIN engage.profiles p ON p.profile_id = r.profile_id
-                WHERE \(unescaped: eligibility(definition, alias: "p"))
+                SELECT r.profile_id, \(value) AS value, r.user_id, r.email FROM engage_sql_result r
+                WHERE r.profile_id IS NOT NULL AND \(unescaped: eligibility(definition, alias: "r"))
                 """
         }
     }
