@@ -169,6 +169,35 @@ struct SQLDefinitionTests {
         }
     }
 
+    @Test("under ENGAGE_SQL_ROLE a query reads only what that role may; a refusal fails its pair only")
+    func role() async throws {
+        try await SyncFixture.with { f in
+            try await seed(f)
+            // Roles belong to the cluster, which parallel tests share: a name of this test's own.
+            let role = "engage_sql_\(UUID().uuidString.prefix(8).lowercased())"
+            try await f.db.execute("""
+                CREATE ROLE \(unescaped: role) NOLOGIN;
+                GRANT USAGE ON SCHEMA app TO \(unescaped: role);
+                GRANT SELECT ON app.users TO \(unescaped: role);
+                """)
+            do {
+                try await f.define(Self.highLTV) // reads app.ltv, which the role may not
+                try await f.define(#"{"name": "Everyone", "type": "audience", "sql": "SELECT id AS user_id FROM app.users"}"#)
+                let run = try await f.cli(["run", "--all"], environment: ["ENGAGE_SYNC_NOW": Self.t0, "ENGAGE_SQL_ROLE": role])
+                #expect(run.status == 1, "\(run.stdout)\n\(run.stderr)")
+                let refused = try await lastRun(f, "high_ltv")
+                #expect(refused.status == "failed")
+                #expect(refused.error?.contains("permission denied for table ltv (the query runs as the role \(role), from ENGAGE_SQL_ROLE)") == true,
+                        "\(refused.error ?? "-")")
+                #expect(try await lastRun(f, "everyone").status == "succeeded")
+                #expect(try await f.sandboxUsers()["u6"]?.data["everyone"] == .bool(true))
+            } catch {
+                Issue.record(error)
+            }
+            try await f.db.execute("DROP OWNED BY \(unescaped: role); DROP ROLE \(unescaped: role)")
+        }
+    }
+
     @Test("a query slower than its timeout fails its pair only; the others succeed and the exit status is non-zero")
     func timeout() async throws {
         try await SyncFixture.with { f in
@@ -204,7 +233,8 @@ struct SQLDefinitionTests {
                  {"name": "Typo", "type": "audience", "sql": "SELECT id AS user_id\nFORM app.users"},
                  {"name": "Missing", "type": "audience", "sql": "SELECT id AS user_id FROM app.nowhere"},
                  {"name": "Fine", "type": "audience", "sql": "SELECT id AS user_id FROM app.users"},
-                 {"name": "Bad Field", "type": "audience", "condition": {"event": "E"}, "colour": "red"}]
+                 {"name": "Bad Field", "type": "audience", "condition": {"event": "E"}, "colour": "red"},
+                 {"name": "Two", "type": "audience", "sql": "SELECT id AS user_id FROM app.users; DELETE FROM app.users"}]
                 """#.write(toFile: path, atomically: true, encoding: .utf8)
             let define = try await f.cli(["define", path])
             #expect(define.status == 2)
@@ -214,6 +244,8 @@ struct SQLDefinitionTests {
             #expect(define.stderr.contains("\(path):[3].sql: relation \"app.nowhere\" does not exist"), "\(define.stderr)")
             #expect(!define.stderr.contains("\(path):[4]"), "\(define.stderr)")
             #expect(define.stderr.contains("\(path):[5].colour: unknown field"), "\(define.stderr)")
+            #expect(define.stderr.contains("\(path):[6].sql: syntax error at or near \";\" (at line 1, column 36 of the query)"), "\(define.stderr)")
+            #expect(try await f.count("SELECT count(*)::int AS c FROM app.users") == 6)
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.computations") == stored)
         }
     }

@@ -104,7 +104,7 @@ extension DefinitionRepository {
         guard let query = definition.sqlQuery else {
             throw SQLDefinitionError(key: definition.key, reason: "is not a SQL definition")
         }
-        return try await source.readOnly(query, on: db) { db in
+        return try await source.readOnly(query, key: definition.key, on: db) { db in
             let shape = try await source.shape(query, kind: definition.kind, key: definition.key, on: db)
             let column = shape.identifier.rawValue
             let row: PostgresRow?

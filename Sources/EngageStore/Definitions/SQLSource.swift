@@ -30,8 +30,10 @@ public struct SQLShape: Sendable, Hashable {
     /// A trait's `value` column.
     public var value: Bool
 
-    /// The column types an identifier may have (text, integers, uuid), by `pg_type` OID.
-    static let identifierTypes: Set<UInt32> = [25, 1043, 1042, 19, 21, 23, 20, 2950]
+    /// Text types by `pg_type` OID: text, varchar, char, name.
+    static let textTypes: Set<UInt32> = [25, 1043, 1042, 19]
+    /// The column types an identifier may have: text, the integers (int2, int4, int8), uuid.
+    static let identifierTypes: Set<UInt32> = textTypes.union([21, 23, 20, 2950])
 
     /// The shape of `columns` (name and `pg_type` OID, in order) for a definition of `kind`,
     /// or every problem with them.
@@ -70,11 +72,11 @@ public struct SQLShape: Sendable, Hashable {
         if kind == .trait, !names.contains("value") {
             problems.append("has no value column: a SQL trait returns each profile's value as `value`")
         }
-        for (name, type) in columns where ["user_id", "profile_id", "email"].contains(name) && !identifierTypes.contains(type) {
-            if name == "email", type != 25, type != 1043, type != 1042 {
-                problems.append("the column email is of type \(typeName(type)); it must be text")
-            } else if name != "email" {
-                problems.append("the column \(name) is of type \(typeName(type)); an identifier must be text, an integer or a uuid")
+        for (name, type) in columns {
+            if name == "email", !textTypes.contains(type) {
+                problems.append("the column email is of type \(typeName(type)); it must be text (cast it: `… ::text AS email`)")
+            } else if name == "user_id" || name == "profile_id", !identifierTypes.contains(type) {
+                problems.append("the column \(name) is of type \(typeName(type)); an identifier must be text, an integer or a uuid (cast it: `… ::text AS \(name)`)")
             }
         }
         guard problems.isEmpty, let identifier else { return .failure(SQLShapeProblems(reasons: problems)) }
@@ -117,13 +119,17 @@ public struct SQLSource: Sendable {
     static let describePrefix = "SELECT * FROM (\n"
 
     /// Runs `body` in a READ ONLY transaction on `db` with the query's time limit and role,
-    /// and rolls it back.
-    func readOnly<T: Sendable>(_ query: SQLQuery, on db: PostgresConnection,
+    /// and rolls it back. A role that cannot be taken fails the definition `key`.
+    func readOnly<T: Sendable>(_ query: SQLQuery, key: String, on db: PostgresConnection,
                                _ body: (PostgresConnection) async throws -> T) async throws -> T {
         try await db.withTransaction { tx in
             try await db.execute("SET TRANSACTION READ ONLY")
             try await db.query("SELECT set_config('statement_timeout', \(String(query.timeoutSeconds * 1000)), true)")
-            if let role { try await db.query("SELECT set_config('role', \(role), true)") }
+            if let role {
+                do { try await db.query("SELECT set_config('role', \(role), true)") } catch let error as PostgresError where error.kind == .server {
+                    throw SQLDefinitionError(key: key, reason: "cannot run as the role ENGAGE_SQL_ROLE names: \(error.message)")
+                }
+            }
             let value = try await body(db)
             tx.rollback()
             return value
@@ -132,7 +138,7 @@ public struct SQLSource: Sendable {
 
     /// The query's columns and their shape; throws ``SQLDefinitionError`` (with PostgreSQL's
     /// message and the position in the query) when it does not plan, or when its columns break
-    /// the contract. Call inside ``readOnly(_:on:_:)``.
+    /// the contract. Call inside ``readOnly(_:key:on:_:)``.
     func shape(_ query: SQLQuery, kind: Definition.Kind, key: String, on db: PostgresConnection) async throws -> SQLShape {
         let rows: PostgresRows
         do {
@@ -191,7 +197,7 @@ public struct SQLSource: Sendable {
     /// usable, else why not.
     public func problem(with query: SQLQuery, kind: Definition.Kind, on db: PostgresConnection) async throws -> String? {
         do {
-            _ = try await readOnly(query, on: db) { db in try await shape(query, kind: kind, key: "", on: db) }
+            _ = try await readOnly(query, key: "", on: db) { db in try await shape(query, kind: kind, key: "", on: db) }
             return nil
         } catch let error as SQLDefinitionError {
             return error.reason
@@ -210,7 +216,7 @@ public struct SQLSource: Sendable {
             CREATE TEMP TABLE engage_sql_rows (id text, email text, value jsonb) ON COMMIT DROP
             """)
         return try await pool.withConnection { reader in
-            try await readOnly(query, on: reader) { reader in
+            try await readOnly(query, key: key, on: reader) { reader in
                 let shape = try await shape(query, kind: kind, key: key, on: reader)
                 try await db.copyIn("COPY engage_sql_rows FROM STDIN") { writer in
                     do {
