@@ -7,7 +7,7 @@ extension DestinationKind: ExpressibleByArgument {}
 extension EngageSyncCommand {
     struct DestinationCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "destination", abstract: "Add or list destinations.", subcommands: [Add.self, List.self])
+            commandName: "destination", abstract: "Add, list or resume destinations.", subcommands: [Add.self, List.self, Resume.self])
 
         struct Add: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
@@ -52,9 +52,21 @@ extension EngageSyncCommand {
                     print("no destinations yet: add one with `engage-sync destination add vero --kind vero`")
                     return
                 }
-                printTable([["NAME", "KIND", "BASE_URL", "TOKEN_ENV", "RATE", "CONCURRENCY", "MAX_ATTEMPTS", "ENABLED"]]
+                printTable([["NAME", "KIND", "BASE_URL", "TOKEN_ENV", "RATE", "CONCURRENCY", "MAX_ATTEMPTS", "ENABLED", "PAUSED"]]
                            + all.map { [$0.name, $0.kind.rawValue, $0.baseURL, $0.tokenEnv, String(Int($0.rate)), String($0.concurrency),
-                                        String($0.maxAttempts), $0.enabled ? "yes" : "no"] })
+                                        String($0.maxAttempts), $0.enabled ? "yes" : "no", $0.pausedReason ?? "no"] })
+            }
+        }
+
+        struct Resume: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Resume delivery to a destination paused because Vero rejected its token (fix the token first).")
+            @OptionGroup var database: DatabaseOptions
+            @Argument(help: "The destination's name.") var name: String
+
+            func run() async throws {
+                let d = try await database.withConnection { try await DestinationRepository($0).resume(name: name) }
+                print("destination \(d.name) resumed: `engage-sync deliver` (or the next run) sends its pending rows")
             }
         }
     }

@@ -6,7 +6,7 @@ import Foundation
 extension EngageSyncCommand {
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Per definition and destination: members, delivered, pending, failed, last run, next due.")
+            abstract: "Per definition and destination: members, delivered, pending, failed, last run, next due, paused.")
         @OptionGroup var database: DatabaseOptions
         @Flag(help: "Print JSON (one object per pair).") var json = false
 
@@ -17,7 +17,8 @@ extension EngageSyncCommand {
                 return [("key", .string(p.key)), ("destination", .string(p.destination)), ("type", .string(p.type)),
                         ("members", .int(p.members)), ("delivered_true", .int(p.deliveredTrue)), ("pending", .int(p.pending)),
                         ("failed", .int(p.failed)), ("last_run_at", text(p.lastRunAt)),
-                        ("last_run_status", text(p.lastRunStatus)), ("next_due", text(p.nextDue))]
+                        ("last_run_status", text(p.lastRunStatus)), ("next_due", text(p.nextDue)),
+                        ("destination_paused_at", text(p.destinationPausedAt))]
             }
             if json {
                 print(JSONValue.array(rows.map { .object(Dictionary(uniqueKeysWithValues: $0.map { ($0.column, $0.value) })) }).jsonString)

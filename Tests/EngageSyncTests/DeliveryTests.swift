@@ -101,6 +101,45 @@ struct DeliveryTests {
         }
     }
 
+    @Test("a 401 pauses the destination: nothing is claimed until `destination resume`; status and metrics say so")
+    func paused() async throws {
+        try await SyncFixture.with(sandbox: SandboxConfiguration(token: "the-right-token"), concurrency: 4) { f in
+            try await f.seedOutbox(count: 50)
+            let rejected = try await f.cli(["deliver"])
+            #expect(rejected.status == 1)
+            #expect(rejected.stderr.contains("destination vero rejected the auth token (HTTP 401)"), "\(rejected.stderr)")
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.destinations WHERE paused_reason LIKE 'HTTP 401%'") == 1)
+            let sent = try await f.sandboxRequests().total
+
+            // Paused: even with the right token nothing is claimed or sent.
+            let right = [SyncFixture.tokenVariable: "the-right-token"]
+            let refused = try await f.cli(["deliver"], environment: right)
+            #expect(refused.status == 1)
+            #expect(refused.stderr.contains("destination vero is paused (HTTP 401 from Vero: the auth token was rejected)"), "\(refused.stderr)")
+            #expect(try await f.sandboxRequests().total == sent)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'pending' AND locked_by IS NULL") == 50)
+            let status = try await f.cli(["status", "--json"])
+            #expect(status.stdout.contains(#""destination_paused_at":"20"#), "\(status.stdout)")
+            #expect(try await f.cli(["metrics"]).stdout.contains(#"engage_sync_destination_paused{destination="vero"} 1"#))
+            #expect(try await f.cli(["destination", "list"]).stdout.contains("HTTP 401 from Vero"))
+
+            // Re-adding it with the same settings keeps it paused; resuming sends everything.
+            #expect(try await f.cli(["destination", "add", "vero", "--concurrency", "4"]).status == 0)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.destinations WHERE paused_at IS NOT NULL") == 1)
+            let resume = try await f.cli(["destination", "resume", "vero"])
+            #expect(resume.status == 0, "\(resume.stderr)")
+            #expect(try await f.cli(["metrics"]).stdout.contains(#"engage_sync_destination_paused{destination="vero"} 0"#))
+            let delivered = try await f.cli(["deliver", "--max-wait", "0"], environment: right)
+            #expect(delivered.status == 0, "\(delivered.stderr)")
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 50)
+
+            // A change of settings resumes a paused destination too.
+            try await f.db.execute("UPDATE engage.destinations SET paused_at = now(), paused_reason = 'HTTP 403 from Vero: the auth token was rejected'")
+            #expect(try await f.cli(["destination", "add", "vero", "--concurrency", "5"]).status == 0)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.destinations WHERE paused_at IS NULL AND paused_reason IS NULL") == 1)
+        }
+    }
+
     @Test("a missing token variable is an error before anything is sent")
     func missingToken() async throws {
         try await SyncFixture.with { f in

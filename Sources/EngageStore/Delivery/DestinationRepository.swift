@@ -17,6 +17,8 @@ public struct Destination: Sendable, Hashable {
     public var maxExitRatio: Double
     public var allowEmailID: Bool
     public var enabled: Bool
+    /// Why delivery to it is paused (Vero rejected the token), or nil when it is not.
+    public var pausedReason: String?
 }
 
 /// The kinds of destination the engine can send to; `engage.destinations.kind`.
@@ -52,16 +54,38 @@ public struct UnknownDestination: Error, Sendable, CustomStringConvertible {
     public var description: String { "no destination is named \(name.debugDescription) (see `engage-sync destination list`)" }
 }
 
+/// Delivery to a destination is paused (DESIGN §18): nothing is claimed for it.
+public struct DestinationPaused: Error, Sendable, CustomStringConvertible {
+    public var destination: String
+    public var reason: String
+    public init(destination: String, reason: String) {
+        self.destination = destination
+        self.reason = reason
+    }
+    public var description: String {
+        "destination \(destination) is paused (\(reason)); its rows stay pending. Fix the token, then `engage-sync destination resume \(destination)`"
+    }
+}
+
 /// Reads and writes `engage.destinations`.
 public struct DestinationRepository: Sendable {
     public let db: PostgresConnection
     public init(_ db: PostgresConnection) { self.db = db }
 
-    static let columns = "id, name, kind, base_url, token_env, rate, concurrency, max_attempts, max_exit_ratio, allow_email_id, enabled"
+    static let columns = "id, name, kind, base_url, token_env, rate, concurrency, max_attempts, max_exit_ratio, allow_email_id, enabled, paused_reason"
 
-    /// Adds a destination, or updates the settings given for an existing one of that name.
+    /// Adds a destination, or updates the settings given for an existing one of that name. A
+    /// change of settings resumes a paused destination.
     @discardableResult
     public func upsert(name: String, kind: DestinationKind = .vero, settings: DestinationSettings) async throws -> Destination {
+        // Every setting given equals the stored one.
+        let unchanged: PostgresQuery = """
+            ((coalesce(\(settings.baseURL), d.base_url), coalesce(\(settings.tokenEnv), d.token_env), coalesce(\(settings.rate), d.rate),
+              coalesce(\(settings.concurrency), d.concurrency), coalesce(\(settings.maxAttempts), d.max_attempts),
+              coalesce(\(settings.maxExitRatio), d.max_exit_ratio), coalesce(\(settings.allowEmailID), d.allow_email_id))
+             IS NOT DISTINCT FROM
+             (d.base_url, d.token_env, d.rate, d.concurrency, d.max_attempts, d.max_exit_ratio, d.allow_email_id))
+            """
         let rows = try await db.query("""
             INSERT INTO engage.destinations AS d (name, kind, base_url, token_env, rate, concurrency, max_attempts,
                                                   max_exit_ratio, allow_email_id)
@@ -74,7 +98,9 @@ public struct DestinationRepository: Sendable {
                 rate = coalesce(\(settings.rate), d.rate), concurrency = coalesce(\(settings.concurrency), d.concurrency),
                 max_attempts = coalesce(\(settings.maxAttempts), d.max_attempts),
                 max_exit_ratio = coalesce(\(settings.maxExitRatio), d.max_exit_ratio),
-                allow_email_id = coalesce(\(settings.allowEmailID), d.allow_email_id)
+                allow_email_id = coalesce(\(settings.allowEmailID), d.allow_email_id),
+                paused_at = CASE WHEN \(unchanged) THEN d.paused_at END,
+                paused_reason = CASE WHEN \(unchanged) THEN d.paused_reason END
             RETURNING \(unescaped: Self.columns)
             """)
         guard let row = rows.first else { throw UnknownDestination(name: name) }
@@ -92,12 +118,28 @@ public struct DestinationRepository: Sendable {
         return try Self.decode(row)
     }
 
+    /// Pauses delivery to a destination, saying why.
+    public func pause(id: Int, reason: String) async throws {
+        try await db.query("UPDATE engage.destinations SET paused_at = now(), paused_reason = \(reason) WHERE id = \(id)")
+    }
+
+    /// Resumes delivery to a paused destination (a no-op for one that is not).
+    @discardableResult
+    public func resume(name: String) async throws -> Destination {
+        guard let row = try await db.query("""
+            UPDATE engage.destinations SET paused_at = NULL, paused_reason = NULL WHERE name = \(name)
+            RETURNING \(unescaped: Self.columns)
+            """).first else { throw UnknownDestination(name: name) }
+        return try Self.decode(row)
+    }
+
     static func decode(_ row: PostgresRow) throws -> Destination {
         Destination(id: try row.decode(Int.self, "id"), name: try row.decode(String.self, "name"),
                     kind: try row.decode(DestinationKind.self, "kind"), baseURL: try row.decode(String.self, "base_url"),
                     tokenEnv: try row.decode(String.self, "token_env"), rate: try row.decode(Double.self, "rate"),
                     concurrency: try row.decode(Int.self, "concurrency"), maxAttempts: try row.decode(Int.self, "max_attempts"),
                     maxExitRatio: try row.decode(Double.self, "max_exit_ratio"),
-                    allowEmailID: try row.decode(Bool.self, "allow_email_id"), enabled: try row.decode(Bool.self, "enabled"))
+                    allowEmailID: try row.decode(Bool.self, "allow_email_id"), enabled: try row.decode(Bool.self, "enabled"),
+                    pausedReason: try row.decode(String?.self, "paused_reason"))
     }
 }

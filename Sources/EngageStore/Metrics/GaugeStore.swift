@@ -9,7 +9,7 @@ public struct GaugeStore: Sendable {
 
     /// Per destination: rows waiting (outbox rows and the members a backlog has still to
     /// enqueue, as `engage.sync_status` counts them), failed rows, and the age of the oldest
-    /// waiting one; per pair: when it last succeeded and how often it should run; per
+    /// waiting one, and whether it is paused; per pair: when it last succeeded and how often it should run; per
     /// definition: the snapshot's size.
     public func gauges() async throws -> [Gauge] {
         let destinations = try await db.query("""
@@ -20,7 +20,8 @@ public struct GaugeStore: Sendable {
                    (SELECT count(*) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'failed')::float8 AS failed,
                    coalesce(extract(epoch FROM now() - least(
                        (SELECT min(o.created_at) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'pending'),
-                       (SELECT min(b.created_at) FROM engage.backlogs b WHERE b.destination_id = d.id))), 0)::float8 AS oldest
+                       (SELECT min(b.created_at) FROM engage.backlogs b WHERE b.destination_id = d.id))), 0)::float8 AS oldest,
+                   (d.paused_at IS NOT NULL)::int::float8 AS paused
             FROM engage.destinations d ORDER BY d.name
             """)
         let pairs = try await db.query("""
@@ -50,6 +51,8 @@ public struct GaugeStore: Sendable {
                   samples: try samples(destinations, "oldest", labels: destination)),
             Gauge(name: "engage_sync_outbox_failed", help: "Changes whose delivery failed for good (see engage.delivery_failures).",
                   samples: try samples(destinations, "failed", labels: destination)),
+            Gauge(name: "engage_sync_destination_paused", help: "1 while delivery to the destination is paused (Vero rejected its token).",
+                  samples: try samples(destinations, "paused", labels: destination)),
             Gauge(name: "engage_sync_last_success_timestamp_seconds", help: "When the pair's last successful run finished (Unix time).",
                   samples: try samples(pairs, "last_success", labels: pair)),
             Gauge(name: "engage_sync_sync_every_seconds", help: "How often the pair should run (the definition's sync_every).",

@@ -15,6 +15,8 @@ public struct PairStatus: Sendable {
     public var lastRunStatus: String?
     /// ISO-8601 UTC, to the second; nil for a disabled definition.
     public var nextDue: String?
+    /// Since when delivery to the destination is paused (ISO-8601 UTC), or nil.
+    public var destinationPausedAt: String?
 }
 
 /// Reads what `status` prints.
@@ -27,7 +29,8 @@ public struct StatusStore: Sendable {
         try await db.query("""
             SELECT key, destination, type, members::int, delivered_true::int, pending::int, failed::int,
                    to_char(last_run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS last_run_at, last_run_status,
-                   to_char(next_due AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS next_due
+                   to_char(next_due AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS next_due,
+                   to_char(destination_paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS paused_at
             FROM engage.sync_status ORDER BY key, destination
             """).map { row in
             PairStatus(key: try row.decode(String.self, "key"), destination: try row.decode(String.self, "destination"),
@@ -35,7 +38,7 @@ public struct StatusStore: Sendable {
                        deliveredTrue: try row.decode(Int.self, "delivered_true"), pending: try row.decode(Int.self, "pending"),
                        failed: try row.decode(Int.self, "failed"), lastRunAt: try row.decode(String?.self, "last_run_at"),
                        lastRunStatus: try row.decode(String?.self, "last_run_status"),
-                       nextDue: try row.decode(String?.self, "next_due"))
+                       nextDue: try row.decode(String?.self, "next_due"), destinationPausedAt: try row.decode(String?.self, "paused_at"))
         }
     }
 }

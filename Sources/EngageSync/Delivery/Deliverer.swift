@@ -36,15 +36,28 @@ public struct Deliverer: Sendable {
     }
 
     /// Delivers until nothing is due (waiting for retries due within `maxWaitSeconds`).
-    /// Throws ``CredentialsRejected`` after recording what was done when Vero says 401/403.
+    /// Throws ``DestinationPaused`` without claiming anything when the destination is paused,
+    /// and ``CredentialsRejected`` after recording what was done (and pausing the destination)
+    /// when Vero says 401/403.
     public func run(progress: (@Sendable (DeliveryReport) -> Void)? = nil) async throws -> DeliveryReport {
         let token = try Self.token(for: destination)
         let transport = VeroTransport(client: client, endpoint: VeroEndpoint(
             baseURL: destination.baseURL, token: token, requestTimeout: .seconds(options.requestTimeoutSeconds)))
         let bucket = TokenBucket(rate: destination.rate)
         return try await pool.withConnections(2) { db in
-            try await run(claims: OutboxStore(db[0]), records: OutboxStore(db[1]), transport: transport,
-                          bucket: bucket, progress: progress)
+            // As stored now: another process may have paused it since this one read it.
+            if let reason = try await DestinationRepository(db[0]).find(name: destination.name).pausedReason {
+                throw DestinationPaused(destination: destination.name, reason: reason)
+            }
+            do {
+                return try await run(claims: OutboxStore(db[0]), records: OutboxStore(db[1]), transport: transport,
+                                     bucket: bucket, progress: progress)
+            } catch let rejected as CredentialsRejected {
+                try await DestinationRepository(db[0]).pause(
+                    id: destination.id, reason: "HTTP \(rejected.status) from Vero: the auth token was rejected")
+                Log.delivery.error("\(rejected)")
+                throw rejected
+            }
         }
     }
 

@@ -9,11 +9,12 @@ public struct MissingToken: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// Vero answered 401/403: the credentials are wrong. Delivery to that destination stopped at once.
+/// Vero answered 401/403: the credentials are wrong. Delivery to that destination stopped at once
+/// and the destination is paused (DESIGN §18).
 public struct CredentialsRejected: Error, Sendable, CustomStringConvertible {
     public var destination: String
     public var status: Int
     public var description: String {
-        "destination \(destination) rejected the auth token (HTTP \(status)); delivery stopped, the rows stay pending. Check the token variable and run `engage-sync deliver` again"
+        "destination \(destination) rejected the auth token (HTTP \(status)); delivery stopped and the destination is paused, the rows stay pending. Fix the token variable, then `engage-sync destination resume \(destination)`"
     }
 }
