@@ -16,16 +16,6 @@ struct DeliveryFlags: ParsableArguments {
     }
 }
 
-/// Progress on stderr, only when it is a terminal.
-func progressPrinter(_ label: String) -> (@Sendable (DeliveryReport) -> Void)? {
-    guard isatty(STDERR_FILENO) == 1 else { return nil }
-    return { report in
-        let line = String(format: "\r%@: %d delivered, %d retrying, %d failed, %.0f req/s   ",
-                          label, report.delivered, report.retried, report.failed, report.requestsPerSecond)
-        FileHandle.standardError.write(Data(line.utf8))
-    }
-}
-
 extension EngageSyncCommand {
     struct Deliver: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -43,10 +33,17 @@ extension EngageSyncCommand {
                     return try await repository.all().filter(\.enabled)
                 }
                 var anyFailed = false
+                let progress = DeliveryProgress(pool: pool)
                 for d in destinations {
-                    let report = try await Deliverer(destination: d, pool: pool, client: client, options: flags.options)
-                        .run(progress: progressPrinter(d.name))
-                    if isatty(STDERR_FILENO) == 1 { FileHandle.standardError.write(Data("\n".utf8)) }
+                    let report: DeliveryReport
+                    do {
+                        report = try await Deliverer(destination: d, pool: pool, client: client, options: flags.options)
+                            .run(progress: await progress.start(d))
+                        progress.finish()
+                    } catch {
+                        progress.finish()
+                        throw error
+                    }
                     print("\(d.name): \(report.summary)")
                     if report.failed > 0 || report.rejected > 0 { anyFailed = true }
                 }
@@ -66,8 +63,11 @@ extension EngageSyncCommand {
 
         func run() async throws {
             let report = try await database.withServices { pool, client in
-                try await Forwarder(pool: pool, client: client).forward(path: file, destinationName: destination,
-                                                                        options: flags.options, onBadLine: { printError($0) })
+                let progress = DeliveryProgress(pool: pool)
+                defer { progress.finish() }
+                return try await Forwarder(pool: pool, client: client).forward(
+                    path: file, destinationName: destination, options: flags.options, onBadLine: { printError($0) },
+                    deliveryProgress: { await progress.start($0) })
             }
             print("forward run \(report.runID): \(report.lines) lines, \(report.enqueued) enqueued, \(report.rejected) rejected, \(report.malformed) malformed; \(report.delivery.summary)")
             if report.malformed > 0 || report.rejected > 0 || report.delivery.failed > 0 { throw ExitCode(ExitStatus.partial) }

@@ -74,7 +74,9 @@ extension EngageSyncCommand {
             request.fullEvaluation = full
             request.delivery = flags.options
             let now = try RunInstant.now()
-            let outcomes = try await database.withServices { try await SyncRunner(pool: $0, client: $1).run(request, now: now) }
+            let outcomes = try await database.withServices { pool, client in
+                try await SyncRunner(pool: pool, client: client).run(request, now: now, progress: syncProgress(pool: pool))
+            }
             try report(outcomes, dryRun: dryRun)
         }
     }
@@ -94,7 +96,9 @@ extension EngageSyncCommand {
             request.mode = .resync
             request.delivery = flags.options
             let now = try RunInstant.now()
-            let outcomes = try await database.withServices { try await SyncRunner(pool: $0, client: $1).run(request, now: now) }
+            let outcomes = try await database.withServices { pool, client in
+                try await SyncRunner(pool: pool, client: client).run(request, now: now, progress: syncProgress(pool: pool))
+            }
             try report(outcomes, dryRun: false)
         }
     }

@@ -41,4 +41,15 @@ public struct StatusStore: Sendable {
                        nextDue: try row.decode(String?.self, "next_due"), destinationPausedAt: try row.decode(String?.self, "paused_at"))
         }
     }
+
+    /// Changes waiting for a destination: pending outbox rows and the members its backlogs
+    /// have still to enqueue (as `engage.sync_status` counts them).
+    public func waiting(destination name: String) async throws -> Int {
+        try await db.query("""
+            SELECT ((SELECT count(*) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'pending')
+                    + (SELECT count(*) FROM engage.sync_changelog ch
+                       WHERE ch.outbox_id IS NULL AND ch.status = 'pending' AND ch.destination = d.name))::int AS n
+            FROM engage.destinations d WHERE d.name = \(name)
+            """).first?.decode(Int.self, "n") ?? 0
+    }
 }

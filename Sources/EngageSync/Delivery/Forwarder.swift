@@ -25,16 +25,22 @@ public struct Forwarder: Sendable {
         self.client = client
     }
 
-    /// Reads `path` (or stdin), enqueues, then delivers. `onBadLine` receives `line N: reason`.
+    /// Reads `path` (or stdin), enqueues, then delivers. `onBadLine` receives `line N: reason`;
+    /// `deliveryProgress` gives what to call with the delivery's reports, if anything.
     public func forward(path: String?, destinationName: String, options: DeliveryOptions,
-                        onBadLine: @Sendable (String) -> Void) async throws -> Report {
+                        onBadLine: @Sendable (String) -> Void,
+                        deliveryProgress: @Sendable (Destination) async -> (@Sendable (DeliveryReport) -> Void)? = { _ in nil })
+        async throws -> Report {
         try await pool.withConnection { db in
-            try await forward(db: db, path: path, destinationName: destinationName, options: options, onBadLine: onBadLine)
+            try await forward(db: db, path: path, destinationName: destinationName, options: options, onBadLine: onBadLine,
+                              deliveryProgress: deliveryProgress)
         }
     }
 
     private func forward(db: PostgresConnection, path: String?, destinationName: String,
-                         options: DeliveryOptions, onBadLine: @Sendable (String) -> Void) async throws -> Report {
+                         options: DeliveryOptions, onBadLine: @Sendable (String) -> Void,
+                         deliveryProgress: @Sendable (Destination) async -> (@Sendable (DeliveryReport) -> Void)?)
+        async throws -> Report {
         let destination = try await DestinationRepository(db).find(name: destinationName)
         _ = try Deliverer.token(for: destination) // fail before reading anything when the token is missing
         let runs = SyncRunStore(db)
@@ -77,7 +83,7 @@ public struct Forwarder: Sendable {
             }
             try await outbox.enqueueForward(runID: report.runID, destinationID: destination.id, rows: pending)
             let deliverer = Deliverer(destination: destination, pool: pool, client: client, options: options)
-            report.delivery = try await deliverer.run()
+            report.delivery = try await deliverer.run(progress: await deliveryProgress(destination))
             var counts = RunCounts()
             counts.members = report.enqueued + report.rejected
             counts.entered = report.enqueued

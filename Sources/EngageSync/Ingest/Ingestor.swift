@@ -31,19 +31,23 @@ public struct Ingestor: Sendable {
         self.lanes = max(1, lanes)
     }
 
-    public func ingest(path: String?, onBadLine: @escaping @Sendable (String) -> Void) async throws -> Report {
+    /// `progress` is told the lines and bytes read so far, every 10,000 lines.
+    public func ingest(path: String?, onBadLine: @escaping @Sendable (String) -> Void,
+                       progress: (@Sendable (_ lines: Int, _ bytes: Int) -> Void)? = nil) async throws -> Report {
         try await pool.withConnections(lanes) { connections in
             let stores = connections.map(IngestStore.init)
             for store in stores { try await store.prepare() }
-            return try await ingest(stores: stores, path: path, onBadLine: onBadLine)
+            return try await ingest(stores: stores, path: path, onBadLine: onBadLine, progress: progress)
         }
     }
 
-    private func ingest(stores: [IngestStore], path: String?, onBadLine: @escaping @Sendable (String) -> Void) async throws -> Report {
+    private func ingest(stores: [IngestStore], path: String?, onBadLine: @escaping @Sendable (String) -> Void,
+                        progress: (@Sendable (Int, Int) -> Void)?) async throws -> Report {
         let started = ContinuousClock.now
         var report = Report()
         var batches = Array(repeating: [IngestRow](), count: stores.count)
         var aliases: [IngestRow] = []
+        var bytes = 0
         // At most one batch per lane is loading while the next is parsed.
         var loading = [Task<(IngestCounts, Int), Error>?](repeating: nil, count: stores.count)
 
@@ -75,6 +79,8 @@ public struct Ingestor: Sendable {
         do {
             try await LineReader(path: path).forEachLine { line in
                 report.lines += 1
+                bytes += line.bytes.count + 1
+                if report.lines % 10_000 == 0 { progress?(report.lines, bytes) }
                 switch Self.parse(line) {
                 case .success(let row?) where row.kind == .alias:
                     if aliases.isEmpty { try await drain() }
@@ -94,6 +100,7 @@ public struct Ingestor: Sendable {
             }
             if !aliases.isEmpty { try await applyAliases() }
             try await drain()
+            progress?(report.lines, bytes)
         } catch {
             // Let every lane's statement end before the connections close.
             for task in loading { _ = try? await task?.value }

@@ -65,6 +65,18 @@ public struct PairOutcome: Sendable {
     public var timings = (evaluate: 0.0, diff: 0.0, deliver: 0.0)
 }
 
+/// What a caller is told as a run goes, for a progress display.
+public struct SyncProgress: Sendable {
+    /// After each pair is evaluated, diffed and enqueued: pairs done, pairs in all, its key.
+    public var planned: @Sendable (_ done: Int, _ total: Int, _ key: String) -> Void = { _, _, _ in }
+    /// Before delivering to a destination: what to call with that pass's reports, if anything.
+    public var delivering: @Sendable (Destination) async -> (@Sendable (DeliveryReport) -> Void)? = { _ in nil }
+    /// After delivering to a destination (whatever the outcome).
+    public var delivered: @Sendable (Destination) -> Void = { _ in }
+
+    public init() {}
+}
+
 /// Runs syncs (DESIGN §7): picks the due (definition, destination) pairs, evaluates and diffs
 /// each inside PostgreSQL under a per-pair advisory lock, commits the outbox rows, delivers, and
 /// records every run in `engage.sync_runs`.
@@ -79,12 +91,12 @@ public struct SyncRunner: Sendable {
         self.client = client
     }
 
-    public func run(_ request: SyncRequest, now: Date = Date(), onOutcome: @Sendable (PairOutcome) -> Void = { _ in })
+    public func run(_ request: SyncRequest, now: Date = Date(), progress: SyncProgress = SyncProgress())
         async throws -> [PairOutcome] {
         // One connection for the whole run: it holds the pair locks, which the pool's reset
         // (or closing it, after an error) releases whatever happens.
         try await pool.withConnection { db in
-            try await run(request, db: db, now: now, onOutcome: onOutcome)
+            try await run(request, db: db, now: now, progress: progress)
         }
     }
 
@@ -101,7 +113,7 @@ public struct SyncRunner: Sendable {
     }
 
     private func run(_ request: SyncRequest, db: PostgresConnection, now: Date,
-                     onOutcome: @Sendable (PairOutcome) -> Void) async throws -> [PairOutcome] {
+                     progress: SyncProgress) async throws -> [PairOutcome] {
         let pairs = try await selectPairs(request, db: db, now: now)
         var outcomes: [PairOutcome] = []
         var lockedPairs: [(Int, Int)] = []
@@ -110,6 +122,7 @@ public struct SyncRunner: Sendable {
             let outcome = try await plan(pair, request: request, db: db, now: now)
             if outcome.status != .skipped { lockedPairs.append((pair.computationID, pair.destination.id)) }
             outcomes.append(outcome)
+            progress.planned(outcomes.count, pairs.count, pair.definition.key)
         }
         // Phase 2: deliver each destination once (its rows from every pair, and any left over).
         if !request.dryRun && !request.noDeliver {
@@ -121,10 +134,11 @@ public struct SyncRunner: Sendable {
                 var failure: String?
                 do {
                     _ = try await Deliverer(destination: pair.destination, pool: pool, client: client,
-                                            options: request.delivery).run()
+                                            options: request.delivery).run(progress: await progress.delivering(pair.destination))
                 } catch {
                     failure = "\(error)"
                 }
+                progress.delivered(pair.destination)
                 let seconds = (ContinuousClock.now - started).seconds
                 for i in outcomes.indices where pairs[i].destination.id == pair.destination.id && outcomes[i].runID != nil {
                     outcomes[i].timings.deliver = seconds
@@ -157,7 +171,6 @@ public struct SyncRunner: Sendable {
             try await pairStore.unlock(computationID: computationID, destinationID: destinationID)
         }
         if !request.dryRun, !lockedPairs.isEmpty { try await ChangeLog(db).prune() }
-        outcomes.forEach(onOutcome)
         return outcomes
     }
 
