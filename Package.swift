@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // libpq, the PostgreSQL client library, from the system (apt: libpq-dev).
@@ -67,11 +68,23 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // `serve`: the scheduler, delivery workers and the HTTP endpoints under one service group.
+        .target(
+            name: "EngageServer",
+            dependencies: [
+                "EngageCore", "EngageStore", "EngageSync", "PostgresClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The command line: argument parsing only.
         .executableTarget(
             name: "engage-sync",
             dependencies: [
-                "EngageSync", "EngageStore", "EngageCore", "VeroSandbox", "VeroClient", "PostgresClient",
+                "EngageSync", "EngageStore", "EngageCore", "EngageServer", "VeroSandbox", "VeroClient", "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

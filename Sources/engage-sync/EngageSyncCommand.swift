@@ -12,7 +12,7 @@ struct EngageSyncCommand: AsyncParsableCommand {
         abstract: "Sync audiences and computed traits from PostgreSQL to Vero.",
         version: EngageSyncVersion.current,
         subcommands: [Migrate.self, Define.self, List.self, Preview.self, Remove.self, DestinationCommand.self,
-                      Deliver.self, Forward.self, Sandbox.self, Run.self, Resync.self, Status.self, Metrics.self, Ingest.self]
+                      Deliver.self, Forward.self, Sandbox.self, Run.self, Resync.self, Serve.self, Status.self, Metrics.self, Ingest.self]
     )
 }
 

@@ -38,8 +38,8 @@ public struct Deliverer: Sendable {
     /// Delivers until nothing is due (waiting for retries due within `maxWaitSeconds`).
     /// Throws ``DestinationPaused`` without claiming anything when the destination is paused,
     /// and ``CredentialsRejected`` after recording what was done (and pausing the destination)
-    /// when Vero says 401/403.
-    public func run(progress: (@Sendable (DeliveryReport) -> Void)? = nil) async throws -> DeliveryReport {
+    /// when Vero says 401/403. Setting `stop` ends the pass early (`serve`'s graceful shutdown).
+    public func run(progress: (@Sendable (DeliveryReport) -> Void)? = nil, stop: StopFlag = StopFlag()) async throws -> DeliveryReport {
         let token = try Self.token(for: destination)
         let transport = VeroTransport(client: client, endpoint: VeroEndpoint(
             baseURL: destination.baseURL, token: token, requestTimeout: .seconds(options.requestTimeoutSeconds)))
@@ -51,7 +51,7 @@ public struct Deliverer: Sendable {
             }
             do {
                 return try await run(claims: OutboxStore(db[0]), records: OutboxStore(db[1]), transport: transport,
-                                     bucket: bucket, progress: progress)
+                                     bucket: bucket, progress: progress, stop: stop)
             } catch let rejected as CredentialsRejected {
                 try await DestinationRepository(db[0]).pause(
                     id: destination.id, reason: "HTTP \(rejected.status) from Vero: the auth token was rejected")
@@ -62,10 +62,9 @@ public struct Deliverer: Sendable {
     }
 
     private func run(claims: OutboxStore, records: OutboxStore, transport: VeroTransport, bucket: TokenBucket,
-                     progress: (@Sendable (DeliveryReport) -> Void)?) async throws -> DeliveryReport {
+                     progress: (@Sendable (DeliveryReport) -> Void)?, stop: StopFlag) async throws -> DeliveryReport {
         let started = ContinuousClock.now
         var report = DeliveryReport()
-        let stop = StopFlag()
 
         let backlogs = BacklogStore(claims.db)
         let lease = DiffEngine.Lease(seconds: options.leaseSeconds, worker: worker)

@@ -73,10 +73,13 @@ actor Recorder {
 }
 
 /// Set once, read from any task.
-final class StopFlag: Sendable {
+/// Asks a delivery pass to stop: requests in flight finish and are recorded, rows claimed
+/// but not sent are released, and no more are claimed.
+public final class StopFlag: Sendable {
     private let flag = NIOLockedValueBox(false)
-    var isSet: Bool { flag.withLockedValue { $0 } }
-    func set() { flag.withLockedValue { $0 = true } }
+    public init() {}
+    public var isSet: Bool { flag.withLockedValue { $0 } }
+    public func set() { flag.withLockedValue { $0 = true } }
 }
 
 extension Duration {
