@@ -12,7 +12,7 @@ import ServiceLifecycle
 /// How `serve` runs (DESIGN §18).
 public struct ServerConfiguration: Sendable {
     public var host = "127.0.0.1"
-    public var port = 8787
+    public var port = 9464
     /// How often the scheduler looks for due pairs, and delivery for rows to send.
     public var tickSeconds = 10.0
     /// How long a graceful shutdown may take before what is left is cancelled.
@@ -20,6 +20,8 @@ public struct ServerConfiguration: Sendable {
     public var delivery = DeliveryOptions(maxWaitSeconds: 0)
     /// The run's instant for each tick (`ENGAGE_SYNC_NOW` or the clock).
     public var now: @Sendable () throws -> Date = { Date() }
+    /// The shared secret of `POST /webhooks/vero` (`ENGAGE_WEBHOOK_SECRET`); nil turns it off.
+    public var webhookSecret: String?
 
     public init() {}
 }
@@ -42,7 +44,7 @@ public struct EngageServer: Sendable {
     /// Serves until a signal; `onListening` is told the HTTP port once it is bound.
     public func run(onListening: @escaping @Sendable (Int) -> Void) async throws {
         let logger = Logger(label: "engage-sync.serve")
-        let http = Application(router: Self.router(pool: pool),
+        let http = Application(router: Self.router(pool: pool, webhookSecret: configuration.webhookSecret),
                                configuration: .init(address: .hostname(configuration.host, port: configuration.port),
                                                     serverName: nil),
                                onServerRunning: { channel in onListening(channel.localAddress?.port ?? configuration.port) },
@@ -55,16 +57,43 @@ public struct EngageServer: Sendable {
         try await ServiceGroup(configuration: group).run()
     }
 
-    /// `GET /healthz`: 200 when PostgreSQL answers, else 503 with the reason. `GET /metrics`:
-    /// the database-held gauges in Prometheus text.
-    static func router(pool: PostgresConnectionPool) -> Router<BasicRequestContext> {
+    /// `GET /healthz`: 200 `{"status":"ok"}` when PostgreSQL answers, else 503 with the
+    /// reason. `GET /metrics`: the database-held gauges in Prometheus text. `POST
+    /// /webhooks/vero`: Vero's email events (DESIGN §19), when a secret is set.
+    static func router(pool: PostgresConnectionPool, webhookSecret: String?) -> Router<BasicRequestContext> {
         let router = Router()
         router.get("/healthz") { _, _ -> Response in
             do {
                 try await pool.withConnection { try await $0.query("SELECT 1") }
-                return text(.ok, "ok\n")
+                return json(.ok, ["status": "ok"])
             } catch {
-                return text(.serviceUnavailable, "PostgreSQL is unreachable: \(error)\n")
+                return json(.serviceUnavailable, ["status": "unavailable", "reason": .string("PostgreSQL is unreachable: \(error)")])
+            }
+        }
+        router.post("/webhooks/vero") { request, _ -> Response in
+            guard let webhookSecret else {
+                return json(.notFound, ["status": "off", "reason": "webhooks are off: set ENGAGE_WEBHOOK_SECRET to turn them on"])
+            }
+            let bearer = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
+            let given = request.uri.queryParameters.get("secret") ?? bearer ?? ""
+            guard Self.sameSecret(given, webhookSecret) else {
+                return json(.unauthorized, ["status": "unauthorized", "reason": "a wrong or missing secret"])
+            }
+            let body: ByteBuffer
+            do { body = try await request.body.collect(upTo: Self.maxWebhookBytes) } catch {
+                return json(.badRequest, ["status": "rejected", "reason": "the body is over 1 MiB"])
+            }
+            switch VeroWebhookEvent.parse(Array(body.readableBytesView)) {
+            case .failure(let invalid):
+                return json(.badRequest, ["status": "rejected", "reason": .string(invalid.reason)])
+            case .success(let event):
+                do {
+                    // Committed before the answer: an acknowledged event is never lost.
+                    let stored = try await pool.withConnection { try await WebhookStore($0).record(event) }
+                    return json(.ok, ["status": "ok", "event": .string(event.event), "stored": .bool(stored)])
+                } catch {
+                    return json(.serviceUnavailable, ["status": "unavailable", "reason": "the event could not be stored; Vero will retry"])
+                }
             }
         }
         router.get("/metrics") { _, _ -> Response in
@@ -78,6 +107,23 @@ public struct EngageServer: Sendable {
             }
         }
         return router
+    }
+
+    static let maxWebhookBytes = 1 << 20
+
+    /// Compares in time that depends on the lengths only, not on where the texts differ.
+    static func sameSecret(_ given: String, _ secret: String) -> Bool {
+        let a = Array(given.utf8), b = Array(secret.utf8)
+        var difference = UInt8(a.count == b.count ? 0 : 1)
+        for i in 0..<max(a.count, b.count) {
+            difference |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0)
+        }
+        return difference == 0 && !secret.isEmpty
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ body: JSONValue) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"],
+                 body: ResponseBody(byteBuffer: ByteBuffer(string: body.jsonString)))
     }
 
     static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {

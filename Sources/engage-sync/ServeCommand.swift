@@ -9,13 +9,14 @@ extension EngageSyncCommand {
             discussion: """
                 Every --tick seconds the pairs that are due are run (as `run --no-deliver`), and every enabled destination
                 that is not paused is delivered to. GET /healthz answers 200 while PostgreSQL does, else 503 with the reason;
-                GET /metrics gives the gauges of `engage-sync metrics`. On SIGTERM or SIGINT it stops scheduling and
+                GET /metrics gives the gauges of `engage-sync metrics`. POST /webhooks/vero stores Vero's email events
+                (opened, clicked, bounced, …) as events when ENGAGE_WEBHOOK_SECRET is set. On SIGTERM or SIGINT it stops scheduling and
                 claiming, lets the requests in flight finish and be recorded (at most --shutdown-timeout seconds),
                 releases the rows it claimed but did not send, and exits 0.
                 """)
         @OptionGroup var database: DatabaseOptions
         @Option(help: "Address to listen on.") var host = "127.0.0.1"
-        @Option(help: "Port to listen on (0: any free port).") var port = 8787
+        @Option(help: "Port to listen on (0: any free port).") var port = 9464
         @Option(help: "Seconds between looks for due pairs and rows to send.") var tick: Double = 10
         @Option(help: "Seconds a graceful shutdown may take.") var shutdownTimeout: Double = 30
         @Option(help: "Seconds a worker leases the rows it claims; a crashed worker's rows return after this.")
@@ -34,6 +35,7 @@ extension EngageSyncCommand {
             configuration.shutdownTimeoutSeconds = shutdownTimeout
             configuration.delivery.leaseSeconds = max(1, lease)
             configuration.now = { try RunInstant.now() }
+            configuration.webhookSecret = ProcessInfo.processInfo.environment["ENGAGE_WEBHOOK_SECRET"].flatMap { $0.isEmpty ? nil : $0 }
             _ = try RunInstant.now() // a bad ENGAGE_SYNC_NOW fails now, not at every tick
             try await database.withServices { pool, client in
                 try await EngageServer(pool: pool, client: client, configuration: configuration).run { bound in

@@ -11,9 +11,10 @@ import VeroSandbox
 @Suite("serve: scheduler, delivery, /healthz, /metrics, graceful shutdown")
 struct ServeTests {
     /// Starts `serve` on a free port; returns the process, its pipes and its base URL.
-    func serve(_ f: SyncFixture, _ extra: [String] = []) async throws -> (Process, Pipe, Pipe, String) {
+    func serve(_ f: SyncFixture, _ extra: [String] = [], environment: [String: String] = [:]) async throws
+        -> (Process, Pipe, Pipe, String) {
         let (process, out, err) = try CLI.start(["serve", "--port", "0", "--tick", "0.5", "--database-url", f.url] + extra,
-                                                environment: [SyncFixture.tokenVariable: SyncFixture.token])
+                                                environment: environment.merging([SyncFixture.tokenVariable: SyncFixture.token]) { a, _ in a })
         // Its first line names the port; read it off the cooperative pool.
         let first = await CLI.offPool { String(decoding: out.fileHandleForReading.availableData, as: UTF8.self) }
         let url = try #require(first.firstRange(of: #/http://[0-9.]+:[0-9]+/#).map { String(first[$0]) }, "serve said: \(first)")
@@ -24,6 +25,15 @@ struct ServeTests {
         let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(30))
         let body = try await response.body.collect(upTo: 16 << 20)
         return (Int(response.status.code), String(buffer: body))
+    }
+
+    func post(_ url: String, _ body: String, headers: [(String, String)] = []) async throws -> (status: Int, body: String) {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.body = .bytes(.init(string: body))
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20)))
     }
 
     /// Polls until `condition` holds (a bounded wait).
@@ -49,7 +59,7 @@ struct ServeTests {
                 try await f.sandboxUsers().values.filter { $0.data["pro"] == .bool(true) }.count == 300
             }
             let health = try await get(url + "/healthz")
-            #expect(health.status == 200 && health.body == "ok\n")
+            #expect(health.status == 200 && health.body == #"{"status":"ok"}"#)
             let metrics = try await get(url + "/metrics")
             #expect(metrics.status == 200)
             #expect(metrics.body.contains(#"engage_sync_members{key="pro"} 300"#), "\(metrics.body)")
@@ -81,7 +91,7 @@ struct ServeTests {
             }
             try await eventually(seconds: 30, "/healthz to say 503") {
                 let health = try await get(url + "/healthz")
-                return health.status == 503 && health.body.contains("PostgreSQL is unreachable")
+                return health.status == 503 && health.body.contains(#""status":"unavailable""#) && health.body.contains("PostgreSQL is unreachable")
             }
             try await PostgresConnection.withConnection(admin) { db in
                 try await db.execute("ALTER DATABASE \(unescaped: name) ALLOW_CONNECTIONS true")
@@ -126,6 +136,68 @@ struct ServeTests {
             let requests = try await f.sandboxRequests().requests.filter { $0.status == 200 }
             #expect(requests.count == 400)
             #expect(Set(requests.compactMap(\.userID)).count == 400)
+        }
+    }
+
+    @Test("webhooks: each Vero type stored once though posted twice, wrong secret 401, malformed 400, unknown users created, and an Email Opened audience fills")
+    func webhooks() async throws {
+        try await SyncFixture.with { f in
+            try await f.db.query("""
+                INSERT INTO engage.profiles (profile_id, user_id, email)
+                SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com' FROM generate_series(1, 3) i
+                """)
+            let secret = "s3cret-\(UUID().uuidString.prefix(8))"
+            let (process, out, err, url) = try await serve(f, environment: ["ENGAGE_WEBHOOK_SECRET": secret])
+            let hook = url + "/webhooks/vero?secret=" + secret
+            let at = Int(Date().timeIntervalSince1970) - 3600
+            func payload(_ type: String, user: String = #"{"id": "u1", "email": "u1@example.com"}"#) -> String {
+                #"{"type": "\#(type)", "user": \#(user), "campaign": {"id": 7, "name": "Spring", "subject": "Hello"}, "message_id": "vm-1", "\#(type)_at": \#(at), "url": "https://shop.example/sale", "bounce_type": "hard"}"#
+            }
+            let expected = ["sent": "Email Sent", "delivered": "Email Delivered", "opened": "Email Opened",
+                            "clicked": "Email Link Clicked", "bounced": "Email Bounced", "unsubscribed": "Email Unsubscribed",
+                            "complained": "Email Marked as Spam", "converted": "Email Converted"]
+            for (type, name) in expected {
+                let first = try await post(hook, payload(type))
+                #expect(first.status == 200 && first.body.contains(#""stored":true"#) && first.body.contains(name), "\(type): \(first)")
+                let again = try await post(hook, payload(type))
+                #expect(again.status == 200 && again.body.contains(#""stored":false"#), "\(type): \(again)")
+            }
+            let stored = try await f.db.query("SELECT event FROM engage.events WHERE profile_id = 'p1'").map { try $0.decode(String.self, "event") }
+            #expect(stored.sorted() == expected.values.sorted())
+            let clicked = try #require(try await f.db.query("""
+                SELECT properties->>'link_url' AS url, properties->>'email_subject' AS subject, properties->>'campaign_name' AS campaign,
+                       properties->>'email_id' AS email_id, occurred_at FROM engage.events WHERE event = 'Email Link Clicked'
+                """).first)
+            #expect(clicked["url"] == "https://shop.example/sale" && clicked["subject"] == "Hello" && clicked["campaign"] == "Spring")
+            #expect(clicked["email_id"] == "vm-1")
+            #expect(Int(try clicked.decode(Date.self, "occurred_at").timeIntervalSince1970) == at)
+
+            // Refused, nothing stored.
+            let events = try await f.count("SELECT count(*)::int AS c FROM engage.events")
+            #expect(try await post(url + "/webhooks/vero?secret=wrong", payload("opened")).status == 401)
+            #expect(try await post(url + "/webhooks/vero", payload("opened")).status == 401)
+            #expect(try await post(url + "/webhooks/vero", payload("opened", user: #"{"id": "u2"}"#),
+                                   headers: [("Authorization", "Bearer \(secret)")]).status == 200)
+            let malformed = try await post(hook, #"{"type": "opened", "user": "#)
+            #expect(malformed.status == 400 && malformed.body.contains("not JSON"), "\(malformed)")
+            #expect(try await post(hook, #"{"type": "opened", "user": {}}"#).status == 400)
+            #expect(try await post(hook, String(repeating: " ", count: 1_100_000) + payload("opened")).status == 400)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.events") == events + 1)
+
+            // An unknown user becomes a profile; the audience fills from the events, end to end.
+            #expect(try await post(hook, payload("opened", user: #"{"id": "u9", "email": "u9@example.com"}"#)).status == 200)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.profiles WHERE user_id = 'u9' AND email = 'u9@example.com'") == 1)
+            // Defined now, so serve's next tick finds it due and syncs it.
+            try await f.define(#"{"name": "Opened Recently", "type": "audience", "condition": {"event": "Email Opened", "within": "7d"}}"#)
+            try await eventually("the audience to reach the sandbox") {
+                let users = try await f.sandboxUsers()
+                return ["u1", "u2", "u9"].allSatisfy { users[$0]?.data["opened_recently"] == .bool(true) }
+            }
+            #expect(try await f.sandboxUsers()["u3"]?.data["opened_recently"] == nil)
+            kill(process.processIdentifier, SIGTERM)
+            let result = await CLI.collect(process, out, err)
+            #expect(result.status == 0)
+            #expect(!result.stderr.contains(secret) && !result.stdout.contains(secret))
         }
     }
 }
