@@ -5,8 +5,10 @@ import EngageSync
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
 import NIOConcurrencyHelpers
 import PostgresClient
+import Prometheus
 import ServiceLifecycle
 
 /// How `serve` runs (DESIGN §18).
@@ -41,10 +43,14 @@ public struct EngageServer: Sendable {
         self.configuration = configuration
     }
 
-    /// Serves until a signal; `onListening` is told the HTTP port once it is bound.
+    /// Serves until a signal; `onListening` is told the HTTP port once it is bound. Makes this
+    /// process's swift-metrics backend a Prometheus registry, exported on `/metrics` (so call
+    /// it once per process).
     public func run(onListening: @escaping @Sendable (Int) -> Void) async throws {
         let logger = Logger(label: "engage-sync.serve")
-        let http = Application(router: Self.router(pool: pool, webhookSecret: configuration.webhookSecret),
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let http = Application(router: Self.router(pool: pool, registry: registry, webhookSecret: configuration.webhookSecret),
                                configuration: .init(address: .hostname(configuration.host, port: configuration.port),
                                                     serverName: nil),
                                onServerRunning: { channel in onListening(channel.localAddress?.port ?? configuration.port) },
@@ -58,9 +64,11 @@ public struct EngageServer: Sendable {
     }
 
     /// `GET /healthz`: 200 `{"status":"ok"}` when PostgreSQL answers, else 503 with the
-    /// reason. `GET /metrics`: the database-held gauges in Prometheus text. `POST
+    /// reason. `GET /metrics`: the counters of runs, changes and deliveries, the request
+    /// latency histogram, and the database-held gauges, in Prometheus text. `POST
     /// /webhooks/vero`: Vero's email events (DESIGN §19), when a secret is set.
-    static func router(pool: PostgresConnectionPool, webhookSecret: String?) -> Router<BasicRequestContext> {
+    static func router(pool: PostgresConnectionPool, registry: PrometheusCollectorRegistry,
+                       webhookSecret: String?) -> Router<BasicRequestContext> {
         let router = Router()
         router.get("/healthz") { _, _ -> Response in
             do {
@@ -99,7 +107,8 @@ public struct EngageServer: Sendable {
         router.get("/metrics") { _, _ -> Response in
             do {
                 let gauges = try await pool.withConnection { try await GaugeStore($0).gauges() }
-                var response = text(.ok, PrometheusText.render(gauges))
+                // The process's counters and histogram, then the gauges the database holds.
+                var response = text(.ok, registry.emitToString() + PrometheusText.render(gauges))
                 response.headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
                 return response
             } catch {

@@ -67,6 +67,18 @@ struct ServeTests {
                 try await get(url + "/metrics").body.contains(#"engage_sync_outbox_pending{destination="vero"} 0"#)
             }
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'succeeded'") >= 1)
+            // The counters say what the tables say.
+            let lines = try await get(url + "/metrics").body.split(separator: "\n").map(String.init)
+            func value(_ name: String, _ labels: [String]) -> Double? {
+                lines.first { $0.hasPrefix(name + "{") && labels.allSatisfy($0.contains) }
+                    .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+            }
+            let runs = try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'succeeded' AND mode = 'full'")
+            #expect(value("engage_sync_runs_total", [#"key="pro""#, #"mode="full""#, #"status="succeeded""#]) == Double(runs))
+            #expect(value("engage_sync_changes_total", [#"key="pro""#, #"op="enter""#]) == 300)
+            #expect(value("engage_sync_deliveries_total", [#"destination="vero""#, #"result="delivered""#])
+                    == Double(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'")))
+            #expect(value("engage_sync_delivery_seconds_count", [#"destination="vero""#]) == 300)
 
             kill(process.processIdentifier, SIGTERM)
             let result = await CLI.collect(process, out, err)

@@ -127,6 +127,7 @@ public struct Deliverer: Sendable {
             progress?(report)
         }
         report.seconds = (ContinuousClock.now - started).seconds
+        SyncMetrics.record(report, destination: destination.name)
         if let status = report.credentialsStatus {
             throw CredentialsRejected(destination: destination.name, status: status)
         }
@@ -215,6 +216,7 @@ public struct Deliverer: Sendable {
             }
             let started = ContinuousClock.now
             let response = await transport.send(request)
+            SyncMetrics.request(ContinuousClock.now - started, destination: destination.name)
             sent += 1
             last = response
             Log.delivery.debug("\(request.method.rawValue) \(request.path) outbox=\(row.id) → \(response.status.map(String.init) ?? "no response") in \(Int((ContinuousClock.now - started).seconds * 1000)) ms")

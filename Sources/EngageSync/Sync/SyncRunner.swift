@@ -171,6 +171,7 @@ public struct SyncRunner: Sendable {
             try await pairStore.unlock(computationID: computationID, destinationID: destinationID)
         }
         if !request.dryRun, !lockedPairs.isEmpty { try await ChangeLog(db).prune() }
+        outcomes.forEach(SyncMetrics.record)
         return outcomes
     }
 
