@@ -10,6 +10,7 @@ import NIOConcurrencyHelpers
 import PostgresClient
 import Prometheus
 import ServiceLifecycle
+import UnixSignals
 
 /// How `serve` runs (DESIGN §18).
 public struct ServerConfiguration: Sendable {
@@ -60,6 +61,19 @@ public struct EngageServer: Sendable {
                        DeliveryWorker(pool: pool, client: client, configuration: configuration, logger: logger)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         group.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.shutdownTimeoutSeconds * 1000))
+        // The service group shuts down gracefully on the first signal; a second one is someone
+        // who will not wait: exit at once (leases expire as after a crash).
+        let impatience = Task {
+            var signals = 0
+            for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                signals += 1
+                if signals >= 2 {
+                    logger.warning("a second \(signal): exiting at once; rows claimed and not recorded return when their lease expires")
+                    exit(1)
+                }
+            }
+        }
+        defer { impatience.cancel() }
         try await ServiceGroup(configuration: group).run()
     }
 

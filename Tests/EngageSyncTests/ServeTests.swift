@@ -151,6 +151,31 @@ struct ServeTests {
         }
     }
 
+    @Test("a second signal during a graceful shutdown exits at once")
+    func secondSignal() async throws {
+        try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 4_000), concurrency: 2) { f in
+            try await f.db.query("""
+                INSERT INTO engage.profiles (profile_id, user_id, email, traits)
+                SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(1, 20) i
+                """)
+            try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
+            let (process, out, err, _) = try await serve(f, ["--shutdown-timeout", "30"])
+            // Requests in flight: each takes the sandbox 4 s to answer.
+            try await eventually("rows claimed") {
+                try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE locked_until > now()") >= 1
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            kill(process.processIdentifier, SIGTERM)
+            try await Task.sleep(for: .milliseconds(300))
+            let started = Date()
+            kill(process.processIdentifier, SIGTERM)
+            let result = await CLI.collect(process, out, err)
+            #expect(result.status == 1, "\(result.stderr)")
+            #expect(Date().timeIntervalSince(started) < 2.5, "it waited for the requests in flight")
+            #expect(result.stderr.contains("exiting at once"), "\(result.stderr)")
+        }
+    }
+
     @Test("webhooks: each Vero type stored once though posted twice, wrong secret 401, malformed 400, unknown users created, and an Email Opened audience fills")
     func webhooks() async throws {
         try await SyncFixture.with { f in
