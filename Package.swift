@@ -55,6 +55,7 @@ let package = Package(
             name: "VeroSandbox",
             dependencies: [
                 "EngageCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -14,7 +14,9 @@ mkdir -p .data
 pg_private_stop "$PWD/.data/pg" # a previous run that was interrupted
 pg_private_start "$PWD/.data/pg"
 sandbox_pid=""
+serve_pid=""
 cleanup() {
+  [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
   [ -n "$sandbox_pid" ] && kill "$sandbox_pid" 2>/dev/null
   pg_private_stop "$PWD/.data/pg"
 }
@@ -118,6 +120,36 @@ psql "$DATABASE_URL" -X -P pager=off -c "
 SELECT key, user_id, op, value, status FROM engage.sync_changelog
 WHERE user_id = 'user-5' AND key IN ('paying_subscribers', 'subscription_plan') ORDER BY created_at"
 
+say "engage-sync serve, and Vero's email events coming back (the loop closed)"
+# serve runs what is due and delivers, with /healthz, /metrics and POST /webhooks/vero. The
+# sandbox is told to post Vero's sent/delivered/opened webhooks after each identify it accepts.
+command -v curl > /dev/null || { apt-get update -qq && apt-get install -y -qq curl > /dev/null; }
+export ENGAGE_WEBHOOK_SECRET=quickstart-webhook-secret
+serve_log=$(mktemp)
+.build/debug/engage-sync serve --port 0 --tick 2 > "$serve_log" &
+serve_pid=$!
+for _ in $(seq 1 100); do grep -q listening "$serve_log" && break; sleep 0.1; done
+serve_url=$(grep -o 'http://[0-9.:]*' "$serve_log")
+echo "serve listening on $serve_url"
+curl -s -X POST "$sandbox_url/_sandbox/webhooks" -d "{\"url\": \"$serve_url/webhooks/vero\", \"secret\": \"$ENGAGE_WEBHOOK_SECRET\"}"; echo
+ENGAGE_SYNC_NOW=$later es resync --key paying_subscribers > /dev/null || true   # identifies, so the sandbox "sends emails"
+cat > "$(dirname "$serve_log")/opened.json" <<'JSON'
+{"name": "Opened an email in the last 7 days", "key": "opened_recently", "type": "audience",
+ "condition": {"event": "Email Opened", "within": "7d"}}
+JSON
+es define "$(dirname "$serve_log")/opened.json"
+for _ in $(seq 1 60); do
+  n=$(psql "$DATABASE_URL" -X -A -t -c "SELECT count(*) FROM engage.sync_changelog WHERE key = 'opened_recently' AND status = 'delivered'")
+  [ "$n" -gt 0 ] && break; sleep 1
+done
+psql "$DATABASE_URL" -X -P pager=off -c "
+SELECT event, count(*) AS events FROM engage.events WHERE event LIKE 'Email %' AND properties ? 'vero' GROUP BY 1 ORDER BY 1"
+psql "$DATABASE_URL" -X -P pager=off -c "
+SELECT key, members, delivered_true, pending FROM engage.sync_status WHERE key = 'opened_recently'"
+curl -s "$serve_url/healthz"; echo
+curl -s "$serve_url/metrics" | grep -E '^engage_sync_(runs_total|deliveries_total)' | head -5
+kill "$serve_pid"; wait "$serve_pid" 2>/dev/null; serve_pid=""
+
 say "what each sync sent"
 psql "$DATABASE_URL" -X -P pager=off -c "
 SELECT r.id AS run, c.key, r.mode, r.status, r.evaluation, r.affected AS evaluated, r.members, r.entered, r.exited,
@@ -125,11 +157,14 @@ SELECT r.id AS run, c.key, r.mode, r.status, r.evaluation, r.affected AS evaluat
 FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id
 WHERE c.type = 'audience' ORDER BY r.id"
 
-say "a few real identify calls and the Vero requests they became"
+say "a few real changes and the Vero requests they became"
+# Rows keep what varies (Vero id, value); the Segment call is built when delivery claims the row,
+# and the request sent (without the token) is kept on the row.
 psql "$DATABASE_URL" -X -P pager=off -A -t -c "
-SELECT jsonb_pretty(message) || E'\n→ ' || (request -> 0 ->> 'method') || ' ' || (request -> 0 ->> 'path') || ' ' || (request -> 0 -> 'body')::text || E'\n'
-FROM (SELECT DISTINCT ON (o.op) o.message, o.request FROM engage.outbox o JOIN engage.computations c ON c.id = o.computation_id
-      WHERE c.key = 'order_completed_last_30days' AND o.status = 'delivered' ORDER BY o.op, o.id DESC) x"
+SELECT op || ' ' || coalesce(vero_id, '-') || ' = ' || value::text || E'\n→ ' || (request -> 0 ->> 'method') || ' '
+       || (request -> 0 ->> 'path') || ' ' || (request -> 0 -> 'body')::text || E'\n'
+FROM (SELECT DISTINCT ON (o.op) o.op, o.vero_id, o.value, o.request FROM engage.outbox o JOIN engage.computations c ON c.id = o.computation_id
+      WHERE c.key = 'order_completed_last_30days' AND o.status = 'delivered' AND o.request IS NOT NULL ORDER BY o.op, o.id DESC) x"
 
 say "explore with psql \"$DATABASE_URL\" (start the cluster again with Scripts/quickstart.sh)"
 cat <<'SQL'

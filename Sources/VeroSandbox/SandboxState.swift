@@ -78,6 +78,9 @@ final class SandboxState: Sendable {
         var windowSecond = 0
         var windowCount = 0
         var current: SandboxConfiguration
+        /// Where to post Vero-style email webhooks after each accepted identify, and the secret.
+        var webhook: (url: String, secret: String)?
+        var webhooksSent = 0
     }
     private let memory: NIOLockedValueBox<Memory>
 
@@ -129,6 +132,17 @@ final class SandboxState: Sendable {
                 m.requests.removeFirst(excess)
                 m.dropped += excess
             }
+        }
+    }
+
+    func setWebhook(url: String, secret: String) { memory.withLockedValue { $0.webhook = (url, secret) } }
+
+    /// The webhook target, and a fresh sequence number for the next call's message id.
+    func nextWebhook() -> (url: String, secret: String, sequence: Int)? {
+        memory.withLockedValue { m in
+            guard let webhook = m.webhook else { return nil }
+            m.webhooksSent += 1
+            return (webhook.url, webhook.secret, m.webhooksSent)
         }
     }
 

@@ -1,5 +1,6 @@
 import EngageCore
 import Foundation
+import AsyncHTTPClient
 import Hummingbird
 import Logging
 import NIOCore
@@ -11,7 +12,9 @@ import NIOCore
 ///   `POST /api/v2/users/unsubscribe`, `POST /api/v2/users/resubscribe`,
 ///   `PUT /api/v2/users/reidentify`, `POST /api/v2/events/track`, `GET /api/v2/heartbeat`
 /// - `GET /_sandbox/users`, `GET /_sandbox/requests`, `POST /_sandbox/reset`,
-///   `POST /_sandbox/faults` (change fault injection while running)
+///   `POST /_sandbox/faults` (change fault injection while running), `POST /_sandbox/webhooks`
+///   (`{"url": …, "secret": …}`: after each accepted identify, post Vero's `sent`, `delivered`
+///   and `opened` webhooks for that user there, as Vero would once its emails go out)
 public struct VeroSandbox: Sendable {
     let state: SandboxState
 
@@ -99,6 +102,15 @@ public struct VeroSandbox: Sendable {
                             responseFault: response)
             return Self.json(200, #"{"status":200,"message":"faults updated"}"#)
         }
+        router.post("/_sandbox/webhooks") { request, _ in
+            let bytes = try await request.body.collect(upTo: 1 << 16)
+            guard let body = try? JSONValue.parse(Data(bytes.readableBytesView)), let url = body["url"]?.stringValue,
+                  let secret = body["secret"]?.stringValue else {
+                return Self.json(400, #"{"status":400,"message":"{\"url\": …, \"secret\": …} is required"}"#)
+            }
+            state.setWebhook(url: url, secret: secret)
+            return Self.json(200, #"{"status":200,"message":"webhooks on"}"#)
+        }
         router.post("/_sandbox/reset") { _, _ in
             state.reset()
             return Self.json(200, #"{"status":200,"message":"reset"}"#)
@@ -156,9 +168,33 @@ public struct VeroSandbox: Sendable {
                                     throw CancellationError() // the server drops the connection mid-body
                                 })
             case .notJSON?, nil:
+                if path == "/api/v2/users/track" { emitWebhooks(for: object, state: state) }
                 return answer(200, "Success.")
             }
         case let reason?: return answer(400, "Bad Request: \(reason)")
+        }
+    }
+
+    /// Posts `sent`, `delivered` and `opened` for the user of an accepted identify to the
+    /// configured webhook target, in the background (as Vero does, after the fact).
+    static func emitWebhooks(for identify: [String: JSONValue], state: SandboxState) {
+        guard let user = identify["id"] ?? identify["email"], state.nextWebhook() != nil else { return }
+        let email = identify["email"] ?? .null
+        Task {
+            var at = Int(Date().timeIntervalSince1970)
+            for type in ["sent", "delivered", "opened"] {
+                guard let target = state.nextWebhook() else { return }
+                let payload: JSONValue = ["type": .string(type), "user": ["id": user, "email": email],
+                                          "campaign": ["id": 1, "name": "Sandbox campaign", "subject": "Hello from the sandbox"],
+                                          "message_id": .string("sandbox-\(target.sequence)"), .init(stringLiteral: "\(type)_at"): .int(at)]
+                var request = HTTPClientRequest(url: target.url)
+                request.method = .POST
+                request.headers.add(name: "Authorization", value: "Bearer \(target.secret)")
+                request.headers.add(name: "Content-Type", value: "application/json")
+                request.body = .bytes(ByteBuffer(string: payload.jsonString))
+                _ = try? await HTTPClient.shared.execute(request, timeout: .seconds(10))
+                at += 1
+            }
         }
     }
 

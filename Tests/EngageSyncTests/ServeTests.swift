@@ -237,4 +237,28 @@ struct ServeTests {
             #expect(!result.stderr.contains(secret) && !result.stdout.contains(secret))
         }
     }
+
+    @Test("the loop closed: the sandbox posts Vero's webhooks after each identify, serve stores them, an audience of openers fills")
+    func loop() async throws {
+        try await SyncFixture.with { f in
+            try await f.db.query("""
+                INSERT INTO engage.profiles (profile_id, user_id, email, traits)
+                SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(1, 50) i
+                """)
+            let secret = "loop-\(UUID().uuidString.prefix(8))"
+            let (process, out, err, url) = try await serve(f, environment: ["ENGAGE_WEBHOOK_SECRET": secret])
+            let on = try await post(f.sandbox.baseURL + "/_sandbox/webhooks", #"{"url": "\#(url)/webhooks/vero", "secret": "\#(secret)"}"#)
+            #expect(on.status == 200)
+            try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
+            try await eventually("50 users' sent, delivered and opened events") {
+                try await f.count("SELECT count(*)::int AS c FROM engage.events WHERE event IN ('Email Sent', 'Email Delivered', 'Email Opened')") == 150
+            }
+            try await f.define(#"{"name": "Opened an email in the last 7 days", "key": "opened_recently", "type": "audience", "condition": {"event": "Email Opened", "within": "7d"}}"#)
+            try await eventually("the openers' audience in the sandbox") {
+                try await f.sandboxUsers().values.filter { $0.data["opened_recently"] == .bool(true) }.count == 50
+            }
+            kill(process.processIdentifier, SIGTERM)
+            #expect(await CLI.collect(process, out, err).status == 0)
+        }
+    }
 }
