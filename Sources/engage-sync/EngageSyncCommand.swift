@@ -37,8 +37,8 @@ struct DatabaseOptions: ParsableArguments {
 
     /// The one place a command's connections are made and closed: a small pool, closed when
     /// `body` ends however it ends.
-    func withPool<T: Sendable>(_ body: (PostgresConnectionPool) async throws -> T) async throws -> T {
-        let pool = PostgresConnectionPool(conninfo: resolvedURL)
+    func withPool<T: Sendable>(maxConnections: Int = 8, _ body: (PostgresConnectionPool) async throws -> T) async throws -> T {
+        let pool = PostgresConnectionPool(conninfo: resolvedURL, maxConnections: maxConnections)
         let result: Result<T, Error>
         do { result = .success(try await body(pool)) } catch { result = .failure(error) }
         await pool.close()
@@ -46,8 +46,9 @@ struct DatabaseOptions: ParsableArguments {
     }
 
     /// ``withPool(_:)`` and one HTTP client for every destination, shut down with it.
-    func withServices<T: Sendable>(_ body: (PostgresConnectionPool, HTTPClient) async throws -> T) async throws -> T {
-        try await withPool { pool in
+    func withServices<T: Sendable>(maxConnections: Int = 8, _ body: (PostgresConnectionPool, HTTPClient) async throws -> T)
+        async throws -> T {
+        try await withPool(maxConnections: maxConnections) { pool in
             let client = VeroTransport.makeClient()
             let result: Result<T, Error>
             do { result = .success(try await body(pool, client)) } catch { result = .failure(error) }

@@ -19,12 +19,14 @@ extension EngageSyncCommand {
         @Option(help: "Port to listen on (0: any free port).") var port = 9464
         @Option(help: "Seconds between looks for due pairs and rows to send.") var tick: Double = 10
         @Option(help: "Seconds a graceful shutdown may take.") var shutdownTimeout: Double = 30
+        @Option(help: "Pairs run at once (1...16), each on a connection of its own.") var maxConcurrentRuns = 1
         @Option(help: "Seconds a worker leases the rows it claims; a crashed worker's rows return after this.")
         var lease: Double = 120
 
         func validate() throws {
             guard tick > 0 else { throw ValidationError("--tick must be positive") }
             guard shutdownTimeout > 0 else { throw ValidationError("--shutdown-timeout must be positive") }
+            guard (1...16).contains(maxConcurrentRuns) else { throw ValidationError("--max-concurrent-runs must be 1...16") }
         }
 
         func run() async throws {
@@ -33,11 +35,13 @@ extension EngageSyncCommand {
             configuration.port = port
             configuration.tickSeconds = tick
             configuration.shutdownTimeoutSeconds = shutdownTimeout
+            configuration.maxConcurrentRuns = maxConcurrentRuns
             configuration.delivery.leaseSeconds = max(1, lease)
             configuration.now = { try RunInstant.now() }
             configuration.webhookSecret = ProcessInfo.processInfo.environment["ENGAGE_WEBHOOK_SECRET"].flatMap { $0.isEmpty ? nil : $0 }
             _ = try RunInstant.now() // a bad ENGAGE_SYNC_NOW fails now, not at every tick
-            try await database.withServices { pool, client in
+            // The runs, a SQL definition's reader each, delivery's two, and the HTTP endpoints.
+            try await database.withServices(maxConnections: 2 * maxConcurrentRuns + 4) { pool, client in
                 try await EngageServer(pool: pool, client: client, configuration: configuration).run { bound in
                     // Written unbuffered: scripts and tests wait for this line to know the port.
                     FileHandle.standardOutput.write(Data("serve listening on http://\(host):\(bound)\n".utf8))

@@ -261,4 +261,37 @@ struct ServeTests {
             #expect(await CLI.collect(process, out, err).status == 0)
         }
     }
+
+    @Test("--max-concurrent-runs: pairs run side by side, a referring audience after the SQL audience it reads, in the same tick")
+    func concurrentRuns() async throws {
+        try await SyncFixture.with { f in
+            try await f.db.execute("""
+                CREATE SCHEMA app;
+                CREATE TABLE app.vips AS SELECT 'u' || i AS id FROM generate_series(1, 40) i;
+                INSERT INTO engage.profiles (profile_id, user_id, email, traits)
+                SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', jsonb_build_object('plan', CASE WHEN i % 2 = 0 THEN 'pro' ELSE 'free' END)
+                FROM generate_series(1, 100) i;
+                """)
+            try await f.define("""
+                [{"name": "VIPs", "key": "vips", "type": "audience", "sql": "SELECT id AS user_id FROM app.vips"},
+                 {"name": "Pro VIPs", "key": "a_pro_vips", "type": "audience", "condition": {"all": [{"audience": "vips"}, {"trait": "plan", "equals": "pro"}]}},
+                 {"name": "Pro", "key": "pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}},
+                 {"name": "Free", "key": "free", "type": "audience", "condition": {"trait": "plan", "equals": "free"}}]
+                """)
+            let (process, out, err, _) = try await serve(f, ["--max-concurrent-runs", "3"])
+            try await eventually("every audience in the sandbox") {
+                let users = try await f.sandboxUsers().values
+                return users.filter { $0.data["pro"] == .bool(true) }.count == 50 && users.filter { $0.data["free"] == .bool(true) }.count == 50
+                    && users.filter { $0.data["vips"] == .bool(true) }.count == 40
+            }
+            // a_pro_vips sorts first, yet ran after vips: its first run already had the 20 pro VIPs.
+            let first = try #require(try await f.db.query("""
+                SELECT r.members FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id
+                WHERE c.key = 'a_pro_vips' ORDER BY r.id LIMIT 1
+                """).first)
+            #expect(try first.decode(Int.self, "members") == 20)
+            kill(process.processIdentifier, SIGTERM)
+            #expect(await CLI.collect(process, out, err).status == 0)
+        }
+    }
 }

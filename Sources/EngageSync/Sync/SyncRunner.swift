@@ -22,9 +22,27 @@ public struct SyncRequest: Sendable {
     public var mode: RunMode?
     /// Evaluate every profile instead of the changed ones (`run --full`).
     public var fullEvaluation = false
+    /// Only these pairs, due or not (`serve` hands out the due pairs this way).
+    public var pairs: Set<PairKey>?
     public var delivery = DeliveryOptions()
 
     public init() {}
+}
+
+/// A (definition, destination) pair by name.
+public struct PairKey: Sendable, Hashable {
+    public var key: String
+    public var destination: String
+    public init(key: String, destination: String) {
+        self.key = key
+        self.destination = destination
+    }
+}
+
+/// A pair that is due, with the audiences its definition refers to (its dependencies).
+public struct DuePair: Sendable {
+    public var pair: PairKey
+    public var references: [String]
 }
 
 /// The outcome of one (definition, destination) pair.
@@ -175,6 +193,16 @@ public struct SyncRunner: Sendable {
         return outcomes
     }
 
+    /// The pairs `run` would run now, in dependency order.
+    public func duePairs(_ request: SyncRequest, now: Date) async throws -> [DuePair] {
+        try await pool.withConnection { db in
+            try await selectPairs(request, db: db, now: now).map {
+                DuePair(pair: PairKey(key: $0.definition.key, destination: $0.destination.name),
+                        references: $0.definition.referencedAudiences)
+            }
+        }
+    }
+
     struct Pair {
         var computationID: Int
         var definition: Definition
@@ -197,11 +225,12 @@ public struct SyncRunner: Sendable {
             destinations = [try await DestinationRepository(db).find(name: name)]
         }
         let pairStore = PairStore(db)
-        let ignoreSchedule = request.all || !request.keys.isEmpty || request.mode != nil
+        let ignoreSchedule = request.all || !request.keys.isEmpty || request.mode != nil || request.pairs != nil
         var pairs: [Pair] = []
         for stored in definitions {
             for destination in destinations {
                 if let wanted = stored.definition.destinations, !wanted.contains(destination.name) { continue }
+                if let only = request.pairs, !only.contains(PairKey(key: stored.definition.key, destination: destination.name)) { continue }
                 if !ignoreSchedule, let last = try await pairStore.lastSuccessfulRun(computationID: stored.id, destinationID: destination.id),
                    now.timeIntervalSince(last) < Double(stored.definition.syncEvery.seconds) {
                     continue
