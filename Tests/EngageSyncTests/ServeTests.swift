@@ -294,4 +294,67 @@ struct ServeTests {
             #expect(await CLI.collect(process, out, err).status == 0)
         }
     }
+
+    @Test("a data change reaches the sandbox once sync_every has passed, with no other command; the counters match the tables after entries, exits, a 500-then-200 retry and a rejection")
+    func changesArriveAndCountersMatch() async throws {
+        try await SyncFixture.with { f in
+            try await f.db.execute("""
+                INSERT INTO engage.profiles (profile_id, user_id, email, traits)
+                SELECT 'p' || i, 'u' || i, CASE WHEN i = 7 THEN 'not-an-email' ELSE 'u' || i || '@example.com' END,
+                       '{"plan": "pro"}'
+                FROM generate_series(1, 60) i;
+                """)
+            try await f.define(#"{"name": "Pro", "type": "audience", "sync_every": "1m", "condition": {"trait": "plan", "equals": "pro"}}"#)
+            let (process, out, err, url) = try await serve(f)
+            try await eventually("the first sync delivered") {
+                try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status IN ('delivered', 'failed')") == 60
+            }
+            // Vero refused u7's malformed email (400): that row failed for good.
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'failed' AND last_status_code = 400") == 1)
+            // Vero fails every request with 500 for a while; ten profiles leave, five come in.
+            try await f.setFaults(#"{"fail_rate": 1.0, "fail_status": 500}"#)
+            try await f.db.execute("""
+                UPDATE engage.profiles SET traits = '{"plan": "free"}' WHERE profile_id IN (SELECT 'p' || i FROM generate_series(51, 60) i);
+                INSERT INTO engage.profiles (profile_id, user_id, email, traits)
+                SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(61, 65) i;
+                """)
+            // The next run comes when sync_every has passed since the first: no command is run.
+            try await eventually(seconds: 120, "the second run's changes failing with 500") {
+                try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE last_status_code = 500 AND status = 'pending'") >= 1
+            }
+            try await f.setFaults(#"{"fail_rate": 0}"#)
+            try await eventually(seconds: 60, "the retries delivered") {
+                let holders = try await f.sandboxUsers().values.filter { $0.data["pro"] == .bool(true) }.count
+                let pending = try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'pending'")
+                return holders == 54 && pending == 0 // 55 members; Vero refused u7
+            }
+            #expect(try await f.sandboxUsers()["u60"]?.data["pro"] == .bool(false))
+            #expect(try await f.sandboxUsers()["u65"]?.data["pro"] == .bool(true))
+
+            let lines = try await get(url + "/metrics").body.split(separator: "\n").map(String.init)
+            func value(_ name: String, _ labels: [String]) -> Double {
+                lines.first { $0.hasPrefix(name + "{") && labels.allSatisfy($0.contains) }
+                    .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } } ?? 0
+            }
+            func table(_ sql: PostgresQuery) async throws -> Double { Double(try await f.count(sql)) }
+            #expect(value("engage_sync_changes_total", [#"op="enter""#])
+                    == (try await table("SELECT sum(entered)::int AS c FROM engage.sync_runs")))
+            #expect(value("engage_sync_changes_total", [#"op="exit""#]) == 10)
+            #expect(value("engage_sync_changes_total", [#"op="exit""#])
+                    == (try await table("SELECT sum(exited)::int AS c FROM engage.sync_runs")))
+            #expect(value("engage_sync_deliveries_total", [#"result="delivered""#])
+                    == (try await table("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'")))
+            #expect(value("engage_sync_deliveries_total", [#"result="failed""#]) == 1)
+            let retried = try await table("""
+                SELECT (sum(attempts) - count(*) FILTER (WHERE status IN ('delivered', 'failed')))::int AS c FROM engage.outbox
+                """)
+            #expect(retried >= 1)
+            #expect(value("engage_sync_deliveries_total", [#"result="retried""#]) == retried)
+            #expect(value("engage_sync_runs_total", [#"mode="incremental""#, #"status="succeeded""#])
+                    + value("engage_sync_runs_total", [#"mode="incremental""#, #"status="partial""#])
+                    == (try await table("SELECT count(*)::int AS c FROM engage.sync_runs WHERE mode = 'incremental' AND status IN ('succeeded', 'partial')")))
+            kill(process.processIdentifier, SIGTERM)
+            #expect(await CLI.collect(process, out, err).status == 0)
+        }
+    }
 }
