@@ -41,12 +41,19 @@ pg_private_start() {
       || { cat "$dir/initdb.log" >&2; return 1; }
   fi
   port=$(pg_free_port)
+  pg_private_launch "$dir" "$port" || return 1
+  PGPORT_PRIVATE=$port
+  export DATABASE_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+}
+
+# Starts the server of an initialised private cluster on a given port (pg_private_start picks a
+# free one; tests that stop and start a server keep its port).
+pg_private_launch() {
+  local dir=$1 port=$2
   # Loopback only, trust auth (set by initdb -A trust), socket in the cluster's own folder.
   pg_as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=512MB" \
     start >/dev/null || { cat "$dir/server.log" >&2; return 1; }
-  PGPORT_PRIVATE=$port
-  export DATABASE_URL="postgresql://postgres@127.0.0.1:$port/postgres"
 }
 
 pg_private_stop() {

@@ -357,4 +357,24 @@ struct ServeTests {
             #expect(await CLI.collect(process, out, err).status == 0)
         }
     }
+
+    @Test("/healthz is 503 while PostgreSQL is stopped and 200 once it is started again; serve keeps running")
+    func healthWhilePostgresIsStopped() async throws {
+        try await PrivateCluster.with { cluster in
+            try await SyncFixture.with(server: cluster.url) { f in
+                let (process, out, err, url) = try await serve(f)
+                #expect(try await get(url + "/healthz").status == 200)
+                try await cluster.stopServer()
+                try await eventually(seconds: 30, "/healthz to say 503") {
+                    let health = try await get(url + "/healthz")
+                    return health.status == 503 && health.body.contains("PostgreSQL is unreachable")
+                }
+                try await cluster.startServer()
+                try await eventually(seconds: 30, "/healthz to say 200 again") { try await get(url + "/healthz").status == 200 }
+                #expect(process.isRunning)
+                kill(process.processIdentifier, SIGTERM)
+                #expect(await CLI.collect(process, out, err).status == 0)
+            }
+        }
+    }
 }

@@ -43,6 +43,19 @@ public struct PrivateCluster: Sendable {
         _ = try await Self.shell(#"pg_ensure_installed && pg_as_owner "$PG_BIN/pg_ctl" -D "$1/pg/data" -m fast -w restart >"$1/restart.log" 2>&1"#, directory)
     }
 
+    /// Stops the server, keeping its data (``startServer()`` brings it back on the same port).
+    public func stopServer() async throws {
+        _ = try await Self.shell(#"pg_ensure_installed && pg_private_stop "$1/pg""#, directory)
+    }
+
+    /// Starts a server stopped by ``stopServer()`` again, on its port.
+    public func startServer() async throws {
+        guard let port = url.split(separator: ":").last?.split(separator: "/").first else {
+            throw Failed(description: "no port in \(url)")
+        }
+        _ = try await Self.shell(#"pg_ensure_installed && pg_private_launch "$1/pg" \#(port)"#, directory)
+    }
+
     /// Stops the server and removes its folder.
     public func stop() async {
         _ = try? await Self.shell(#"pg_ensure_installed && pg_private_stop "$1/pg""#, directory)
