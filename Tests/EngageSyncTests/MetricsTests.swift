@@ -6,9 +6,10 @@ import Testing
 /// Prometheus text, equal to what the tables say.
 @Suite("metrics: the database's gauges in Prometheus text")
 struct MetricsTests {
-    /// Parses Prometheus text: every sample line must follow its metric's `# HELP` and
-    /// `# TYPE … gauge`; returns `name{label="value",…}` → value.
-    static func parse(_ text: String) throws -> [String: Double] {
+    /// Parses Prometheus text: every sample line must follow its metric's `# TYPE` (one of
+    /// `types`; a histogram's `_bucket`, `_sum` and `_count` samples count as its own) and, when
+    /// `help` is set, its `# HELP`; returns `name{label="value",…}` → value.
+    static func parse(_ text: String, types: Set<String> = ["gauge"], help: Bool = true) throws -> [String: Double] {
         struct Malformed: Error, CustomStringConvertible { var description: String }
         let sample = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*)\})? (\S+)$/
         var typed: Set<String> = [], helped: Set<String> = [], values: [String: Double] = [:]
@@ -17,11 +18,15 @@ struct MetricsTests {
                 helped.insert(String(line.dropFirst(7).prefix { $0 != " " }))
             } else if line.hasPrefix("# TYPE ") {
                 let parts = line.split(separator: " ")
-                guard parts.count == 4, parts[3] == "gauge" else { throw Malformed(description: "bad TYPE line: \(line)") }
+                guard parts.count == 4, types.contains(String(parts[3])) else { throw Malformed(description: "bad TYPE line: \(line)") }
                 typed.insert(String(parts[2]))
             } else if let match = try sample.wholeMatch(in: String(line)) {
                 let name = String(match.1)
-                guard helped.contains(name), typed.contains(name) else { throw Malformed(description: "no HELP/TYPE before \(line)") }
+                let family = typed.contains(name) ? name
+                    : ["_bucket", "_sum", "_count"].first { name.hasSuffix($0) }.map { String(name.dropLast($0.count)) } ?? name
+                guard typed.contains(family), !help || helped.contains(family) else {
+                    throw Malformed(description: "no HELP/TYPE before \(line)")
+                }
                 guard let value = Double(match.4) else { throw Malformed(description: "bad value: \(line)") }
                 values["\(name){\(match.3 ?? "")}"] = value
             } else {

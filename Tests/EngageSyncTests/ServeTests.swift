@@ -331,7 +331,11 @@ struct ServeTests {
             #expect(try await f.sandboxUsers()["u60"]?.data["pro"] == .bool(false))
             #expect(try await f.sandboxUsers()["u65"]?.data["pro"] == .bool(true))
 
-            let lines = try await get(url + "/metrics").body.split(separator: "\n").map(String.init)
+            let text = try await get(url + "/metrics").body
+            // Prometheus text throughout: counters and the histogram (swift-prometheus) and the gauges.
+            let parsed = try MetricsTests.parse(text, types: ["counter", "gauge", "histogram"], help: false)
+            #expect(parsed.keys.contains { $0.hasPrefix("engage_sync_delivery_seconds_bucket{") })
+            let lines = text.split(separator: "\n").map(String.init)
             func value(_ name: String, _ labels: [String]) -> Double {
                 lines.first { $0.hasPrefix(name + "{") && labels.allSatisfy($0.contains) }
                     .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } } ?? 0
