@@ -153,14 +153,14 @@ struct ServeTests {
 
     @Test("a second signal during a graceful shutdown exits at once")
     func secondSignal() async throws {
-        try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 4_000), concurrency: 2) { f in
+        try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 10_000), concurrency: 2) { f in
             try await f.db.query("""
                 INSERT INTO engage.profiles (profile_id, user_id, email, traits)
                 SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(1, 20) i
                 """)
             try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
             let (process, out, err, _) = try await serve(f, ["--shutdown-timeout", "30"])
-            // Requests in flight: each takes the sandbox 4 s to answer.
+            // Requests in flight: each takes the sandbox 10 s to answer, which a graceful shutdown waits for.
             try await eventually("rows claimed") {
                 try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE locked_until > now()") >= 1
             }
@@ -171,7 +171,7 @@ struct ServeTests {
             kill(process.processIdentifier, SIGTERM)
             let result = await CLI.collect(process, out, err)
             #expect(result.status == 1, "\(result.stderr)")
-            #expect(Date().timeIntervalSince(started) < 2.5, "it waited for the requests in flight")
+            #expect(Date().timeIntervalSince(started) < 6, "it waited for the requests in flight")
             #expect(result.stderr.contains("exiting at once"), "\(result.stderr)")
         }
     }

@@ -1,0 +1,84 @@
+import EngageCore
+import EngageStore
+import Hummingbird
+import PostgresClient
+import Prometheus
+
+extension EngageServer {
+    /// `GET /healthz`: 200 `{"status":"ok"}` when PostgreSQL answers, else 503 with the
+    /// reason. `GET /metrics`: the counters of runs, changes and deliveries, the request
+    /// latency histogram, and the database-held gauges, in Prometheus text. `POST
+    /// /webhooks/vero`: Vero's email events (DESIGN §19), when a secret is set.
+    static func router(pool: PostgresConnectionPool, registry: PrometheusCollectorRegistry,
+                       webhookSecret: String?) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("/healthz") { _, _ -> Response in
+            do {
+                try await pool.withConnection { try await $0.query("SELECT 1") }
+                return json(.ok, ["status": "ok"])
+            } catch {
+                return json(.serviceUnavailable, ["status": "unavailable", "reason": .string("PostgreSQL is unreachable: \(error)")])
+            }
+        }
+        router.post("/webhooks/vero") { request, _ -> Response in
+            guard let webhookSecret else {
+                return json(.notFound, ["status": "off", "reason": "webhooks are off: set ENGAGE_WEBHOOK_SECRET to turn them on"])
+            }
+            let bearer = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
+            let given = request.uri.queryParameters.get("secret") ?? bearer ?? ""
+            guard Self.sameSecret(given, webhookSecret) else {
+                return json(.unauthorized, ["status": "unauthorized", "reason": "a wrong or missing secret"])
+            }
+            let body: ByteBuffer
+            do { body = try await request.body.collect(upTo: Self.maxWebhookBytes) } catch {
+                return json(.badRequest, ["status": "rejected", "reason": "the body is over 1 MiB"])
+            }
+            switch VeroWebhookEvent.parse(Array(body.readableBytesView)) {
+            case .failure(let invalid):
+                return json(.badRequest, ["status": "rejected", "reason": .string(invalid.reason)])
+            case .success(let event):
+                do {
+                    // Committed before the answer: an acknowledged event is never lost.
+                    let stored = try await pool.withConnection { try await WebhookStore($0).record(event) }
+                    return json(.ok, ["status": "ok", "event": .string(event.event), "stored": .bool(stored)])
+                } catch {
+                    return json(.serviceUnavailable, ["status": "unavailable", "reason": "the event could not be stored; Vero will retry"])
+                }
+            }
+        }
+        router.get("/metrics") { _, _ -> Response in
+            do {
+                let gauges = try await pool.withConnection { try await GaugeStore($0).gauges() }
+                // The process's counters and histogram, then the gauges the database holds.
+                var response = text(.ok, registry.emitToString() + PrometheusText.render(gauges))
+                response.headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+                return response
+            } catch {
+                return text(.serviceUnavailable, "cannot read the metrics: \(error)\n")
+            }
+        }
+        return router
+    }
+
+    static let maxWebhookBytes = 1 << 20
+
+    /// Compares in time that depends on the lengths only, not on where the texts differ.
+    static func sameSecret(_ given: String, _ secret: String) -> Bool {
+        let a = Array(given.utf8), b = Array(secret.utf8)
+        var difference = UInt8(a.count == b.count ? 0 : 1)
+        for i in 0..<max(a.count, b.count) {
+            difference |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0)
+        }
+        return difference == 0 && !secret.isEmpty
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ body: JSONValue) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"],
+                 body: ResponseBody(byteBuffer: ByteBuffer(string: body.jsonString)))
+    }
+
+    static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
+        Response(status: status, headers: [.contentType: "text/plain; charset=utf-8"],
+                 body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
+    }
+}
