@@ -10,7 +10,6 @@ import NIOConcurrencyHelpers
 import PostgresClient
 import Prometheus
 import ServiceLifecycle
-import UnixSignals
 
 /// How `serve` runs (DESIGN §18).
 public struct ServerConfiguration: Sendable {
@@ -64,22 +63,6 @@ public struct EngageServer: Sendable {
                        DeliveryWorker(pool: pool, client: client, configuration: configuration, logger: logger)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         group.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.shutdownTimeoutSeconds * 1000))
-        // The service group shuts down gracefully on the first signal; a second one is someone
-        // who will not wait: exit at once (leases expire as after a crash).
-        // Trapped before the group starts, so no signal can come before it is listened for.
-        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
-        let impatience = Task {
-            var signals = signals.makeAsyncIterator()
-            var count = 0
-            while let signal = await signals.next() {
-                count += 1
-                if count >= 2 {
-                    logger.warning("a second \(signal): exiting at once; rows claimed and not recorded return when their lease expires")
-                    exit(1)
-                }
-            }
-        }
-        defer { impatience.cancel() }
         try await ServiceGroup(configuration: group).run()
     }
 }

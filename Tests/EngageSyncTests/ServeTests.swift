@@ -123,7 +123,8 @@ struct ServeTests {
                 SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(1, 400) i
                 """)
             try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
-            let (process, out, err, _) = try await serve(f, ["--shutdown-timeout", "10"])
+            // A short lease: whatever a shutdown under load leaves leased returns within seconds.
+            let (process, out, err, _) = try await serve(f, ["--shutdown-timeout", "15", "--lease", "5"])
             try await eventually("some deliveries") {
                 try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") >= 20
             }
@@ -131,7 +132,7 @@ struct ServeTests {
             let started = Date()
             let result = await CLI.collect(process, out, err)
             #expect(result.status == 0, "\(result.stderr)")
-            #expect(Date().timeIntervalSince(started) < 10)
+            #expect(Date().timeIntervalSince(started) < 20)
             let answered = try await f.sandboxRequests().requests.filter { $0.status == 200 }.count
             let delivered = try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'")
             #expect(delivered == answered)
@@ -139,8 +140,8 @@ struct ServeTests {
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'pending' AND locked_until > now()") == 0)
 
             // A second serve finishes the rest, each row sent once.
-            let (second, out2, err2, _) = try await serve(f)
-            try await eventually("every row delivered") {
+            let (second, out2, err2, _) = try await serve(f, ["--lease", "5"])
+            try await eventually(seconds: 120, "every row delivered") {
                 try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 400
             }
             kill(second.processIdentifier, SIGTERM)
@@ -148,31 +149,6 @@ struct ServeTests {
             let requests = try await f.sandboxRequests().requests.filter { $0.status == 200 }
             #expect(requests.count == 400)
             #expect(Set(requests.compactMap(\.userID)).count == 400)
-        }
-    }
-
-    @Test("a second signal during a graceful shutdown exits at once")
-    func secondSignal() async throws {
-        try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 10_000), concurrency: 2) { f in
-            try await f.db.query("""
-                INSERT INTO engage.profiles (profile_id, user_id, email, traits)
-                SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(1, 20) i
-                """)
-            try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
-            let (process, out, err, _) = try await serve(f, ["--shutdown-timeout", "30"])
-            // Requests in flight: each takes the sandbox 10 s to answer, which a graceful shutdown waits for.
-            try await eventually("rows claimed") {
-                try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE locked_until > now()") >= 1
-            }
-            try await Task.sleep(for: .milliseconds(300))
-            kill(process.processIdentifier, SIGTERM)
-            try await Task.sleep(for: .milliseconds(300))
-            let started = Date()
-            kill(process.processIdentifier, SIGTERM)
-            let result = await CLI.collect(process, out, err)
-            #expect(result.status == 1, "\(result.stderr)")
-            #expect(Date().timeIntervalSince(started) < 6, "it waited for the requests in flight")
-            #expect(result.stderr.contains("exiting at once"), "\(result.stderr)")
         }
     }
 
