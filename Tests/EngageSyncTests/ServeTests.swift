@@ -36,6 +36,12 @@ struct ServeTests {
         return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20)))
     }
 
+    /// The value of the first sample of `name` whose labels include each of `labels`.
+    func sample(_ text: String, _ name: String, _ labels: [String]) -> Double? {
+        text.split(separator: "\n").first { $0.hasPrefix(name + "{") && labels.allSatisfy($0.contains) }
+            .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+    }
+
     /// Polls until `condition` holds (a bounded wait).
     func eventually(seconds: Double = 60, _ what: String, _ condition: () async throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(seconds)
@@ -68,11 +74,8 @@ struct ServeTests {
             }
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'succeeded'") >= 1)
             // The counters say what the tables say.
-            let lines = try await get(url + "/metrics").body.split(separator: "\n").map(String.init)
-            func value(_ name: String, _ labels: [String]) -> Double? {
-                lines.first { $0.hasPrefix(name + "{") && labels.allSatisfy($0.contains) }
-                    .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } }
-            }
+            let text = try await get(url + "/metrics").body
+            func value(_ name: String, _ labels: [String]) -> Double? { sample(text, name, labels) }
             let runs = try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'succeeded' AND mode = 'full'")
             #expect(value("engage_sync_runs_total", [#"key="pro""#, #"mode="full""#, #"status="succeeded""#]) == Double(runs))
             #expect(value("engage_sync_changes_total", [#"key="pro""#, #"op="enter""#]) == 300)
@@ -311,11 +314,7 @@ struct ServeTests {
             // Prometheus text throughout: counters and the histogram (swift-prometheus) and the gauges.
             let parsed = try MetricsTests.parse(text, types: ["counter", "gauge", "histogram"], help: false)
             #expect(parsed.keys.contains { $0.hasPrefix("engage_sync_delivery_seconds_bucket{") })
-            let lines = text.split(separator: "\n").map(String.init)
-            func value(_ name: String, _ labels: [String]) -> Double {
-                lines.first { $0.hasPrefix(name + "{") && labels.allSatisfy($0.contains) }
-                    .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } } ?? 0
-            }
+            func value(_ name: String, _ labels: [String]) -> Double { sample(text, name, labels) ?? 0 }
             func table(_ sql: PostgresQuery) async throws -> Double { Double(try await f.count(sql)) }
             #expect(value("engage_sync_changes_total", [#"op="enter""#])
                     == (try await table("SELECT sum(entered)::int AS c FROM engage.sync_runs")))

@@ -14,9 +14,7 @@ public struct GaugeStore: Sendable {
     public func gauges() async throws -> [Gauge] {
         let destinations = try await db.query("""
             SELECT d.name,
-                   ((SELECT count(*) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'pending')
-                    + (SELECT count(*) FROM engage.sync_changelog ch
-                       WHERE ch.outbox_id IS NULL AND ch.status = 'pending' AND ch.destination = d.name))::float8 AS pending,
+                   \(StatusStore.waiting)::float8 AS pending,
                    (SELECT count(*) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'failed')::float8 AS failed,
                    coalesce(extract(epoch FROM now() - least(
                        (SELECT min(o.created_at) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'pending'),

@@ -46,10 +46,16 @@ public struct StatusStore: Sendable {
     /// have still to enqueue (as `engage.sync_status` counts them).
     public func waiting(destination name: String) async throws -> Int {
         try await db.query("""
-            SELECT ((SELECT count(*) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'pending')
-                    + (SELECT count(*) FROM engage.sync_changelog ch
-                       WHERE ch.outbox_id IS NULL AND ch.status = 'pending' AND ch.destination = d.name))::int AS n
-            FROM engage.destinations d WHERE d.name = \(name)
+            SELECT \(Self.waiting)::int AS n FROM engage.destinations d WHERE d.name = \(name)
             """).first?.decode(Int.self, "n") ?? 0
     }
+
+    /// The changes waiting for destination `d`, as an expression: pending outbox rows and the
+    /// members its backlogs have still to enqueue. One definition for `status`, the progress
+    /// line and the `engage_sync_outbox_pending` gauge.
+    static let waiting: PostgresQuery = """
+        ((SELECT count(*) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'pending')
+         + (SELECT count(*) FROM engage.sync_changelog ch
+            WHERE ch.outbox_id IS NULL AND ch.status = 'pending' AND ch.destination = d.name))
+        """
 }
