@@ -32,9 +32,10 @@ public struct ServerConfiguration: Sendable {
 
 /// `engage-sync serve`: one process that schedules runs (``Scheduler``), delivers
 /// (``DeliveryWorker``), and answers `/healthz`, `/metrics` and `/webhooks/vero` (its routes),
-/// until SIGTERM or SIGINT (DESIGN §18). One connection pool and one HTTP client,
-/// the caller's, serve every part. A graceful shutdown stops scheduling and claiming, lets the
-/// requests in flight finish and be recorded, and releases the rows claimed but not sent.
+/// until SIGTERM or SIGINT (DESIGN §18). One connection pool and one HTTP client, the caller's,
+/// serve every part. A graceful shutdown stops scheduling and claiming, lets the requests in
+/// flight finish and be recorded, and releases the rows claimed but not sent; a second signal
+/// exits at once (``ShutdownSignals``).
 public struct EngageServer: Sendable {
     public let pool: PostgresConnectionPool
     public let client: HTTPClient
@@ -61,8 +62,11 @@ public struct EngageServer: Sendable {
         var group = ServiceGroupConfiguration(
             services: [http, Scheduler(pool: pool, client: client, configuration: configuration, logger: logger),
                        DeliveryWorker(pool: pool, client: client, configuration: configuration, logger: logger)],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            logger: logger)
         group.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.shutdownTimeoutSeconds * 1000))
-        try await ServiceGroup(configuration: group).run()
+        let services = ServiceGroup(configuration: group)
+        let signals = await ShutdownSignals(group: services, logger: logger)
+        defer { signals.cancel() }
+        try await services.run()
     }
 }

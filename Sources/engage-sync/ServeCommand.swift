@@ -12,7 +12,7 @@ extension EngageSyncCommand {
                 GET /metrics gives the gauges of `engage-sync metrics`. POST /webhooks/vero stores Vero's email events
                 (opened, clicked, bounced, …) as events when ENGAGE_WEBHOOK_SECRET is set. On SIGTERM or SIGINT it stops scheduling and
                 claiming, lets the requests in flight finish and be recorded (at most --shutdown-timeout seconds),
-                releases the rows it claimed but did not send, and exits 0.
+                releases the rows it claimed but did not send, and exits 0. A second signal exits at once (status 1).
                 """)
         @OptionGroup var database: DatabaseOptions
         @Option(help: "Address to listen on.") var host = "127.0.0.1"

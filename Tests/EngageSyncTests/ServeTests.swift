@@ -155,6 +155,39 @@ struct ServeTests {
         }
     }
 
+    @Test("a second signal during a graceful shutdown exits at once, status 1")
+    func secondSignal() async throws {
+        // Each request takes the sandbox 15 s: a shutdown that waited for them would take that long.
+        try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 15_000), concurrency: 2) { f in
+            try await f.db.query("""
+                INSERT INTO engage.profiles (profile_id, user_id, email, traits)
+                SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(1, 20) i
+                """)
+            try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
+            let (process, out, err, _) = try await serve(f, ["--shutdown-timeout", "60", "--lease", "5"],
+                                                         environment: ["ENGAGE_SYNC_LOG_LEVEL": "notice"])
+            try await eventually("rows claimed") {
+                try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE locked_until > now()") >= 1
+            }
+            kill(process.processIdentifier, SIGTERM)
+            // Two signals sent before the first is taken are one to the kernel: wait until it was heard.
+            var said = ""
+            while !said.contains("shutting down gracefully") {
+                let chunk = await CLI.offPool { err.fileHandleForReading.availableData }
+                if chunk.isEmpty { break }
+                said += String(decoding: chunk, as: UTF8.self)
+            }
+            #expect(said.contains("SIGTERM: shutting down gracefully"), "\(said)")
+            let started = Date()
+            kill(process.processIdentifier, SIGINT)
+            let result = await CLI.collect(process, out, err)
+            let waited = Date().timeIntervalSince(started)
+            #expect(result.status == 1, "\(said)\(result.stderr)")
+            #expect(waited < 6, "it waited \(waited) s, as for the requests in flight")
+            #expect(result.stderr.contains("exiting at once"), "\(result.stderr)")
+        }
+    }
+
     @Test("webhooks: each Vero type stored once though posted twice, wrong secret 401, malformed 400, unknown users created, and an Email Opened audience fills")
     func webhooks() async throws {
         try await SyncFixture.with { f in
