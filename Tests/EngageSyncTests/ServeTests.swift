@@ -61,6 +61,7 @@ struct ServeTests {
                 """)
             try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
             let (process, out, err, url) = try await serve(f)
+            defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             try await eventually("the sandbox to hold the 300 members") {
                 try await f.sandboxUsers().values.filter { $0.data["pro"] == .bool(true) }.count == 300
             }
@@ -94,6 +95,7 @@ struct ServeTests {
     func health() async throws {
         try await SyncFixture.with { f in
             let (process, out, err, url) = try await serve(f)
+            defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             #expect(try await get(url + "/healthz").status == 200)
             // The database turns connections away, and every session of it but the fixture's is cut.
             let name = try #require(f.url.split(separator: "/").last.map(String.init))
@@ -128,6 +130,7 @@ struct ServeTests {
             try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
             // A short lease: whatever a shutdown under load leaves leased returns within seconds.
             let (process, out, err, _) = try await serve(f, ["--shutdown-timeout", "15", "--lease", "5"])
+            defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             try await eventually("some deliveries") {
                 try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") >= 20
             }
@@ -144,6 +147,7 @@ struct ServeTests {
 
             // A second serve finishes the rest, each row sent once.
             let (second, out2, err2, _) = try await serve(f, ["--lease", "5"])
+            defer { if second.isRunning { second.terminate() } } // also when an expectation throws
             try await eventually(seconds: 120, "every row delivered") {
                 try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 400
             }
@@ -166,6 +170,7 @@ struct ServeTests {
             try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
             let (process, out, err, _) = try await serve(f, ["--shutdown-timeout", "60", "--lease", "5"],
                                                          environment: ["ENGAGE_SYNC_LOG_LEVEL": "notice"])
+            defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             try await eventually("rows claimed") {
                 try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE locked_until > now()") >= 1
             }
@@ -197,6 +202,7 @@ struct ServeTests {
                 """)
             let secret = "s3cret-\(UUID().uuidString.prefix(8))"
             let (process, out, err, url) = try await serve(f, environment: ["ENGAGE_WEBHOOK_SECRET": secret])
+            defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             let hook = url + "/webhooks/vero?secret=" + secret
             let at = Int(Date().timeIntervalSince1970) - 3600
             func payload(_ type: String, user: String = #"{"id": "u1", "email": "u1@example.com"}"#) -> String {
@@ -259,6 +265,7 @@ struct ServeTests {
                 """)
             let secret = "loop-\(UUID().uuidString.prefix(8))"
             let (process, out, err, url) = try await serve(f, environment: ["ENGAGE_WEBHOOK_SECRET": secret])
+            defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             let on = try await post(f.sandbox.baseURL + "/_sandbox/webhooks", #"{"url": "\#(url)/webhooks/vero", "secret": "\#(secret)"}"#)
             #expect(on.status == 200)
             try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
@@ -291,6 +298,7 @@ struct ServeTests {
                  {"name": "Free", "key": "free", "type": "audience", "condition": {"trait": "plan", "equals": "free"}}]
                 """)
             let (process, out, err, _) = try await serve(f, ["--max-concurrent-runs", "3"])
+            defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             try await eventually("every audience in the sandbox") {
                 let users = try await f.sandboxUsers().values
                 return users.filter { $0.data["pro"] == .bool(true) }.count == 50 && users.filter { $0.data["free"] == .bool(true) }.count == 50
@@ -318,6 +326,7 @@ struct ServeTests {
                 """)
             try await f.define(#"{"name": "Pro", "type": "audience", "sync_every": "1m", "condition": {"trait": "plan", "equals": "pro"}}"#)
             let (process, out, err, url) = try await serve(f)
+            defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             try await eventually("the first sync delivered") {
                 try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status IN ('delivered', 'failed')") == 60
             }
@@ -375,6 +384,7 @@ struct ServeTests {
         try await PrivateCluster.with { cluster in
             try await SyncFixture.with(server: cluster.url) { f in
                 let (process, out, err, url) = try await serve(f)
+                defer { if process.isRunning { process.terminate() } } // also when an expectation throws
                 #expect(try await get(url + "/healthz").status == 200)
                 try await cluster.stopServer()
                 try await eventually(seconds: 30, "/healthz to say 503") {
