@@ -72,11 +72,13 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // The status page: HTML and an SVG chart rendered from the store's reads. No I/O.
+        .target(name: "StatusPage", dependencies: ["EngageStore"]),
         // `serve`: the scheduler, delivery workers and the HTTP endpoints under one service group.
         .target(
             name: "EngageServer",
             dependencies: [
-                "EngageCore", "EngageStore", "EngageSync", "PostgresClient",
+                "EngageCore", "EngageStore", "EngageSync", "PostgresClient", "StatusPage",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -105,7 +107,7 @@ let package = Package(
         .testTarget(
             name: "EngageSyncTests",
             dependencies: [
-                "EngageSync", "EngageStore", "EngageCore", "VeroClient", "VeroSandbox", "PostgresClient", "TestSupport",
+                "EngageSync", "EngageStore", "EngageCore", "VeroClient", "VeroSandbox", "PostgresClient", "TestSupport", "StatusPage",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]

@@ -382,6 +382,94 @@ def sql_bench(url, profiles, t0, work):
     return {"members": members, "ours_ms": evaluate + diff, "evaluate_ms": evaluate, "diff_ms": diff, "floor_ms": times[-1]}
 
 
+PAGE_RUNS = 1000
+PAGE_ROWS_PER_RUN = 1000
+
+
+def status_page_bench(work):
+    """The status page of a definition with 1,000 runs (issue 17), each run with 1,000 outbox rows
+    (1% failed or rejected): the median time of GET /definitions/KEY from `serve`, beside the
+    median time of the same queries (those of StatusPageStore) in psql."""
+    name = "bench_page"
+    psql(BASE_URL, f"DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name};")
+    url = db_url(name)
+    engage(url, ["migrate"])
+    engage(url, ["destination", "add", "sink", "--base-url", "http://127.0.0.1:9", "--token-env", "BENCH_TOKEN"])
+    defs = os.path.join(work, "page-definition.json")
+    with open(defs, "w") as f:
+        json.dump({"name": "Page Audience", "key": "page_audience", "type": "audience",
+                   "condition": {"trait": "plan", "equals": "pro"}}, f)
+    engage(url, ["define", defs])
+    # Runs an hour apart up to now (so none is due), sizes that wander; their rows, all answered.
+    psql(url, f"""
+        INSERT INTO engage.sync_runs (computation_id, destination_id, mode, status, evaluation, members, entered, exited,
+                                      started_at, finished_at, instant, evaluate_ms, diff_ms, deliver_ms)
+        SELECT c.id, d.id, CASE WHEN i = 1 THEN 'full' ELSE 'incremental' END, 'succeeded',
+               CASE WHEN i = 1 THEN 'full' ELSE 'incremental' END,
+               100000 + (i * 37 % 5000), {PAGE_ROWS_PER_RUN} / 2, {PAGE_ROWS_PER_RUN} / 2,
+               now() - ({PAGE_RUNS} - i) * interval '1 hour', now() - ({PAGE_RUNS} - i) * interval '1 hour' + interval '2 s',
+               now() - ({PAGE_RUNS} - i) * interval '1 hour', 800, 400, 900
+        FROM engage.computations c, engage.destinations d, generate_series(1, {PAGE_RUNS}) i;
+        INSERT INTO engage.outbox (run_id, destination_id, computation_id, profile_id, vero_id, op, value, message, status,
+                                   attempts, last_status_code, last_error, created_at, delivered_at)
+        SELECT r.id, r.destination_id, r.computation_id, 'p' || j, 'u' || j, CASE WHEN j % 2 = 0 THEN 'enter' ELSE 'exit' END,
+               to_jsonb(j % 2 = 0), '{{}}'::jsonb,
+               CASE WHEN j % 100 = 0 THEN 'failed' WHEN j % 100 = 1 THEN 'rejected' ELSE 'delivered' END, 1,
+               CASE WHEN j % 100 = 0 THEN 500 WHEN j % 100 = 1 THEN 400 ELSE 200 END,
+               CASE WHEN j % 100 = 0 THEN 'HTTP 500 after 10 attempts' WHEN j % 100 = 1 THEN 'HTTP 400: email is malformed' END,
+               r.started_at, CASE WHEN j % 100 > 1 THEN r.started_at + j * interval '1 ms' END
+        FROM engage.sync_runs r, generate_series(1, {PAGE_ROWS_PER_RUN}) j;
+        VACUUM ANALYZE engage.sync_runs; VACUUM ANALYZE engage.outbox;
+    """)
+    # The same queries as StatusPageStore, in one psql session.
+    queries = """
+        SELECT c.key, c.name, c.type, c.enabled, jsonb_pretty(c.definition) AS definition, c.definition ->> 'sql' AS sql,
+               c.sync_every::text AS sync_every,
+               (SELECT count(*) FROM engage.memberships m WHERE m.computation_id = c.id)::int AS members
+        FROM engage.computations c WHERE c.key = 'page_audience' AND c.removed_at IS NULL;
+        SELECT run_id, destination, mode, status, evaluation, members, entered, exited, changed, skipped,
+               to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS started,
+               extract(epoch FROM started_at)::float8 AS epoch, seconds, evaluate_ms, diff_ms, deliver_ms, error
+        FROM engage.definition_runs('page_audience', 1000::int);
+        SELECT run_id, destination, user_id, op, value::text AS value, status, reason,
+               to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS created
+        FROM engage.definition_changes('page_audience', 20::int);
+        SELECT destination, status, reason, status_code, rows::int AS rows, coalesce(examples, '{}') AS examples,
+               to_char(last_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS last_at
+        FROM engage.definition_failures('page_audience');
+    """
+    floors = []
+    for _ in range(7):
+        _, times = psql(url, queries, timing=True)
+        floors.append(sum(times))
+    proc = subprocess.Popen([BIN, "serve", "--port", "0", "--tick", "3600", "--database-url", url], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, BENCH_TOKEN=TOKEN))
+    try:
+        port = int(re.search(r":(\d+)$", proc.stdout.readline().strip()).group(1))
+        page = f"http://127.0.0.1:{port}/definitions/page_audience"
+        import urllib.request
+        html = urllib.request.urlopen(page, timeout=60).read()
+        assert html.count(b"<circle ") == PAGE_RUNS, "the chart has a point per run"
+        times = []
+        for _ in range(21):
+            started = time.monotonic()
+            urllib.request.urlopen(page, timeout=60).read()
+            times.append((time.monotonic() - started) * 1000)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    psql(BASE_URL, f"DROP DATABASE IF EXISTS {name};")
+    return {"runs": PAGE_RUNS, "outbox_rows": PAGE_RUNS * PAGE_ROWS_PER_RUN, "page_bytes": len(html),
+            "ours_ms": sorted(times)[len(times) // 2], "floor_ms": sorted(floors)[len(floors) // 2]}
+
+
+def print_status_page(p):
+    ok = p["ours_ms"] < 200
+    label = f"status page of a definition with {p['runs']:,} runs ({p['outbox_rows']:,} outbox rows; floor: its queries in psql)"
+    print(f"{label:<92} {p['ours_ms']:>10.1f}ms {p['floor_ms']:>10.1f}ms {ratio(p['ours_ms'], p['floor_ms']):>6.2f}× {'<200 ms':>7}"
+          f"{'' if ok else ' MISS'}")
+
+
 def bench_size(profiles, per_profile, work, full_report, cycle=False, baseline_bin=None):
     name = f"bench_{profiles}"
     admin = BASE_URL
@@ -479,9 +567,14 @@ def main():
     parser.add_argument("--events-per-profile", type=int, default=10)
     parser.add_argument("--sizes", default=None, help="comma-separated profile counts for the growth table")
     parser.add_argument("--no-cycle", action="store_true", help="skip the 50-definition cycle")
+    parser.add_argument("--only", choices=["status-page"], default=None, help="run one benchmark alone")
     parser.add_argument("--baseline-bin", default=None,
                         help="an engage-sync binary to time the cycle's 'before' with (default: run --full)")
     args = parser.parse_args()
+    if args.only == "status-page":
+        log("== the status page")
+        print_status_page(status_page_bench(args.work))
+        return
     largest = args.profiles
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else \
         ([s for s in (200_000,) if s < largest] + [largest])
@@ -493,6 +586,8 @@ def main():
         results["sizes"][str(size)] = bench_size(size, args.events_per_profile, args.work, full_report=top_size,
                                                  cycle=top_size and not args.no_cycle, baseline_bin=args.baseline_bin)
     top = results["sizes"][str(largest)]
+    log("== the status page")
+    results["status_page"] = status_page_bench(args.work)
 
     rows = []
     for key, d in top["definitions"].items():
@@ -541,6 +636,7 @@ def main():
         label = "the baseline binary" if args.baseline_bin else "run --full"
         print(f"{'cron cycle of 50 definitions, 1% churn + 1 h (' + str(c['after']['runs']) + ' runs)':<92} {after:>10.1f} s {'60.00':>10} s {after / 60:>6.2f}× {'≤60 s':>7}{'' if after <= 60 else ' MISS'}")
         print(f"{'  the same before (' + label + ')':<92} {before:>10.1f} s {'':>12} {before / after:>6.1f}× {'≥5× faster':>10}{'' if before >= 5 * after else ' MISS'}")
+    print_status_page(results["status_page"])
     print("\nfull sync of an every-profile audience (all_customers), at each size:")
     for size in sizes:
         f = results["sizes"][str(size)]["definitions"]["all_customers"]["full"]

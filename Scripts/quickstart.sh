@@ -2,8 +2,11 @@
 # A five-minute demo on a private PostgreSQL under .data/ (kept between runs): build, migrate,
 # generate sample data, define audiences and traits, start the Vero sandbox, run a full sync,
 # move time forward (ENGAGE_SYNC_NOW), run an incremental sync, and show what was sent. Rerunning starts the
-# demo database afresh.
+# demo database afresh. With --serve it ends by leaving `serve` running with the status page on
+# http://127.0.0.1:9464/ until Ctrl-C.
 set -euo pipefail
+keep_serving=0
+[ "${1:-}" = "--serve" ] && keep_serving=1
 cd "$(dirname "$0")/.."
 source Scripts/lib-postgres.sh
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -183,3 +186,13 @@ To sync to your real Vero account instead of the sandbox:
   engage-sync destination add vero --base-url https://api.getvero.com --token-env VERO_AUTH_TOKEN
   engage-sync run                                      # from cron, every few minutes
 EOF2
+
+if [ "$keep_serving" = 1 ]; then
+  say "the status page: http://127.0.0.1:9464/ (serve keeps syncing; Ctrl-C stops it)"
+  .build/debug/engage-sync serve --host 127.0.0.1 --port 9464 --tick 10 &
+  serve_pid=$!
+  wait "$serve_pid" || true
+  serve_pid=""
+else
+  say "to look rather than query: Scripts/quickstart.sh --serve, then open http://127.0.0.1:9464/"
+fi

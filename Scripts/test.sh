@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (README, CI): installs PostgreSQL if missing, starts a private cluster in a
+# The test command (README, CI): installs PostgreSQL and Chromium if missing, starts a private cluster in a
 # temporary directory on a free loopback port, runs `swift test` against it, always stops it.
 # Extra arguments go to `swift test` (e.g. --filter MigrationsTests).
 set -euo pipefail
@@ -7,6 +7,14 @@ cd "$(dirname "$0")/.."
 source Scripts/lib-postgres.sh
 
 pg_ensure_installed
+# Headless Chromium reads the status page in StatusPageTests (Debian's package).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then echo "error: install chromium (apt-get install chromium)" >&2; exit 1; fi
+  echo "== installing chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+fi
+export CHROMIUM="$(command -v chromium)"
 
 work=$(mktemp -d /tmp/engage-sync-test.XXXXXX)
 chmod 755 "$work"  # the postgres user must reach the cluster folder inside

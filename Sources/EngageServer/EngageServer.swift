@@ -26,6 +26,8 @@ public struct ServerConfiguration: Sendable {
     public var now: @Sendable () throws -> Date = { Date() }
     /// The shared secret of `POST /webhooks/vero` (`ENGAGE_WEBHOOK_SECRET`); nil turns it off.
     public var webhookSecret: String?
+    /// The token the status page asks for (`ENGAGE_UI_TOKEN`); nil: none, only on a loopback host.
+    public var uiToken: String?
 
     public init() {}
 }
@@ -54,7 +56,7 @@ public struct EngageServer: Sendable {
         let logger = Logger(label: "engage-sync.serve")
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let http = Application(router: Self.router(pool: pool, registry: registry, webhookSecret: configuration.webhookSecret),
+        let http = Application(router: Self.router(pool: pool, registry: registry, configuration: configuration),
                                configuration: .init(address: .hostname(configuration.host, port: configuration.port),
                                                     serverName: nil),
                                onServerRunning: { channel in onListening(channel.localAddress?.port ?? configuration.port) },

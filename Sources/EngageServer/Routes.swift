@@ -8,10 +8,13 @@ extension EngageServer {
     /// `GET /healthz`: 200 `{"status":"ok"}` when PostgreSQL answers, else 503 with the
     /// reason. `GET /metrics`: the counters of runs, changes and deliveries, the request
     /// latency histogram, and the database-held gauges, in Prometheus text. `POST
-    /// /webhooks/vero`: Vero's email events (DESIGN §19), when a secret is set.
+    /// /webhooks/vero`: Vero's email events (DESIGN §19), when a secret is set. The status
+    /// page (``addPages(to:pool:token:)``).
     static func router(pool: PostgresConnectionPool, registry: PrometheusCollectorRegistry,
-                       webhookSecret: String?) -> Router<BasicRequestContext> {
+                       configuration: ServerConfiguration) -> Router<BasicRequestContext> {
         let router = Router()
+        let webhookSecret = configuration.webhookSecret
+        addPages(to: router, pool: pool, token: configuration.uiToken)
         router.get("/healthz") { _, _ -> Response in
             do {
                 try await pool.withConnection { try await $0.query("SELECT 1") }

@@ -13,6 +13,8 @@ extension EngageSyncCommand {
                 (opened, clicked, bounced, …) as events when ENGAGE_WEBHOOK_SECRET is set. On SIGTERM or SIGINT it stops scheduling and
                 claiming, lets the requests in flight finish and be recorded (at most --shutdown-timeout seconds),
                 releases the rows it claimed but did not send, and exits 0. A second signal exits at once (status 1).
+                GET / is a status page (every pair, each definition's size over time, each destination's delivery). On an
+                address other than 127.0.0.1 it needs ENGAGE_UI_TOKEN, asked for as a bearer token or by a sign-in form.
                 """)
         @OptionGroup var database: DatabaseOptions
         @Option(help: "Address to listen on.") var host = "127.0.0.1"
@@ -27,6 +29,17 @@ extension EngageSyncCommand {
             guard tick > 0 else { throw ValidationError("--tick must be positive") }
             guard shutdownTimeout > 0 else { throw ValidationError("--shutdown-timeout must be positive") }
             guard (1...16).contains(maxConcurrentRuns) else { throw ValidationError("--max-concurrent-runs must be 1...16") }
+            guard EngageServer.isLoopback(host) || Self.uiToken != nil else {
+                throw ValidationError("""
+                    --host \(host) would show the status page to other machines: set ENGAGE_UI_TOKEN to a secret of your \
+                    own (the page then asks for it), or serve on 127.0.0.1
+                    """)
+            }
+        }
+
+        /// The status page's token (`ENGAGE_UI_TOKEN`), nil when unset or empty.
+        static var uiToken: String? {
+            ProcessInfo.processInfo.environment["ENGAGE_UI_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         }
 
         func run() async throws {
@@ -38,6 +51,7 @@ extension EngageSyncCommand {
             configuration.maxConcurrentRuns = maxConcurrentRuns
             configuration.delivery.leaseSeconds = max(1, lease)
             configuration.now = { try RunInstant.now() }
+            configuration.uiToken = Self.uiToken
             configuration.webhookSecret = ProcessInfo.processInfo.environment["ENGAGE_WEBHOOK_SECRET"].flatMap { $0.isEmpty ? nil : $0 }
             _ = try RunInstant.now() // a bad ENGAGE_SYNC_NOW fails now, not at every tick
             // The runs, a SQL definition's reader each, delivery's two, and the HTTP endpoints.

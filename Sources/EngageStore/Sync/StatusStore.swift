@@ -10,13 +10,21 @@ public struct PairStatus: Sendable {
     public var deliveredTrue: Int
     public var pending: Int
     public var failed: Int
+    /// Outbox rows skipped (no Vero user id, or a guardrail's block).
+    public var skipped: Int
     /// ISO-8601 UTC, to the second.
     public var lastRunAt: String?
     public var lastRunStatus: String?
+    /// `full`, `incremental`, `resync` or `remove`.
+    public var lastRunMode: String?
+    /// The last run's wall time; nil while it runs.
+    public var lastRunSeconds: Double?
     /// ISO-8601 UTC, to the second; nil for a disabled definition.
     public var nextDue: String?
     /// Since when delivery to the destination is paused (ISO-8601 UTC), or nil.
     public var destinationPausedAt: String?
+    /// Why it is paused (e.g. the HTTP 401 that paused it).
+    public var destinationPausedReason: String?
 }
 
 /// Reads what `status` prints.
@@ -27,18 +35,32 @@ public struct StatusStore: Sendable {
     /// Every active pair, by key then destination.
     public func pairs() async throws -> [PairStatus] {
         try await db.query("""
-            SELECT key, destination, type, members::int, delivered_true::int, pending::int, failed::int,
-                   to_char(last_run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS last_run_at, last_run_status,
-                   to_char(next_due AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS next_due,
-                   to_char(destination_paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS paused_at
-            FROM engage.sync_status ORDER BY key, destination
+            SELECT s.key, s.destination, s.type, s.members::int, s.delivered_true::int, s.pending::int, s.failed::int,
+                   (SELECT count(*) FROM engage.outbox o
+                    WHERE o.computation_id = c.id AND o.destination_id = d.id AND o.status = 'skipped')::int AS skipped,
+                   to_char(s.last_run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS last_run_at, s.last_run_status,
+                   last_run.mode AS last_run_mode, last_run.seconds AS last_run_seconds,
+                   to_char(s.next_due AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS next_due,
+                   to_char(s.destination_paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS paused_at,
+                   d.paused_reason
+            FROM engage.sync_status s
+            JOIN engage.computations c ON c.key = s.key
+            JOIN engage.destinations d ON d.name = s.destination
+            LEFT JOIN LATERAL (SELECT r.mode, extract(epoch FROM r.finished_at - r.started_at)::float8 AS seconds
+                               FROM engage.sync_runs r WHERE r.computation_id = c.id AND r.destination_id = d.id
+                               ORDER BY r.started_at DESC, r.id DESC LIMIT 1) last_run ON true
+            ORDER BY s.key, s.destination
             """).map { row in
             PairStatus(key: try row.decode(String.self, "key"), destination: try row.decode(String.self, "destination"),
                        type: try row.decode(String.self, "type"), members: try row.decode(Int.self, "members"),
                        deliveredTrue: try row.decode(Int.self, "delivered_true"), pending: try row.decode(Int.self, "pending"),
-                       failed: try row.decode(Int.self, "failed"), lastRunAt: try row.decode(String?.self, "last_run_at"),
+                       failed: try row.decode(Int.self, "failed"), skipped: try row.decode(Int.self, "skipped"),
+                       lastRunAt: try row.decode(String?.self, "last_run_at"),
                        lastRunStatus: try row.decode(String?.self, "last_run_status"),
-                       nextDue: try row.decode(String?.self, "next_due"), destinationPausedAt: try row.decode(String?.self, "paused_at"))
+                       lastRunMode: try row.decode(String?.self, "last_run_mode"),
+                       lastRunSeconds: try row.decode(Double?.self, "last_run_seconds"),
+                       nextDue: try row.decode(String?.self, "next_due"), destinationPausedAt: try row.decode(String?.self, "paused_at"),
+                       destinationPausedReason: try row.decode(String?.self, "paused_reason"))
         }
     }
 

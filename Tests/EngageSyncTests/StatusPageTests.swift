@@ -1,0 +1,201 @@
+import AsyncHTTPClient
+@testable import EngageStore
+import Foundation
+import StatusPage
+import Testing
+import TestSupport
+
+/// The status page served by `serve` (issue 17), read by a real browser: headless Chromium
+/// (Debian's, installed by Scripts/test.sh) renders it and hands back its DOM.
+@Suite("status page: in headless Chromium, behind ENGAGE_UI_TOKEN beyond loopback")
+struct StatusPageTests {
+    /// Chromium's DOM of `url` after it rendered the page.
+    func dom(_ url: String) async throws -> String {
+        try await chromium(["--dump-dom", url]).stdout
+    }
+
+    /// Runs headless Chromium (as root it needs --no-sandbox; its profile is a fresh directory).
+    func chromium(_ arguments: [String]) async throws -> (status: Int32, stdout: String) {
+        let binary = ProcessInfo.processInfo.environment["CHROMIUM"] ?? "/usr/bin/chromium"
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "no Chromium at \(binary): Scripts/test.sh installs it")
+        let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: profile) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=\(profile)",
+                             "--window-size=1280,1400", "--hide-scrollbars"] + arguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = await CLI.offPool { out.fileHandleForReading.readDataToEndOfFile() }
+        await CLI.offPool { process.waitUntilExit() }
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    /// The text of the first `<tr …>` of `dom` whose opening tag has every one of `attributes`.
+    func row(_ dom: String, _ attributes: [String]) -> String? {
+        dom.components(separatedBy: "<tr ").dropFirst().first { chunk in
+            let tag = chunk.prefix { $0 != ">" }
+            return attributes.allSatisfy { tag.contains($0) }
+        }.map { $0.components(separatedBy: "</tr>")[0] }
+    }
+
+    /// The `data-value` of the cell `field` in a row's text.
+    func value(_ row: String, _ field: String) -> Int? {
+        guard let pattern = try? Regex<(Substring, Substring)>("data-field=\"\(field)\" data-value=\"([0-9]+)\"") else { return nil }
+        return row.firstMatch(of: pattern).flatMap { Int($0.1) }
+    }
+
+    @Test("after a full and an incremental sync, Chromium shows each pair's counts, a chart of the runs' sizes and the failure's reason")
+    func pageInBrowser() async throws {
+        try await SyncFixture.with { f in
+            // 25 on the pro plan (u7's email is one Vero refuses with a 400), 15 on the free one.
+            try await f.db.execute("""
+                INSERT INTO engage.profiles (profile_id, user_id, email, traits)
+                SELECT 'p' || i, 'u' || i, CASE WHEN i = 7 THEN 'not-an-email' ELSE 'u' || i || '@example.com' END,
+                       jsonb_build_object('plan', CASE WHEN i <= 25 THEN 'pro' ELSE 'free' END)
+                FROM generate_series(1, 40) i;
+                """)
+            try await f.define("""
+                [{"name": "Pro", "key": "pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}},
+                 {"name": "Free", "key": "free", "type": "audience", "condition": {"trait": "plan", "equals": "free"}}]
+                """)
+            #expect(try await f.cli(["run", "--all"]).status == 3, "u7's row fails")
+            // Five leave the pro plan for the free one, three new pro profiles come: an incremental run.
+            try await f.db.execute("""
+                UPDATE engage.profiles SET traits = '{"plan": "free"}' WHERE profile_id IN ('p1', 'p2', 'p3', 'p4', 'p5');
+                INSERT INTO engage.profiles (profile_id, user_id, email, traits)
+                SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(41, 43) i;
+                """)
+            #expect(try await f.cli(["run", "--all"]).status == 0)
+            #expect(try await f.count("""
+                SELECT count(*)::int AS c FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id
+                WHERE c.key = 'pro' AND r.evaluation = 'incremental'
+                """) == 1)
+
+            let (process, out, err, url) = try await ServeTests().serve(f)
+            defer { if process.isRunning { process.terminate() } } // also when an expectation throws
+            let overview = try await dom(url + "/")
+            // Each pair's row, counted by hand: pro 25 − 5 + 3 = 23 members, 22 delivered, u7 failed;
+            // free 15 + 5 = 20, all delivered.
+            let pro = try #require(row(overview, [#"data-key="pro""#, #"data-destination="vero""#]), "\(overview)")
+            #expect(value(pro, "members") == 23 && value(pro, "delivered") == 22 && value(pro, "pending") == 0
+                    && value(pro, "failed") == 1 && value(pro, "skipped") == 0, "\(pro)")
+            #expect(pro.contains(#"data-field="last-run-mode">incremental<"#), "\(pro)")
+            let free = try #require(row(overview, [#"data-key="free""#]))
+            #expect(value(free, "members") == 20 && value(free, "delivered") == 20 && value(free, "failed") == 0, "\(free)")
+            #expect(overview.contains(#"data-total="failed"><span class="muted">Failed</span><b>1</b>"#), "\(overview)")
+
+            // The definition's page: a point per run at the run's size, the higher size drawn higher.
+            let page = try await dom(url + "/definitions/pro")
+            let points = page.matches(of: #/<circle data-run="([0-9]+)" data-members="([0-9]+)" cx="([0-9.]+)" cy="([0-9.]+)"/#)
+            #expect(points.map { Int($0.2) } == [25, 23], "\(page)")
+            let runs = try await f.db.query("""
+                SELECT r.id FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id
+                WHERE c.key = 'pro' ORDER BY r.started_at, r.id
+                """).map { try $0.decode(Int.self, "id") }
+            #expect(points.map { Int($0.1) } == runs)
+            if points.count == 2 {
+                #expect(Double(points[0].4)! < Double(points[1].4)!, "25 members drawn above 23")
+                #expect(Double(points[0].3)! < Double(points[1].3)!, "in run order")
+            }
+            // u7's failure, grouped by its reason, with u7 as the example.
+            let failure = try #require(row(page, [#"data-status="failed""#]), "\(page)")
+            let reason = try #require(try await f.db.query("SELECT reason FROM engage.delivery_failures WHERE key = 'pro'").first?
+                .decode(String.self, "reason"))
+            #expect(failure.contains(">400<") && failure.contains(">u7<"), "\(failure)")
+            #expect(failure.contains(String(reason.prefix(20))), "\(failure) / \(reason)")
+            #expect(page.contains(#"id="definition""#) && page.contains(#""equals": "pro""#))
+
+            // The destination's page: its runs, and the 400 among failures by status code.
+            let destination = try await dom(url + "/destinations/vero")
+            #expect(row(destination, [#"data-code="400""#]).map { value($0, "rows") == 1 } == true, "\(destination)")
+            #expect(destination.contains(#"id="active""#))
+            #expect(!destination.contains(SyncFixture.token))
+
+            // A screenshot, kept as the test's artifact.
+            let artifacts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/artifacts").standardized
+            try FileManager.default.createDirectory(at: artifacts, withIntermediateDirectories: true)
+            for (name, path) in [("status-page.png", "/"), ("status-page-definition.png", "/definitions/pro")] {
+                let shot = artifacts.appendingPathComponent(name).path
+                try? FileManager.default.removeItem(atPath: shot)
+                _ = try await chromium(["--screenshot=\(shot)", url + path])
+                let size = (try? FileManager.default.attributesOfItem(atPath: shot)[.size] as? Int) ?? 0
+                #expect(size > 10_000, "a screenshot at \(shot)")
+            }
+            kill(process.processIdentifier, SIGTERM)
+            #expect(await CLI.collect(process, out, err).status == 0)
+        }
+    }
+
+    @Test("beyond loopback serve refuses to start without ENGAGE_UI_TOKEN; with it, the page wants the token, as a bearer or a cookie")
+    func token() async throws {
+        try await SyncFixture.with { f in
+            let refused = try await f.cli(["serve", "--host", "0.0.0.0", "--port", "0"], environment: ["ENGAGE_UI_TOKEN": ""])
+            #expect(refused.status == 64 || refused.status == 2, "\(refused)")
+            #expect(refused.stderr.contains("ENGAGE_UI_TOKEN"), "\(refused.stderr)")
+
+            let token = "ui-token-7c1d;=+x"
+            let (process, out, err, listening) = try await ServeTests().serve(f, ["--host", "0.0.0.0"], environment: ["ENGAGE_UI_TOKEN": token])
+            defer { if process.isRunning { process.terminate() } } // also when an expectation throws
+            let url = listening.replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1")
+            func get(_ path: String, _ headers: [(String, String)] = []) async throws -> (status: Int, body: String) {
+                var request = HTTPClientRequest(url: url + path)
+                for (name, value) in headers { request.headers.add(name: name, value: value) }
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+                return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20)))
+            }
+            let anonymous = try await get("/")
+            #expect(anonymous.status == 401 && anonymous.body.contains(#"<form method=post action="/login">"#))
+            #expect(try await get("/definitions/x").status == 401)
+            #expect(try await get("/destinations/vero").status == 401)
+            #expect(try await get("/", [("Authorization", "Bearer wrong")]).status == 401)
+            #expect(try await get("/", [("Authorization", "Bearer \(token)")]).status == 200)
+            #expect(try await get("/healthz").status == 200, "probes need no token")
+
+            func login(_ given: String) async throws -> (status: Int, cookie: String?) {
+                var request = HTTPClientRequest(url: url + "/login")
+                request.method = .POST
+                request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+                let body = "token=" + (given.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")
+                request.body = .bytes(.init(string: body))
+                // A client that shows the redirect instead of following it without the cookie.
+                let client = HTTPClient(configuration: .init(redirectConfiguration: .disallow))
+                do {
+                    let response = try await client.execute(request, timeout: .seconds(30))
+                    try await client.shutdown()
+                    return (Int(response.status.code), response.headers["Set-Cookie"].first)
+                } catch {
+                    try await client.shutdown()
+                    throw error
+                }
+            }
+            let wrong = try await login("guess")
+            #expect(wrong.status == 401 && wrong.cookie == nil)
+            let signedIn = try await login(token)
+            #expect(signedIn.status == 303)
+            let cookie = try #require(signedIn.cookie?.split(separator: ";").first.map(String.init))
+            #expect(signedIn.cookie?.contains("HttpOnly") == true)
+            #expect(try await get("/", [("Cookie", cookie)]).status == 200)
+            #expect(try await get("/", [("Cookie", "engage_ui_token=guess")]).status == 401)
+
+            kill(process.processIdentifier, SIGTERM)
+            let result = await CLI.collect(process, out, err)
+            #expect(result.status == 0)
+            #expect(!result.stderr.contains(token) && !result.stdout.contains(token), "the token is never logged")
+        }
+    }
+
+    @Test("emails are masked and user text is escaped")
+    func masking() {
+        let definition = DefinitionSummary(key: "k", name: "<b>K</b>", type: "audience", enabled: true, definitionJSON: "{}",
+                                           sql: nil, syncEvery: "01:00:00", members: 1)
+        let change = RecentChange(runID: 1, destination: "vero", userID: "alice@example.com", op: "enter", value: "true",
+                                  status: "failed", reason: "HTTP 400: bob.smith@corp.example is not valid", createdAt: "2026-11-30T06:00:00Z")
+        let html = StatusPages.definition(definition, runs: [], changes: [change], failures: [])
+        #expect(html.contains("a***@example.com") && html.contains("b***@corp.example"))
+        #expect(!html.contains("alice@") && !html.contains("bob.smith@"))
+        #expect(html.contains("&lt;b&gt;K&lt;/b&gt;") && !html.contains("<b>K</b>"))
+    }
+}
