@@ -44,7 +44,7 @@ final class ShutdownSignals {
         self.sources = sources
     }
 
-    /// Stops listening; the signals take their default action again.
+    /// Stops listening, once the service group has ended.
     func cancel() {
         for source in sources { source.cancel() }
     }

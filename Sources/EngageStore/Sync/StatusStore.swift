@@ -10,7 +10,7 @@ public struct PairStatus: Sendable {
     public var deliveredTrue: Int
     public var pending: Int
     public var failed: Int
-    /// Outbox rows skipped (no Vero user id, or a guardrail's block).
+    /// Outbox rows skipped (for instance for want of a Vero user id), resolved or not.
     public var skipped: Int
     /// ISO-8601 UTC, to the second.
     public var lastRunAt: String?
