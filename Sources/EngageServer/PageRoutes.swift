@@ -64,9 +64,8 @@ extension EngageServer {
     /// True without a token, else when the request carries it (bearer or cookie).
     static func signedIn(_ request: Request, token: String?) -> Bool {
         guard let token else { return true }
-        let bearer = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
         let cookie = request.cookies[cookieName]?.value.removingPercentEncoding
-        return sameSecret(bearer ?? cookie ?? "", token)
+        return sameSecret(bearerToken(request) ?? cookie ?? "", token)
     }
 
     /// The token as a cookie value (any character but letters and digits percent-encoded).

@@ -27,8 +27,7 @@ extension EngageServer {
             guard let webhookSecret else {
                 return json(.notFound, ["status": "off", "reason": "webhooks are off: set ENGAGE_WEBHOOK_SECRET to turn them on"])
             }
-            let bearer = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
-            let given = request.uri.queryParameters.get("secret") ?? bearer ?? ""
+            let given = request.uri.queryParameters.get("secret") ?? bearerToken(request) ?? ""
             guard Self.sameSecret(given, webhookSecret) else {
                 return json(.unauthorized, ["status": "unauthorized", "reason": "a wrong or missing secret"])
             }
@@ -64,6 +63,11 @@ extension EngageServer {
     }
 
     static let maxWebhookBytes = 1 << 20
+
+    /// The token of an `Authorization: Bearer …` header, if any.
+    static func bearerToken(_ request: Request) -> String? {
+        request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
+    }
 
     /// Compares in time that depends on the lengths only, not on where the texts differ.
     static func sameSecret(_ given: String, _ secret: String) -> Bool {

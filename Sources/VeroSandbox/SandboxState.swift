@@ -137,6 +137,8 @@ final class SandboxState: Sendable {
 
     func setWebhook(url: String, secret: String) { memory.withLockedValue { $0.webhook = (url, secret) } }
 
+    var webhooksOn: Bool { memory.withLockedValue { $0.webhook != nil } }
+
     /// The webhook target, and a fresh sequence number for the next call's message id.
     func nextWebhook() -> (url: String, secret: String, sequence: Int)? {
         memory.withLockedValue { m in

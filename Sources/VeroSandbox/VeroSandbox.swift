@@ -178,7 +178,7 @@ public struct VeroSandbox: Sendable {
     /// Posts `sent`, `delivered` and `opened` for the user of an accepted identify to the
     /// configured webhook target, in the background (as Vero does, after the fact).
     static func emitWebhooks(for identify: [String: JSONValue], state: SandboxState) {
-        guard let user = identify["id"] ?? identify["email"], state.nextWebhook() != nil else { return }
+        guard let user = identify["id"] ?? identify["email"], state.webhooksOn else { return }
         let email = identify["email"] ?? .null
         Task {
             var at = Int(Date().timeIntervalSince1970)

@@ -115,8 +115,6 @@ public struct StatusPageStore: Sendable {
     public let db: PostgresConnection
     public init(_ db: PostgresConnection) { self.db = db }
 
-    static let iso = #"'YYYY-MM-DD"T"HH24:MI:SS"Z"'"#
-
     /// A definition not removed, or nil.
     public func definition(_ key: String) async throws -> DefinitionSummary? {
         try await db.query("""
@@ -136,7 +134,7 @@ public struct StatusPageStore: Sendable {
     public func runs(of key: String, limit: Int = 1000) async throws -> [DefinitionRun] {
         try await db.query("""
             SELECT run_id, destination, mode, status, evaluation, members, entered, exited, changed, skipped,
-                   to_char(started_at AT TIME ZONE 'UTC', \(unescaped: Self.iso)) AS started, extract(epoch FROM started_at)::float8 AS epoch,
+                   to_char(started_at AT TIME ZONE 'UTC', \(unescaped: StatusStore.iso)) AS started, extract(epoch FROM started_at)::float8 AS epoch,
                    seconds, evaluate_ms, diff_ms, deliver_ms, error
             FROM engage.definition_runs(\(key), \(limit)::int)
             """).map { row in
@@ -156,7 +154,7 @@ public struct StatusPageStore: Sendable {
     public func changes(of key: String, limit: Int = 20) async throws -> [RecentChange] {
         try await db.query("""
             SELECT run_id, destination, user_id, op, value::text AS value, status, reason,
-                   to_char(created_at AT TIME ZONE 'UTC', \(unescaped: Self.iso)) AS created
+                   to_char(created_at AT TIME ZONE 'UTC', \(unescaped: StatusStore.iso)) AS created
             FROM engage.definition_changes(\(key), \(limit)::int)
             """).map { row in
             RecentChange(runID: try row.decode(Int.self, "run_id"), destination: try row.decode(String.self, "destination"),
@@ -170,7 +168,7 @@ public struct StatusPageStore: Sendable {
     public func failures(of key: String) async throws -> [FailureGroup] {
         try await db.query("""
             SELECT destination, status, reason, status_code, rows::int AS rows, coalesce(examples, '{}') AS examples,
-                   to_char(last_at AT TIME ZONE 'UTC', \(unescaped: Self.iso)) AS last_at
+                   to_char(last_at AT TIME ZONE 'UTC', \(unescaped: StatusStore.iso)) AS last_at
             FROM engage.definition_failures(\(key))
             """).map { row in
             FailureGroup(destination: try row.decode(String.self, "destination"), status: try row.decode(String.self, "status"),
@@ -184,7 +182,7 @@ public struct StatusPageStore: Sendable {
     public func destination(_ name: String) async throws -> DestinationSummary? {
         try await db.query("""
             SELECT name, base_url, rate, concurrency, max_attempts, enabled,
-                   to_char(paused_at AT TIME ZONE 'UTC', \(unescaped: Self.iso)) AS paused_at, paused_reason
+                   to_char(paused_at AT TIME ZONE 'UTC', \(unescaped: StatusStore.iso)) AS paused_at, paused_reason
             FROM engage.destinations WHERE name = \(name)
             """).first.map { row in
             DestinationSummary(name: try row.decode(String.self, "name"), baseURL: try row.decode(String.self, "base_url"),
@@ -197,7 +195,7 @@ public struct StatusPageStore: Sendable {
     /// The destination's last `limit` runs, newest first.
     public func runs(toDestination name: String, limit: Int = 20) async throws -> [DestinationRun] {
         try await db.query("""
-            SELECT run_id, key, mode, status, to_char(started_at AT TIME ZONE 'UTC', \(unescaped: Self.iso)) AS started,
+            SELECT run_id, key, mode, status, to_char(started_at AT TIME ZONE 'UTC', \(unescaped: StatusStore.iso)) AS started,
                    rows::int AS rows, delivered::int AS delivered, pending::int AS pending, failed::int AS failed,
                    rejected::int AS rejected, skipped::int AS skipped, per_second, p50_ms, p95_ms
             FROM engage.destination_runs(\(name), \(limit)::int)
@@ -216,7 +214,7 @@ public struct StatusPageStore: Sendable {
     public func failures(toDestination name: String) async throws -> [StatusCodeFailures] {
         try await db.query("""
             SELECT status_code, status, rows::int AS rows, reason,
-                   to_char(last_at AT TIME ZONE 'UTC', \(unescaped: Self.iso)) AS last_at
+                   to_char(last_at AT TIME ZONE 'UTC', \(unescaped: StatusStore.iso)) AS last_at
             FROM engage.destination_failures(\(name))
             """).map { row in
             StatusCodeFailures(statusCode: try row.decode(Int?.self, "status_code"), status: try row.decode(String.self, "status"),

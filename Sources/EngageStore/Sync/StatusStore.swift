@@ -38,10 +38,10 @@ public struct StatusStore: Sendable {
             SELECT s.key, s.destination, s.type, s.members::int, s.delivered_true::int, s.pending::int, s.failed::int,
                    (SELECT count(*) FROM engage.outbox o
                     WHERE o.computation_id = c.id AND o.destination_id = d.id AND o.status = 'skipped')::int AS skipped,
-                   to_char(s.last_run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS last_run_at, s.last_run_status,
+                   to_char(s.last_run_at AT TIME ZONE 'UTC', \(unescaped: Self.iso)) AS last_run_at, s.last_run_status,
                    last_run.mode AS last_run_mode, last_run.seconds AS last_run_seconds,
-                   to_char(s.next_due AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS next_due,
-                   to_char(s.destination_paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS paused_at,
+                   to_char(s.next_due AT TIME ZONE 'UTC', \(unescaped: Self.iso)) AS next_due,
+                   to_char(s.destination_paused_at AT TIME ZONE 'UTC', \(unescaped: Self.iso)) AS paused_at,
                    d.paused_reason
             FROM engage.sync_status s
             JOIN engage.computations c ON c.key = s.key
@@ -71,6 +71,10 @@ public struct StatusStore: Sendable {
             SELECT \(Self.waiting)::int AS n FROM engage.destinations d WHERE d.name = \(name)
             """).first?.decode(Int.self, "n") ?? 0
     }
+
+    /// The `to_char` format of an instant as ISO-8601 UTC to the second (`2026-11-30T06:10:17Z`),
+    /// for every instant the status reads return.
+    static let iso = #"'YYYY-MM-DD"T"HH24:MI:SS"Z"'"#
 
     /// The changes waiting for destination `d`, as an expression: pending outbox rows and the
     /// members its backlogs have still to enqueue. One definition for `status`, the progress
