@@ -183,16 +183,14 @@ struct ServeTests {
                 said += String(decoding: chunk, as: UTF8.self)
             }
             #expect(said.contains("SIGTERM: shutting down gracefully"), "\(said)")
-            let started = Date()
             kill(process.processIdentifier, SIGINT)
             let result = await CLI.collect(process, out, err)
-            let waited = Date().timeIntervalSince(started)
+            // A graceful exit is status 0; this one is 1, and nothing was answered before it:
+            // it did not wait for the requests in flight. (No bound on the clock: under the
+            // whole suite's load, collecting the exited process's output took up to 18 s.)
             #expect(result.status == 1, "\(said)\(result.stderr)")
             #expect(result.stderr.contains("exiting at once"), "\(result.stderr)")
-            // Nothing was answered before it exited: it did not wait (a loose bound on the clock
-            // too, well under the 25 s a wait would take, for a machine under load).
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 0)
-            #expect(waited < 15, "it waited \(waited) s, as for the requests in flight")
         }
     }
 
