@@ -33,7 +33,7 @@ public struct DefinitionCompiler {
         var state = State(now: now, scope: scope)
         switch definition.source {
         case .condition(let condition):
-            let predicate = try audiencePredicate(definition, condition, &state, stack: [definition.key])
+            let predicate = try audiencePredicate(definition, condition, &state, stack: [definition.key], required: true)
             let ctes: PostgresQuery = state.ctes.isEmpty ? "" : "WITH \(PostgresQuery.joined(state.ctes, separator: ",\n"))\n"
             return """
                 \(ctes)SELECT p.profile_id, true AS value, p.user_id, p.email
@@ -57,8 +57,8 @@ public struct DefinitionCompiler {
     // MARK: - Audiences
 
     private func audiencePredicate(_ definition: Definition, _ condition: Condition, _ state: inout State,
-                                   stack: [String]) throws -> PostgresQuery {
-        let body = try predicate(condition, &state, stack: stack)
+                                   stack: [String], required: Bool) throws -> PostgresQuery {
+        let body = try predicate(condition, &state, stack: stack, required: required)
         return "(\(unescaped: eligibility(definition, alias: "p")) AND \(body))"
     }
 
@@ -68,14 +68,18 @@ public struct DefinitionCompiler {
         definition.includeAnonymous ? "TRUE" : "(\(alias).user_id IS NOT NULL OR \(alias).email IS NOT NULL)"
     }
 
-    private func predicate(_ condition: Condition, _ state: inout State, stack: [String]) throws -> PostgresQuery {
+    /// `required`: every member satisfies this condition (it is the definition's condition,
+    /// or a part of it joined only by `all` and audience references), so an event condition
+    /// that needs a matching event can join its counts instead of left-joining them: profiles
+    /// without such an event are then never read (an incremental run reads half as many).
+    private func predicate(_ condition: Condition, _ state: inout State, stack: [String], required: Bool) throws -> PostgresQuery {
         switch condition {
         case .all(let items):
-            return "(\(PostgresQuery.joined(try items.map { try predicate($0, &state, stack: stack) }, separator: " AND ")))"
+            return "(\(PostgresQuery.joined(try items.map { try predicate($0, &state, stack: stack, required: required) }, separator: " AND ")))"
         case .any(let items):
-            return "(\(PostgresQuery.joined(try items.map { try predicate($0, &state, stack: stack) }, separator: " OR ")))"
+            return "(\(PostgresQuery.joined(try items.map { try predicate($0, &state, stack: stack, required: false) }, separator: " OR ")))"
         case .not(let inner):
-            return "(NOT \(try predicate(inner, &state, stack: stack)))"
+            return "(NOT \(try predicate(inner, &state, stack: stack, required: false)))"
         case .audience(let key):
             guard !stack.contains(key) else {
                 throw CompileError(key: stack[0], reason: "audience cycle \((stack + [key]).joined(separator: " → "))")
@@ -85,7 +89,7 @@ public struct DefinitionCompiler {
             }
             switch referenced.source {
             case .condition(let inner):
-                return try audiencePredicate(referenced, inner, &state, stack: stack + [key])
+                return try audiencePredicate(referenced, inner, &state, stack: stack + [key], required: required)
             case .sql:
                 // A SQL audience is not inlined: its members are its snapshot, as its last run left it.
                 return """
@@ -110,7 +114,13 @@ public struct DefinitionCompiler {
                     WHERE \(PostgresQuery.joined(filters, separator: "\n      AND "))\(unescaped: state.scoped("e"))
                     GROUP BY e.profile_id)
                 """)
-            state.joins.append("LEFT JOIN \(unescaped: name) ON \(unescaped: name).profile_id = p.profile_id")
+            let needsAnEvent: Bool
+            switch event.count {
+            case .atLeast(let n), .exactly(let n): needsAnEvent = n >= 1
+            case .atMost: needsAnEvent = false
+            }
+            let join = required && needsAnEvent ? "JOIN" : "LEFT JOIN"
+            state.joins.append("\(unescaped: join) \(unescaped: name) ON \(unescaped: name).profile_id = p.profile_id")
             let count = "coalesce(\(name).n, 0)"
             switch event.count {
             case .atLeast(let n): return "(\(unescaped: count) >= \(n))"

@@ -215,8 +215,9 @@ public struct DiffEngine: Sendable {
     }
 
     /// The rows the destination should hold, `engage_current (profile_id, value, user_id,
-    /// email)`: the snapshot's, for the profiles in scope. A full evaluation's result already
-    /// has them for every profile.
+    /// email)`: the snapshot's, for the profiles in scope. The evaluation's result already
+    /// has them for the profiles it evaluated (every profile, or the affected ones), so only
+    /// the others are read from the snapshot.
     /// `deferred` marks the members an open backlog has not reached (profile id after
     /// `deferredAfter`): they own their Vero ids, but the backlog enqueues them.
     private func desired(scope: String?, evaluation: EvaluationOutcome, deferredAfter: String?,
@@ -229,14 +230,37 @@ public struct DiffEngine: Sendable {
             try await db.execute("ANALYZE engage_current")
             return
         }
-        let restrict = scope.map { " AND m.profile_id IN (SELECT profile_id FROM \($0))" } ?? ""
-        let deferred: PostgresQuery = deferredAfter.map { "m.profile_id > \($0)::text" } ?? "false"
-        try await db.query("""
-            CREATE TEMP TABLE engage_current ON COMMIT DROP AS
-            SELECT m.profile_id, m.value, p.user_id, p.email, \(deferred) AS deferred
+        let deferred: (String) -> PostgresQuery = { alias in
+            deferredAfter.map { "\(unescaped: alias).profile_id > \($0)::text" } ?? "false"
+        }
+        let fromResult: PostgresQuery = """
+            SELECT r.profile_id, r.value, r.user_id, r.email, \(deferred("r")) AS deferred FROM engage_result r
+            """
+        let fromSnapshot: PostgresQuery = """
+            SELECT m.profile_id, m.value, p.user_id, p.email, \(deferred("m")) AS deferred
             FROM engage.memberships m JOIN engage.profiles p ON p.profile_id = m.profile_id
-            WHERE m.computation_id = \(computationID)\(unescaped: restrict)
-            """)
+            WHERE m.computation_id = \(computationID)
+            """
+        let query: PostgresQuery
+        switch (scope, evaluation.resultHoldsEveryProfile, evaluation.resultHoldsAffectedProfiles) {
+        case (let scope?, true, _):
+            query = "\(fromResult) WHERE r.profile_id IN (SELECT profile_id FROM \(unescaped: scope))"
+        case (let scope?, false, true):
+            // The affected profiles' rows were just evaluated (the snapshot holds the same);
+            // the others in scope (a change this pair has not diffed yet, a retry) are read.
+            query = """
+                \(fromResult) WHERE r.profile_id IN (SELECT profile_id FROM \(unescaped: scope))
+                UNION ALL
+                \(fromSnapshot)
+                  AND m.profile_id IN (SELECT profile_id FROM \(unescaped: scope)
+                                       EXCEPT SELECT profile_id FROM engage_affected)
+                """
+        case (let scope?, false, false):
+            query = "\(fromSnapshot) AND m.profile_id IN (SELECT profile_id FROM \(unescaped: scope))"
+        case (nil, _, _):
+            query = fromSnapshot
+        }
+        try await db.query("CREATE TEMP TABLE engage_current ON COMMIT DROP AS \(query)")
         try await db.execute("CREATE INDEX ON engage_current (profile_id); ANALYZE engage_current")
     }
 
@@ -381,15 +405,10 @@ public struct DiffEngine: Sendable {
         let owners: PostgresQuery = destination.allowEmailID
             ? "SELECT DISTINCT ON (vero_id) * FROM cur WHERE vero_id IS NOT NULL AND NOT deferred ORDER BY vero_id, user_id IS NULL, profile_id"
             : "SELECT * FROM cur WHERE vero_id IS NOT NULL AND NOT deferred"
-        // In a scoped diff, the ids held for the profiles in scope, or owned by them now (each
-        // found through an index, not by reading every id the pair holds).
-        let heldInScope: PostgresQuery = scope.map {
-            """
-             AND l.vero_id IN (SELECT h.vero_id FROM engage.ledger h
-                               WHERE \(pair("h")) AND h.profile_id IN (SELECT profile_id FROM \(unescaped: $0))
-                               UNION SELECT vero_id FROM cur)
-            """
-        } ?? ""
+        // In a scoped diff, the ids held for the profiles in scope (found through the ledger's
+        // profile index, not by reading every id the pair holds). Ids a member owns need no
+        // exit, so those held by other profiles need not be read.
+        let heldInScope: PostgresQuery = scope.map { " AND l.profile_id IN (SELECT profile_id FROM \(unescaped: $0))" } ?? ""
         try await db.query("""
             CREATE TEMP TABLE engage_desired ON COMMIT DROP AS
             WITH cur AS MATERIALIZED (

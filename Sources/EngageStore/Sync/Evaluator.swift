@@ -29,6 +29,9 @@ public struct EvaluationOutcome: Sendable {
     /// The result's rows are in the temporary table `engage_result` (a full evaluation);
     /// otherwise only the snapshot has them.
     public var resultHoldsEveryProfile = false
+    /// `engage_result` holds the result's rows of the profiles in `engage_affected` (an
+    /// incremental evaluation): for them, the snapshot need not be read again.
+    public var resultHoldsAffectedProfiles = false
 }
 
 /// Keeps a definition's snapshot (`engage.memberships`) equal to its result at the run's
@@ -234,6 +237,7 @@ struct Evaluator {
             """)
         try await db.execute("ANALYZE engage_affected")
         var outcome = EvaluationOutcome(kind: .incremental)
+        outcome.resultHoldsAffectedProfiles = true
         outcome.affected = try await db.query("SELECT count(*)::int AS n FROM engage_affected").first?.decode(Int.self, "n") ?? 0
         try await db.query("""
             CREATE TEMP TABLE engage_result ON COMMIT DROP AS
