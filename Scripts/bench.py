@@ -241,13 +241,22 @@ def ingest_bench(work, events):
             psql(url, "ALTER TABLE engage.events DISABLE TRIGGER USER; ALTER TABLE engage.profiles DISABLE TRIGGER USER;")
         return url
 
-    url = fresh("bench_ingest", True)
-    stdout, seconds, peak = engage(url, ["ingest", path])
-    ours = events / seconds
-    logged, _ = psql(url, "SELECT count(*) FROM engage.profile_changes")
-    untriggered = fresh("bench_ingest_untriggered", False)
-    _, seconds_untriggered, _ = engage(untriggered, ["ingest", path])
-    psql(BASE_URL, "DROP DATABASE bench_ingest_untriggered")
+    # Each ingest twice, alternating, and the faster of each kept: measured once, in a fixed
+    # order, whichever went first paid for the checkpoint the benchmarks before it had left
+    # (0.81x in one run, 0.92-0.96x alone on the same machine).
+    ours_s, untriggered_s = [], []
+    for attempt in range(2):
+        url = fresh("bench_ingest", True)
+        stdout, seconds, peak = engage(url, ["ingest", path])
+        ours_s.append(seconds)
+        logged, _ = psql(url, "SELECT count(*) FROM engage.profile_changes")
+        if attempt == 0:
+            psql(BASE_URL, "DROP DATABASE bench_ingest")
+        untriggered = fresh("bench_ingest_untriggered", False)
+        _, seconds_untriggered, _ = engage(untriggered, ["ingest", path])
+        untriggered_s.append(seconds_untriggered)
+        psql(BASE_URL, "DROP DATABASE bench_ingest_untriggered")
+    ours = events / min(ours_s)
     _, times = psql(url, f"""
         CREATE TEMP TABLE copy_floor (message_id text PRIMARY KEY, profile_id text, event text, properties jsonb, occurred_at timestamptz);
         \\copy copy_floor FROM '{csv}'
@@ -263,7 +272,7 @@ def ingest_bench(work, events):
     shaped = events / (times[-1] / 1000)
     psql(BASE_URL, "DROP DATABASE bench_ingest")
     return {"events": events, "file_bytes": size, "ours_per_s": ours, "floor_per_s": floor, "shaped_floor_per_s": shaped,
-            "untriggered_per_s": events / seconds_untriggered, "log_rows": int(logged.strip()),
+            "untriggered_per_s": events / min(untriggered_s), "log_rows": int(logged.strip()),
             "peak_kb": peak, "output": stdout.strip()}
 
 
