@@ -187,7 +187,7 @@ struct ServeTests {
             let result = await CLI.collect(process, out, err)
             // A graceful exit is status 0; this one is 1, and nothing was answered before it:
             // it did not wait for the requests in flight. (No bound on the clock: under the
-            // whole suite's load, collecting the exited process's output took up to 18 s.)
+            // whole suite's load, the second signal to the collected exit once took 18 s.)
             #expect(result.status == 1, "\(said)\(result.stderr)")
             #expect(result.stderr.contains("exiting at once"), "\(result.stderr)")
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 0)

@@ -71,7 +71,8 @@ public struct DefinitionCompiler {
     /// `required`: every member satisfies this condition (it is the definition's condition,
     /// or a part of it joined only by `all` and audience references), so an event condition
     /// that needs a matching event can join its counts instead of left-joining them: profiles
-    /// without such an event are then never read (an incremental run reads half as many).
+    /// without such an event are then never read (in the benchmark's incremental run of an
+    /// `at_least 1` audience, half of the affected profiles).
     private func predicate(_ condition: Condition, _ state: inout State, stack: [String], required: Bool) throws -> PostgresQuery {
         switch condition {
         case .all(let items):
