@@ -556,6 +556,13 @@ public struct DiffEngine: Sendable {
                       WHERE d.vero_id IS NULL AND NOT \(resync)
                         AND \(pair("o")) AND o.vero_id IS NULL
                         AND o.profile_id = d.profile_id AND o.value = d.value AND o.status = 'skipped')
+                  -- Confirmed since engage_desired read the ledger: a worker delivered a row in
+                  -- flight then, so it is no longer pending here (each statement sees the commits
+                  -- before it), and its value must not be sent again.
+                  AND NOT EXISTS (
+                      SELECT 1 FROM engage.ledger l
+                      WHERE \(pair("l")) AND l.vero_id = d.vero_id
+                        AND l.value = d.value AND l.value IS DISTINCT FROM d.ledger_value)
             """)
         let row = try await db.query("""
             WITH inserted AS (
