@@ -236,10 +236,8 @@ public struct DiffEngine: Sendable {
         let fromResult: PostgresQuery = """
             SELECT r.profile_id, r.value, r.user_id, r.email, \(deferred("r")) AS deferred FROM engage_result r
             """
-        // An audience's rows all hold true: its primary key has all that is read (an index-only scan).
-        let snapshotValue = definition.kind == .audience ? "'true'::jsonb" : "m.value"
         let fromSnapshot: PostgresQuery = """
-            SELECT m.profile_id, \(unescaped: snapshotValue) AS value, p.user_id, p.email, \(deferred("m")) AS deferred
+            SELECT m.profile_id, \(unescaped: definition.snapshotValue("m")) AS value, p.user_id, p.email, \(deferred("m")) AS deferred
             FROM engage.memberships m JOIN engage.profiles p ON p.profile_id = m.profile_id
             WHERE m.computation_id = \(computationID)
             """

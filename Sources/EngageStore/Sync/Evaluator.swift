@@ -275,15 +275,12 @@ struct Evaluator {
     /// writing each change to the history.
     private func apply(scope: String?, _ db: PostgresConnection) async throws -> Applied {
         let restrict = scope.map { " AND profile_id IN (SELECT profile_id FROM \($0))" } ?? ""
-        // Every row of an audience's snapshot holds true: reading its primary key is enough (an
-        // index-only scan, where the heap page of each profile's row was read otherwise).
-        let snapshotValue = definition.kind == .audience ? "'true'::jsonb" : "value"
         try await db.execute("DROP TABLE IF EXISTS engage_changes")
         try await db.query("""
             CREATE TEMP TABLE engage_changes ON COMMIT DROP AS
             SELECT coalesce(r.profile_id, m.profile_id) AS profile_id, r.value, m.value AS previous_value
             FROM engage_result r
-            FULL JOIN (SELECT profile_id, \(unescaped: snapshotValue) AS value FROM engage.memberships
+            FULL JOIN (SELECT profile_id, \(unescaped: definition.snapshotValue("memberships")) AS value FROM engage.memberships
                        WHERE computation_id = \(computationID)\(unescaped: restrict)) m ON m.profile_id = r.profile_id
             WHERE r.value IS DISTINCT FROM m.value
             """)
@@ -321,5 +318,14 @@ struct Evaluator {
                 members = EXCLUDED.members,
                 full_at = CASE WHEN \(full) THEN EXCLUDED.full_at ELSE engage.evaluations.full_at END
             """)
+    }
+}
+
+extension Definition {
+    /// A snapshot row's value, for `engage.memberships` aliased `alias`. Every row of an
+    /// audience's snapshot holds true, so its primary key has all that is read (an index-only
+    /// scan, where the heap page of each profile's row was read otherwise).
+    func snapshotValue(_ alias: String) -> String {
+        kind == .audience ? "'true'::jsonb" : "\(alias).value"
     }
 }
