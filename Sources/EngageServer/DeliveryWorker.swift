@@ -32,6 +32,9 @@ struct DeliveryWorker: Service {
                             let report = try await Deliverer(destination: destination, pool: pool, client: client,
                                                              options: configuration.delivery).run(stop: stop)
                             sent += report.requests
+                            if report.requests > 0 || report.repeated > 0 {
+                                logger.info("delivery to \(destination.name): \(report.summary)")
+                            }
                         } catch {
                             logger.error("delivery to \(destination.name): \(error)")
                         }

@@ -28,7 +28,7 @@ enum SyncMetrics {
     /// What a delivery pass did with its rows.
     static func record(_ report: DeliveryReport, destination: String) {
         for (result, n) in [("delivered", report.delivered), ("retried", report.retried), ("failed", report.failed),
-                            ("rejected", report.rejected)] where n > 0 {
+                            ("rejected", report.rejected), ("repeated", report.repeated)] where n > 0 {
             Counter(label: "engage_sync_deliveries_total", dimensions: [("destination", destination), ("result", result)])
                 .increment(by: n)
         }

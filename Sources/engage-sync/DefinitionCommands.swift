@@ -126,7 +126,7 @@ extension EngageSyncCommand {
         func run() async throws {
             let now = try RunInstant.now()
             let outcomes = try await database.withServices { pool, client in
-                try await SyncRunner(pool: pool, client: client).remove(key: key, keepValues: keepValues, delivery: flags.options,
+                try await SyncRunner(pool: pool, client: client).remove(key: key, keepValues: keepValues, delivery: flags.options(),
                                                                       now: now)
             }
             print("removed \(key)\(keepValues ? " (values kept at the destinations)" : "")")

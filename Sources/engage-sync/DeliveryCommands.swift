@@ -3,16 +3,24 @@ import EngageStore
 import EngageSync
 import Foundation
 
-/// Options of commands that deliver.
+/// Options of commands that deliver (`serve` among them).
 struct DeliveryFlags: ParsableArguments {
-    @Option(help: "Wait for retries due within this many seconds before stopping (0: stop when nothing is due).")
-    var maxWait: Double = 30
-    @Option(help: "Per-request timeout in seconds.") var requestTimeout: Int64 = 30
-    @Option(help: "Seconds a worker leases the rows it claims; a crashed worker's rows return after this.")
+    @Option(help: """
+        Wait for retries due within this many seconds before stopping (0: stop when nothing is due). \
+        Default: 30; 0 for serve, which looks again every tick.
+        """)
+    var maxWait: Double?
+    @Option(help: "Seconds one request may take, its whole answer included.") var requestTimeout: Int64 = 30
+    @Option(help: """
+        Seconds a worker leases the rows it claims; a live worker renews the lease of what it holds every quarter \
+        of it, and a crashed worker's rows return after it. At least twice --request-timeout (raised when shorter).
+        """)
     var lease: Double = 120
 
-    var options: DeliveryOptions {
-        DeliveryOptions(leaseSeconds: max(1, lease), maxWaitSeconds: max(0, maxWait), requestTimeoutSeconds: max(1, requestTimeout))
+    /// The options, with `maxWait` when the flag is not given.
+    func options(maxWait defaultMaxWait: Double = 30) -> DeliveryOptions {
+        DeliveryOptions(leaseSeconds: max(1, lease), maxWaitSeconds: max(0, maxWait ?? defaultMaxWait),
+                        requestTimeoutSeconds: max(1, requestTimeout))
     }
 }
 
@@ -37,7 +45,7 @@ extension EngageSyncCommand {
                 for d in destinations {
                     let report: DeliveryReport
                     do {
-                        report = try await Deliverer(destination: d, pool: pool, client: client, options: flags.options)
+                        report = try await Deliverer(destination: d, pool: pool, client: client, options: flags.options())
                             .run(progress: await progress.start(d))
                         progress.finish()
                     } catch {
@@ -66,7 +74,7 @@ extension EngageSyncCommand {
                 let progress = DeliveryProgress(pool: pool)
                 defer { progress.finish() }
                 return try await Forwarder(pool: pool, client: client).forward(
-                    path: file, destinationName: destination, options: flags.options, onBadLine: { printError($0) },
+                    path: file, destinationName: destination, options: flags.options(), onBadLine: { printError($0) },
                     deliveryProgress: { await progress.start($0) })
             }
             print("forward run \(report.runID): \(report.lines) lines, \(report.enqueued) enqueued, \(report.rejected) rejected, \(report.malformed) malformed; \(report.delivery.summary)")

@@ -22,8 +22,7 @@ extension EngageSyncCommand {
         @Option(help: "Seconds between looks for due pairs and rows to send.") var tick: Double = 10
         @Option(help: "Seconds a graceful shutdown may take.") var shutdownTimeout: Double = 30
         @Option(help: "Pairs run at once (1...16), each on a connection of its own.") var maxConcurrentRuns = 1
-        @Option(help: "Seconds a worker leases the rows it claims; a crashed worker's rows return after this.")
-        var lease: Double = 120
+        @OptionGroup var delivery: DeliveryFlags
 
         func validate() throws {
             guard tick > 0 else { throw ValidationError("--tick must be positive") }
@@ -49,7 +48,7 @@ extension EngageSyncCommand {
             configuration.tickSeconds = tick
             configuration.shutdownTimeoutSeconds = shutdownTimeout
             configuration.maxConcurrentRuns = maxConcurrentRuns
-            configuration.delivery.leaseSeconds = max(1, lease)
+            configuration.delivery = delivery.options(maxWait: 0)
             configuration.now = { try RunInstant.now() }
             configuration.uiToken = Self.uiToken
             configuration.webhookSecret = ProcessInfo.processInfo.environment["ENGAGE_WEBHOOK_SECRET"].flatMap { $0.isEmpty ? nil : $0 }

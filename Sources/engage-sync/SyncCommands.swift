@@ -72,7 +72,7 @@ extension EngageSyncCommand {
             request.noDeliver = noDeliver
             request.force = force
             request.fullEvaluation = full
-            request.delivery = flags.options
+            request.delivery = flags.options()
             let now = try RunInstant.now()
             let outcomes = try await database.withServices { pool, client in
                 try await SyncRunner(pool: pool, client: client).run(request, now: now, progress: syncProgress(pool: pool))
@@ -94,7 +94,7 @@ extension EngageSyncCommand {
             request.keys = keys
             request.destination = destination
             request.mode = .resync
-            request.delivery = flags.options
+            request.delivery = flags.options()
             let now = try RunInstant.now()
             let outcomes = try await database.withServices { pool, client in
                 try await SyncRunner(pool: pool, client: client).run(request, now: now, progress: syncProgress(pool: pool))

@@ -18,7 +18,7 @@ import TestSupport
 @Suite("Incremental evaluation equals a full evaluation (randomized)")
 struct IncrementalSearchTests {
     @Test("seeded search: snapshot == full evaluation, sandbox == snapshot, after every incremental run",
-          .timeLimit(.minutes(8)))
+          .timeLimit(.minutes(20)))
     func search() async throws {
         let seed = ProcessInfo.processInfo.environment["ENGAGE_SYNC_SEED"].flatMap(UInt64.init)
             ?? UInt64.random(in: 1...UInt64(UInt32.max))

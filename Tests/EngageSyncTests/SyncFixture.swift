@@ -69,11 +69,11 @@ struct SyncFixture {
     }
 
     /// Polls until `sql` (a count named `c`) returns at least `atLeast` (a bounded wait).
-    func waitFor(_ sql: PostgresQuery, atLeast: Int, seconds: Double = 60) async throws {
+    func waitFor(_ sql: PostgresQuery, atLeast: Int, seconds: Double = 300) async throws {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if try await count(sql) >= atLeast { return }
-            try await Task.sleep(for: .milliseconds(5))
+            try await Task.sleep(for: .milliseconds(50))
         }
         Issue.record("timed out waiting for \(sql) >= \(atLeast)")
     }

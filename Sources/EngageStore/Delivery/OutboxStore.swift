@@ -69,6 +69,10 @@ public struct RecordedCounts: Sendable {
     public var retrying = 0
     public var failed = 0
     public var rejected = 0
+    /// Results of rows sent to the destination while the recording worker no longer held
+    /// them (its lease was lost and another worker took the row, or the row was recorded
+    /// already): the destination may have received them twice; nothing was recorded for them.
+    public var repeated = 0
 
     public init() {}
 
@@ -77,6 +81,7 @@ public struct RecordedCounts: Sendable {
         lhs.retrying += rhs.retrying
         lhs.failed += rhs.failed
         lhs.rejected += rhs.rejected
+        lhs.repeated += rhs.repeated
     }
 }
 
@@ -110,6 +115,19 @@ public struct OutboxStore: Sendable {
             \(Self.callFields) JOIN claimed ON claimed.id = o.id
             ORDER BY o.id
             """).map(Self.claimedRow)
+    }
+
+    /// Extends the lease of the rows among `ids` that `worker` still holds, in one statement,
+    /// and returns their ids. A row missing from the answer is no longer this worker's: its
+    /// lease expired and another worker claimed it, or it was recorded meanwhile.
+    public func renew(ids: [Int], leaseSeconds: Double, worker: String) async throws -> Set<Int> {
+        guard !ids.isEmpty else { return [] }
+        return Set(try await db.query("""
+            UPDATE engage.outbox SET locked_until = now() + make_interval(secs => \(leaseSeconds))
+            WHERE id = ANY(\(ids.map(String.init))::bigint[]) AND locked_by = \(worker)
+              AND status IN ('pending', 'superseded')
+            RETURNING id
+            """).map { try $0.decode(Int.self, "id") })
     }
 
     /// Rows this worker already leased (as ``BacklogStore`` enqueues them), to send.
@@ -152,10 +170,12 @@ public struct OutboxStore: Sendable {
     }
 
     /// Records results in one statement: marks rows and, for delivered ones that carry a
-    /// definition's value, advances the ledger in the same transaction. A row already
-    /// delivered elsewhere is left alone; a superseded row that was delivered anyway is
-    /// recorded as delivered (it was), so the ledger tells the truth.
-    public func record(_ results: [DeliveryResult], maxAttempts: Int) async throws -> RecordedCounts {
+    /// definition's value, advances the ledger in the same transaction. Only rows `worker`
+    /// still holds are written: a result for a row another worker now holds (this worker's
+    /// lease was lost) or one already recorded is left alone, and counted as `repeated` when
+    /// it was sent. A superseded row that was delivered anyway is recorded as delivered (it
+    /// was), so the ledger tells the truth.
+    public func record(_ results: [DeliveryResult], maxAttempts: Int, worker: String) async throws -> RecordedCounts {
         guard !results.isEmpty else { return RecordedCounts() }
         let json = JSONValue.array(results.map { r in
             .object([
@@ -191,7 +211,7 @@ public struct OutboxStore: Sendable {
                 -- outbox, the planner otherwise drove this from a status index or a scan,
                 -- comparing each result with every pending row (50 ms a statement, not 1).
                 WHERE o.id = r.id AND o.id = ANY(\(results.map { String($0.id) })::bigint[])
-                  AND o.status IN ('pending', 'superseded')
+                  AND o.status IN ('pending', 'superseded') AND o.locked_by = \(worker)
                 RETURNING o.id, o.status, o.destination_id, o.computation_id, o.profile_id, o.value, r.kind,
                           coalesce(o.vero_id, o.message ->> 'userId') AS vero_id,
                           coalesce(o.email, o.message #>> '{traits,email}', o.message #>> '{context,traits,email}') AS email),
@@ -209,6 +229,8 @@ public struct OutboxStore: Sendable {
                    count(*) FILTER (WHERE status = 'pending' AND kind = 'retry')::int AS retrying,
                    count(*) FILTER (WHERE status = 'failed')::int AS failed,
                    count(*) FILTER (WHERE status = 'rejected')::int AS rejected,
+                   (SELECT count(*) FROM r WHERE kind NOT IN ('released', 'rejected'))::int
+                       - count(*) FILTER (WHERE kind NOT IN ('released', 'rejected'))::int AS repeated,
                    (SELECT count(*) FROM ledger)::int AS ledger
             FROM upd
             """)
@@ -218,6 +240,7 @@ public struct OutboxStore: Sendable {
             counts.retrying = try row.decode(Int.self, "retrying")
             counts.failed = try row.decode(Int.self, "failed")
             counts.rejected = try row.decode(Int.self, "rejected")
+            counts.repeated = try row.decode(Int.self, "repeated")
         }
         return counts
     }

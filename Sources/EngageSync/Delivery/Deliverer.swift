@@ -63,35 +63,67 @@ public struct Deliverer: Sendable {
 
     private func run(claims: OutboxStore, records: OutboxStore, transport: VeroTransport, bucket: TokenBucket,
                      progress: (@Sendable (DeliveryReport) -> Void)?, stop: StopFlag) async throws -> DeliveryReport {
+        // The leases of what this worker holds are renewed beside the work, on the recording
+        // connection (one short statement at a time, between the recorder's).
+        let keeper = LeaseKeeper(leaseSeconds: options.effectiveLeaseSeconds, worker: worker)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await keeper.keepAlive(records) }
+            defer { group.cancelAll() }
+            return try await deliver(claims: claims, records: records, keeper: keeper, transport: transport,
+                                     bucket: bucket, progress: progress, stop: stop)
+        }
+    }
+
+    private func deliver(claims: OutboxStore, records: OutboxStore, keeper: LeaseKeeper, transport: VeroTransport,
+                         bucket: TokenBucket, progress: (@Sendable (DeliveryReport) -> Void)?,
+                         stop: StopFlag) async throws -> DeliveryReport {
         let started = ContinuousClock.now
         var report = DeliveryReport()
+        let leaseSeconds = keeper.leaseSeconds
+        if leaseSeconds > options.leaseSeconds {
+            Log.delivery.notice("lease raised from \(options.leaseSeconds) s to \(leaseSeconds) s: twice the request timeout")
+        }
 
         let backlogs = BacklogStore(claims.db)
-        let lease = DiffEngine.Lease(seconds: options.leaseSeconds, worker: worker)
-        // Members expanded per backlog transaction: a few batches, to spread its fixed cost
-        // (temporary tables, the backlog row), but no more than the destination sends in half
-        // a lease, since they are leased to this worker from the start.
-        let expansion = max(options.batchSize,
-                            Int(min(Double(4 * options.batchSize), destination.rate * options.leaseSeconds / 2)))
+        let lease = DiffEngine.Lease(seconds: leaseSeconds, worker: worker)
+        // How many rows to take at once: what this worker sends in half a lease at the rate it
+        // observed (one row per lane until it has observed a batch), within [concurrency, batch
+        // size]. Members expanded from a backlog per transaction: up to four batches, to spread
+        // its fixed cost (temporary tables, the backlog row), within the same half lease. The
+        // renewals keep what is held alive; the bound keeps a crashed worker's share small and
+        // lets other workers share the outbox.
+        let lanes = max(1, min(destination.concurrency, options.batchSize))
+        let throughput = NIOLockedValueBox<Double?>(nil)
+        func sizes() -> (claim: Int, expansion: Int) {
+            guard let rate = throughput.withLockedValue({ $0 }) else { return (lanes, lanes) }
+            let perHalfLease = Int(min(Double(4 * options.batchSize), min(rate, destination.rate) * leaseSeconds / 2))
+            let claim = max(lanes, min(options.batchSize, perHalfLease))
+            return (claim, max(claim, perHalfLease))
+        }
         // Rows due now first (retries, other runs' changes); then rows this worker expanded from
         // a backlog and holds leased (`ahead`), expanding more when they run short. A stretch of
         // members whose value the destination already holds enqueues nothing: keep expanding
         // until there is something to send or the backlogs are done.
         func claim(_ ahead: [Int]) async throws -> (rows: [ClaimedRow], ahead: [Int]) {
-            var rows = try await claims.claim(destinationID: destination.id, limit: options.batchSize,
-                                              leaseSeconds: options.leaseSeconds, worker: worker)
+            let (limit, expansion) = sizes()
+            let claimed = ContinuousClock.now
+            var rows = try await claims.claim(destinationID: destination.id, limit: limit,
+                                              leaseSeconds: leaseSeconds, worker: worker)
+            keeper.hold(rows.map(\.id), since: claimed)
             var ahead = ahead
-            while rows.count + ahead.count < options.batchSize {
+            while rows.count + ahead.count < limit {
+                let expanding = ContinuousClock.now
                 let expanded = try await backlogs.expand(for: destination, limit: expansion, lease: lease)
+                keeper.hold(expanded.leased, since: expanding)
                 ahead += expanded.leased
                 if expanded.covered == 0 { break }
             }
-            let take = min(ahead.count, options.batchSize - rows.count)
+            let take = min(ahead.count, limit - rows.count)
             // Enqueued already leased to this worker: no claim to write.
             rows += try await claims.leased(ids: Array(ahead.prefix(take)))
             return (rows, Array(ahead.dropFirst(take)))
         }
-        let recorder = Recorder(store: records, maxAttempts: destination.maxAttempts)
+        let recorder = Recorder(store: records, maxAttempts: destination.maxAttempts, worker: worker)
         var (batch, ahead) = try await claim([])
         while true {
             if batch.isEmpty {
@@ -107,7 +139,11 @@ public struct Deliverer: Sendable {
             let current = batch, carried = ahead
             Log.delivery.debug("\(destination.name): claimed \(current.count) rows")
             async let next: (rows: [ClaimedRow], ahead: [Int]) = stop.isSet ? ([], carried) : claim(carried)
-            let (requests, credentials) = await send(current, transport: transport, bucket: bucket, stop: stop, recorder: recorder)
+            let sending = ContinuousClock.now
+            let (requests, credentials) = await send(current, transport: transport, bucket: bucket, stop: stop,
+                                                     recorder: recorder, keeper: keeper)
+            let took = (ContinuousClock.now - sending).seconds
+            if took > 0 { throughput.withLockedValue { $0 = Double(current.count) / took } }
             report.requests += requests
             if let credentials {
                 stop.set()
@@ -119,7 +155,7 @@ public struct Deliverer: Sendable {
                 // Give back rows claimed or expanded while we were stopping.
                 let released = batch.map(\.id) + ahead
                 report.add(try await records.record(released.map { DeliveryResult(id: $0, kind: .released) },
-                                                    maxAttempts: destination.maxAttempts))
+                                                    maxAttempts: destination.maxAttempts, worker: worker))
                 batch = []
                 ahead = []
             }
@@ -127,6 +163,9 @@ public struct Deliverer: Sendable {
             progress?(report)
         }
         report.seconds = (ContinuousClock.now - started).seconds
+        if report.repeated > 0 {
+            Log.delivery.warning("\(destination.name): \(report.repeated) rows were sent after another worker had taken their lease")
+        }
         SyncMetrics.record(report, destination: destination.name)
         if let status = report.credentialsStatus {
             throw CredentialsRejected(destination: destination.name, status: status)
@@ -139,7 +178,7 @@ public struct Deliverer: Sendable {
     /// reach Vero in the order they were enqueued. Each result is recorded before its worker sends again.
     /// Returns the number of HTTP requests made, and the status when Vero refused the token.
     private func send(_ rows: [ClaimedRow], transport: VeroTransport, bucket: TokenBucket,
-                      stop: StopFlag, recorder: Recorder) async -> (requests: Int, credentialsStatus: Int?) {
+                      stop: StopFlag, recorder: Recorder, keeper: LeaseKeeper) async -> (requests: Int, credentialsStatus: Int?) {
         let groups = Self.groupByUser(rows)
         let next = NIOLockedValueBox(0)
         let requests = NIOLockedValueBox(0)
@@ -154,9 +193,10 @@ public struct Deliverer: Sendable {
                         for (row, message) in groups[index] {
                             if stop.isSet {
                                 await recorder.enqueue(DeliveryResult(id: row.id, kind: .released))
+                                keeper.drop(row.id)
                                 continue
                             }
-                            let (result, sent) = await deliver(row, message, transport: transport, bucket: bucket)
+                            let (result, sent) = await deliver(row, message, transport: transport, bucket: bucket, keeper: keeper)
                             requests.withLockedValue { $0 += sent }
                             if result.kind == .credentials {
                                 stop.set()
@@ -164,6 +204,7 @@ public struct Deliverer: Sendable {
                             }
                             // Sending again waits for this result to be committed (see Recorder).
                             do { try await recorder.record(result) } catch { stop.set() }
+                            keeper.drop(row.id)
                         }
                     }
                 }
@@ -193,7 +234,7 @@ public struct Deliverer: Sendable {
 
     /// One row: map, send the main request, then the tags edit only if the main one succeeded.
     private func deliver(_ row: ClaimedRow, _ decoded: Result<SegmentMessage, Error>, transport: VeroTransport,
-                         bucket: TokenBucket) async -> (DeliveryResult, Int) {
+                         bucket: TokenBucket, keeper: LeaseKeeper) async -> (DeliveryResult, Int) {
         let message: SegmentMessage
         do {
             message = try decoded.get()
@@ -213,6 +254,13 @@ public struct Deliverer: Sendable {
         for request in requests {
             do { try await bucket.acquire() } catch {
                 return (DeliveryResult(id: row.id, kind: .released), sent)
+            }
+            // Never send a row whose lease could run out before its requests are answered
+            // (taken by another worker, or renewals failing): give it back instead.
+            let timeout = Duration.nanoseconds(transport.endpoint.requestTimeout.nanoseconds)
+            if sent == 0, !keeper.canSend(row.id, for: timeout * requests.count) {
+                Log.delivery.debug("outbox=\(row.id): not sent, its lease is no longer held long enough")
+                return (DeliveryResult(id: row.id, kind: .released), 0)
             }
             let started = ContinuousClock.now
             let response = await transport.send(request)

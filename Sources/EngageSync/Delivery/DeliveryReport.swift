@@ -9,6 +9,9 @@ public struct DeliveryReport: Sendable {
     public var retried = 0
     public var failed = 0
     public var rejected = 0
+    /// Rows this pass sent whose lease another worker had taken by the time their result was
+    /// recorded: the destination may have received them twice (0 unless a lease was lost).
+    public var repeated = 0
     /// HTTP requests sent (a row with tags sends two).
     public var requests = 0
     public var seconds = 0.0
@@ -20,8 +23,8 @@ public struct DeliveryReport: Sendable {
     public var requestsPerSecond: Double { seconds > 0 ? Double(requests) / seconds : 0 }
 
     public var summary: String {
-        String(format: "delivered %d, retried %d, failed %d, rejected %d; %d requests in %.1f s (%.0f/s)",
-               delivered, retried, failed, rejected, requests, seconds, requestsPerSecond)
+        String(format: "delivered %d, retried %d, failed %d, rejected %d, repeated %d; %d requests in %.1f s (%.0f/s)",
+               delivered, retried, failed, rejected, repeated, requests, seconds, requestsPerSecond)
     }
 }
 
@@ -29,7 +32,8 @@ public struct DeliveryReport: Sendable {
 public struct DeliveryOptions: Sendable {
     /// Rows claimed per lease.
     public var batchSize = 1_000
-    /// How long a claim holds rows; after that a crashed worker's rows return.
+    /// How long a claim holds rows; after that a crashed worker's rows return. A live worker
+    /// renews the lease of what it holds every quarter of it. See ``effectiveLeaseSeconds``.
     public var leaseSeconds = 120.0
     /// After the due rows are done, wait for rows scheduled for retry when the next one is
     /// due within this many seconds; 0 stops as soon as nothing is due.
@@ -46,11 +50,19 @@ public struct DeliveryOptions: Sendable {
     }
 }
 
+extension DeliveryOptions {
+    /// The lease in force: `leaseSeconds`, raised to twice the request timeout when shorter.
+    /// A row is sent only while at least a request timeout is left on its lease, so a lease
+    /// shorter than that would send nothing; twice leaves room for the renewals' own delay.
+    public var effectiveLeaseSeconds: Double { max(leaseSeconds, 2 * Double(requestTimeoutSeconds)) }
+}
+
 extension DeliveryReport {
     mutating func add(_ counts: RecordedCounts) {
         delivered += counts.delivered
         retried += counts.retrying
         failed += counts.failed
         rejected += counts.rejected
+        repeated += counts.repeated
     }
 }

@@ -8,6 +8,7 @@ import NIOConcurrencyHelpers
 actor Recorder {
     private let store: OutboxStore
     private let maxAttempts: Int
+    private let worker: String
     private var pending: [DeliveryResult] = []
     private var waiters: [CheckedContinuation<Void, Error>] = []
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
@@ -15,9 +16,11 @@ actor Recorder {
     private var counts = RecordedCounts()
     private var failure: Error?
 
-    init(store: OutboxStore, maxAttempts: Int) {
+    /// Results are recorded for the rows `worker` holds (see ``OutboxStore/record(_:maxAttempts:worker:)``).
+    init(store: OutboxStore, maxAttempts: Int, worker: String) {
         self.store = store
         self.maxAttempts = maxAttempts
+        self.worker = worker
     }
 
     /// Returns once `result` is committed; throws when recording it failed.
@@ -58,7 +61,7 @@ actor Recorder {
             pending = []
             waiters = []
             do {
-                counts += try await store.record(group, maxAttempts: maxAttempts)
+                counts += try await store.record(group, maxAttempts: maxAttempts, worker: worker)
                 Log.delivery.trace("recorded \(group.count) results")
                 for waiter in groupWaiters { waiter.resume() }
             } catch {

@@ -1,0 +1,97 @@
+import EngageStore
+import Foundation
+import NIOConcurrencyHelpers
+
+/// The leases of the rows one delivery worker holds, kept alive while it works on them.
+///
+/// A worker may hold rows for longer than its lease: a slow destination, a low rate or
+/// back-off can make a batch take minutes. Every quarter of a lease the keeper renews all the
+/// rows it holds in one statement (``OutboxStore/renew(ids:leaseSeconds:worker:)``); a row
+/// missing from the answer was taken by another worker and is dropped. Before a row is sent
+/// the worker asks ``canSend(_:for:)``: the row must still be held, with at least the time the
+/// request can take left on its lease as last confirmed — so even when renewals stop
+/// (the database unreachable), no request is sent that could outlive its lease.
+///
+/// The deadlines are measured on this process's monotonic clock from the moment the statement
+/// that set them was sent, so they never run later than the lease the database holds.
+final class LeaseKeeper: Sendable {
+    let leaseSeconds: Double
+    let worker: String
+    private let deadlines = NIOLockedValueBox<[Int: ContinuousClock.Instant]>([:])
+    private let lostCount = NIOLockedValueBox(0)
+
+    init(leaseSeconds: Double, worker: String) {
+        self.leaseSeconds = leaseSeconds
+        self.worker = worker
+    }
+
+    /// Rows whose lease was set by a statement sent at `since` (a claim, or a backlog expansion).
+    func hold(_ ids: some Sequence<Int>, since: ContinuousClock.Instant) {
+        let deadline = since + .seconds(leaseSeconds)
+        deadlines.withLockedValue { held in
+            for id in ids { held[id] = deadline }
+        }
+    }
+
+    /// The row was recorded (or given back): it is no longer this worker's to renew.
+    func drop(_ id: Int) {
+        deadlines.withLockedValue { _ = $0.removeValue(forKey: id) }
+    }
+
+    /// Whether the row is still held with at least `duration` left on its lease.
+    func canSend(_ id: Int, for duration: Duration) -> Bool {
+        let now = ContinuousClock.now
+        return deadlines.withLockedValue { held in held[id].map { $0 - now >= duration } ?? false }
+    }
+
+    /// Rows found taken by another worker since the keeper started.
+    var lost: Int { lostCount.withLockedValue { $0 } }
+
+    /// How many rows are held now.
+    var count: Int { deadlines.withLockedValue { $0.count } }
+
+    /// Renews every held row once.
+    func renew(_ store: OutboxStore) async throws {
+        let asked = deadlines.withLockedValue { $0 }
+        guard !asked.isEmpty else { return }
+        let sent = ContinuousClock.now
+        let kept = try await store.renew(ids: Array(asked.keys), leaseSeconds: leaseSeconds, worker: worker)
+        let deadline = sent + .seconds(leaseSeconds)
+        let lost = deadlines.withLockedValue { held -> Int in
+            var lost = 0
+            // A row recorded meanwhile is gone from `held`; one recorded and claimed again
+            // meanwhile has a newer deadline than the one asked about: both are left as they are.
+            for (id, before) in asked where held[id] == before {
+                if kept.contains(id) {
+                    held[id] = deadline
+                } else {
+                    held[id] = nil
+                    lost += 1
+                }
+            }
+            return lost
+        }
+        if lost > 0 {
+            lostCount.withLockedValue { $0 += lost }
+            Log.delivery.warning("\(lost) leased rows were taken by another worker before this one renewed them; they will not be sent from here")
+        }
+    }
+
+    /// Renews every quarter of a lease until cancelled. A failed renewal is logged and tried
+    /// again at the next beat; meanwhile ``canSend(_:for:)`` lets the deadlines run out.
+    func keepAlive(_ store: OutboxStore) async {
+        let interval = Duration.seconds(leaseSeconds / 4)
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: interval)
+            } catch {
+                return
+            }
+            do {
+                try await renew(store)
+            } catch {
+                Log.delivery.error("renewing the lease of \(count) rows failed: \(error)")
+            }
+        }
+    }
+}
