@@ -108,6 +108,25 @@ struct DefinitionParserTests {
         }
     }
 
+    @Test("durations past their bounds and NUL in any string are refused with their paths")
+    func boundsAndNUL() {
+        let found = issues(#"""
+            {"name": "Bounds", "type": "audience", "sync_every": "9999999w", "reconcile_every": "36501d",
+             "condition": {"all": [
+                {"event": "Order Completed", "within": "9999999w"},
+                {"event": "Order\u0000Completed"},
+                {"trait": "plan", "equals": "pro\u0000"}]}}
+            """#)
+        #expect(found.contains { $0.hasPrefix("sync_every: must be at most 100 years") })
+        #expect(found.contains { $0.hasPrefix("reconcile_every: must be at most 100 years") })
+        #expect(found.contains { $0.hasPrefix("condition.all[0].within: must be at most 100 years") })
+        #expect(found.contains("condition.all[1].event: must not contain the NUL character (\\u0000)"), "\(found)")
+        #expect(found.contains("condition.all[2].equals: must not contain the NUL character (\\u0000)"))
+        let sql = issues(#"{"name": "Slow", "type": "audience", "sql": "SELECT user_id FROM t", "timeout": "2d"}"#)
+        #expect(sql.contains { $0.hasPrefix("timeout: must be at most 24 hours") }, "\(sql)")
+        #expect(issues(#"{"name": "Long", "type": "audience", "condition": {"event": "E", "within": "36500d"}}"#).isEmpty)
+    }
+
     @Test("every problem is reported with its path, not just the first")
     func everyProblem() {
         let found = issues("""

@@ -56,7 +56,7 @@ struct ReliabilityTests {
     }
 
     @Test("kill -9 during evaluation, after the outbox commit and mid-delivery: a plain run converges each time",
-          .timeLimit(.minutes(20)))
+          .timeLimit(.minutes(10)))
     func crashAnywhere() async throws {
         let members = 50_000
         // At most the requests in flight at the kill are sent again: a worker sends its next
@@ -65,8 +65,8 @@ struct ReliabilityTests {
         try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 1), concurrency: concurrency) { f in
             try await seed(f, members: members)
             try await f.define(Self.audience)
-            let crashArgs = ["run", "--all", "--lease", "10", "--request-timeout", "5", "--database-url", f.url]
-            let converge = ["run", "--all", "--lease", "10", "--request-timeout", "5", "--max-wait", "20", "--database-url", f.url]
+            let crashArgs = ["run", "--all", "--lease", "5", "--database-url", f.url]
+            let converge = ["run", "--all", "--lease", "5", "--max-wait", "20", "--database-url", f.url]
             var sent = 0
 
             // Starts a run, kills it once `killWhen` returns, runs again, and checks that the second
@@ -105,12 +105,12 @@ struct ReliabilityTests {
         }
     }
 
-    @Test("the database connection dropped mid-run: a clear error and exit 1; the next run converges", .timeLimit(.minutes(20)))
+    @Test("the database connection dropped mid-run: a clear error and exit 1; the next run converges", .timeLimit(.minutes(5)))
     func connectionDropped() async throws {
         try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 2)) { f in
             try await seed(f, members: 5_000)
             try await f.define(Self.audience)
-            let (process, out, err) = try CLI.start(["run", "--lease", "10", "--request-timeout", "5", "--database-url", f.url], environment: env)
+            let (process, out, err) = try CLI.start(["run", "--lease", "5", "--database-url", f.url], environment: env)
             try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'", atLeast: 200)
             try await f.db.execute("""
                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -120,7 +120,7 @@ struct ReliabilityTests {
             #expect(crashed.status == 1, "\(crashed.stdout)\n\(crashed.stderr)")
             #expect(crashed.stderr.contains("error:"))
             #expect(crashed.stderr.lowercased().contains("connection") || crashed.stderr.contains("terminat"), "\(crashed.stderr)")
-            let run = try await CLI.run(["run", "--all", "--lease", "10", "--request-timeout", "5", "--max-wait", "20", "--database-url", f.url], environment: env)
+            let run = try await CLI.run(["run", "--all", "--lease", "5", "--max-wait", "20", "--database-url", f.url], environment: env)
             #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
             let delivered = try await converged(f, members: 5_000, exited: nil, since: 0)
             #expect(delivered >= 5_000)
@@ -128,13 +128,13 @@ struct ReliabilityTests {
     }
 
     @Test("the PostgreSQL server restarted mid-delivery: a clear error and exit 1; the next run converges",
-          .timeLimit(.minutes(20)))
+          .timeLimit(.minutes(5)))
     func serverRestarted() async throws {
         try await PrivateCluster.with { cluster in
             try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 2), server: cluster.url) { f in
                 try await seed(f, members: 5_000)
                 try await f.define(Self.audience)
-                let (process, out, err) = try CLI.start(["run", "--lease", "10", "--request-timeout", "5", "--database-url", f.url], environment: env)
+                let (process, out, err) = try CLI.start(["run", "--lease", "5", "--database-url", f.url], environment: env)
                 try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'", atLeast: 200)
                 try await cluster.restart()
                 let crashed = await CLI.collect(process, out, err)
@@ -143,7 +143,7 @@ struct ReliabilityTests {
                 // The fixture's own connection died with the server too.
                 let db = try await PostgresConnection.connect(f.url)
                 let g = SyncFixture(db: db, url: f.url, sandbox: f.sandbox, destination: f.destination)
-                let run = try await CLI.run(["run", "--all", "--lease", "10", "--request-timeout", "5", "--max-wait", "20", "--database-url", f.url], environment: env)
+                let run = try await CLI.run(["run", "--all", "--lease", "5", "--max-wait", "20", "--database-url", f.url], environment: env)
                 #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
                 let delivered = try await converged(g, members: 5_000, exited: nil, since: 0)
                 #expect(delivered >= 5_000 && delivered - 5_000 <= 16, "sent twice: \(delivered - 5_000)")
@@ -204,7 +204,7 @@ struct ReliabilityTests {
         }
     }
 
-    @Test("the destination goes away mid-delivery and comes back: everything delivered, nothing pretended", .timeLimit(.minutes(20)))
+    @Test("the destination goes away mid-delivery and comes back: everything delivered, nothing pretended", .timeLimit(.minutes(5)))
     func destinationRestarts() async throws {
         let first = VeroSandbox(configuration: SandboxConfiguration(latencyMilliseconds: 2))
         let running = try await first.start()
@@ -233,7 +233,7 @@ struct ReliabilityTests {
     }
 
     @Test("three run and two deliver processes at once: every change sent once, no deadlock, no run left running",
-          .timeLimit(.minutes(20)))
+          .timeLimit(.minutes(5)))
     func manyProcesses() async throws {
         try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 1)) { f in
             try await seed(f, members: 3_000)

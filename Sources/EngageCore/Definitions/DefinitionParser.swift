@@ -47,6 +47,7 @@ public struct DefinitionParser {
     /// Parses one definition object. `path` prefixes every issue (e.g. `[2]` for an array item).
     public static func parse(_ json: JSONValue, path: String = "") -> Result<Definition, DefinitionValidationError> {
         var parser = DefinitionParser()
+        parser.refuseNUL(json, path)
         let definition = parser.definition(json, path)
         if let definition, parser.issues.isEmpty { return .success(definition) }
         return .failure(DefinitionValidationError(issues: parser.issues))
@@ -80,6 +81,30 @@ public struct DefinitionParser {
         }
         if items.isEmpty { issues.append(ValidationIssue(path: "", reason: "the file holds an empty array: no definitions")) }
         return issues.isEmpty ? .success(definitions) : .failure(DefinitionValidationError(source: source, issues: issues))
+    }
+
+    /// The longest duration a definition may name (a window, `sync_every`, `reconcile_every`):
+    /// 100 years. Longer windows reach instants PostgreSQL cannot represent.
+    public static let maxDurationSeconds = 36_500 * 86_400
+    /// The longest `timeout` of a SQL definition: 24 hours.
+    public static let maxTimeoutSeconds = 86_400
+
+    /// PostgreSQL's text cannot hold NUL (`\u0000`): refuse it in any string or member name of
+    /// the document, with its path, before anything is stored.
+    private mutating func refuseNUL(_ json: JSONValue, _ path: String) {
+        switch json {
+        case .string(let text) where text.utf8.contains(0):
+            add(path, "must not contain the NUL character (\\u0000)")
+        case .array(let items):
+            for (i, item) in items.enumerated() { refuseNUL(item, "\(path)[\(i)]") }
+        case .object(let members):
+            for (name, value) in members {
+                if name.utf8.contains(0) { add(path, "has a member name containing the NUL character (\\u0000)") }
+                refuseNUL(value, join(path, name))
+            }
+        default:
+            break
+        }
     }
 
     // MARK: - Top level
@@ -205,6 +230,9 @@ public struct DefinitionParser {
             if object["sql"] == nil {
                 add(join(path, "timeout"), "is the time limit of a \"sql\" query; this definition has none")
             } else if let text = raw.stringValue, let seconds = Self.timeoutSeconds(text) {
+                if seconds > Self.maxTimeoutSeconds {
+                    add(join(path, "timeout"), "must be at most 24 hours (\"24h\"), got \(describe(raw))")
+                }
                 timeout = seconds
             } else {
                 add(join(path, "timeout"), "must be a duration like \"30s\", \"10m\" or \"1h\" (a positive whole number and a unit s, m, h, d, w), got \(describe(raw))")
@@ -528,6 +556,10 @@ public struct DefinitionParser {
     private mutating func duration(_ raw: JSONValue, _ path: String) -> SyncDuration? {
         guard let s = raw.stringValue, let d = SyncDuration(parsing: s) else {
             add(path, "must be a duration like \"90m\", \"12h\", \"30d\" or \"2w\" (a positive whole number and a unit m, h, d, w), got \(describe(raw))")
+            return nil
+        }
+        guard d.seconds <= Self.maxDurationSeconds else {
+            add(path, "must be at most 100 years (\"36500d\", \"5214w\"), got \(describe(raw))")
             return nil
         }
         return d

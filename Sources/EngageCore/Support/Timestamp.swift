@@ -24,11 +24,13 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         lhs.microsecondsSinceEpoch < rhs.microsecondsSinceEpoch
     }
 
-    /// The one parser of timestamps in definitions and Segment calls:
-    /// `YYYY-MM-DDTHH:MM:SS[.fff…](Z|±HH[:MM])` (`T`, `t` or a space between date and time),
-    /// `YYYY-MM-DD` or `YYYY` (a date or a bare year, as in Segment's own fixtures, is its
+    /// The one parser of timestamps in definitions, Segment calls, `ENGAGE_SYNC_NOW` and
+    /// `--as-of`: `YYYY-MM-DDTHH:MM:SS[.fff…](Z|±HH[:MM])` (`T`, `t` or a space between date and
+    /// time), `YYYY-MM-DD` or `YYYY` (a date or a bare year, as in Segment's own fixtures, is its
     /// first instant, UTC). Up to six fractional digits are exact; more are rounded to the
-    /// microsecond. Hand-written: it runs for every row delivered or ingested.
+    /// microsecond. Strict: a day the month does not have (`2026-02-30`), second 60, or an
+    /// offset beyond ±18:00 is refused, never rolled over. Hand-written: it runs for every row
+    /// delivered or ingested.
     public static func parse(_ text: String) -> Timestamp? {
         let b = Array(text.utf8)
         func digits(_ from: Int, _ count: Int) -> Int? {
@@ -44,12 +46,12 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         if b.count == 4 { return make(year, 1, 1, seconds: 0, micros: 0, offset: 0) }
         guard b.count >= 10, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-"),
               let month = digits(5, 2), let day = digits(8, 2),
-              (1...12).contains(month), (1...31).contains(day) else { return nil }
+              (1...12).contains(month), (1...daysIn(month, of: year)).contains(day) else { return nil }
         if b.count == 10 { return make(year, month, day, seconds: 0, micros: 0, offset: 0) }
         guard b.count >= 20, [UInt8(ascii: "T"), UInt8(ascii: "t"), UInt8(ascii: " ")].contains(b[10]),
               b[13] == UInt8(ascii: ":"), b[16] == UInt8(ascii: ":"),
               let hour = digits(11, 2), let minute = digits(14, 2), let second = digits(17, 2),
-              hour < 24, minute < 60, second < 61 else { return nil }
+              hour < 24, minute < 60, second < 60 else { return nil }
         var i = 19
         var micros: Int64 = 0
         if i < b.count, b[i] == UInt8(ascii: ".") {
@@ -81,6 +83,7 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
             var minutes = 0
             if j < b.count, b[j] == UInt8(ascii: ":") { j += 1 }
             if let m = digits(j, 2) { minutes = m; j += 2 }
+            guard minutes < 60, hours * 60 + minutes <= 18 * 60 else { return nil }
             offset = sign * (hours * 3600 + minutes * 60)
             i = j
         } else {
@@ -88,6 +91,15 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         }
         guard i == b.count else { return nil }
         return make(year, month, day, seconds: hour * 3600 + minute * 60 + second, micros: micros, offset: offset)
+    }
+
+    /// The days of `month` in `year` (Gregorian).
+    private static func daysIn(_ month: Int, of year: Int) -> Int {
+        switch month {
+        case 2: (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
+        case 4, 6, 9, 11: 30
+        default: 31
+        }
     }
 
     private static func make(_ year: Int, _ month: Int, _ day: Int, seconds: Int, micros: Int64, offset: Int) -> Timestamp {
