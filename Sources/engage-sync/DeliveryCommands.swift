@@ -13,7 +13,7 @@ struct DeliveryFlags: ParsableArguments {
     @Option(help: "Seconds one request may take, its whole answer included.") var requestTimeout: Int64 = 30
     @Option(help: """
         Seconds a worker leases the rows it claims; a live worker renews the lease of what it holds every quarter \
-        of it, and a crashed worker's rows return after it. At least twice --request-timeout (raised when shorter).
+        of it, and a crashed worker's rows return after it.
         """)
     var lease: Double = 120
 

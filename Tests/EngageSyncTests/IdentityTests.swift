@@ -188,7 +188,7 @@ struct IdentityTests {
     }
 
     @Test("kill -9 mid-delivery of a run full of changed ids and deleted profiles: a plain run converges",
-          .timeLimit(.minutes(5)))
+          .timeLimit(.minutes(20)))
     func crashDuringIdentityChanges() async throws {
         let concurrency = 16
         try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 1), concurrency: concurrency) { f in

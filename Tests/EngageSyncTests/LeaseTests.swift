@@ -9,11 +9,11 @@ import VeroSandbox
 @Suite("leases outlived by slow batches: every row sent once")
 struct LeaseTests {
     /// 200 pending rows to a destination answering in 300 ms with 4 lanes: about 15 s of
-    /// sending, twice the 8 s lease each worker asks for. (The request timeout is generous: a
-    /// request that times out after the sandbox took it is rightly sent again.)
+    /// sending, several times the 4 s lease each worker asks for.
     static let rows = 200
+    static let lanes = 4
     static let sandbox = SandboxConfiguration(latencyMilliseconds: 300)
-    static let leaseFlags = ["--lease", "8", "--request-timeout", "4"]
+    static let leaseFlags = ["--lease", "4"]
     /// serve logs each delivery pass's report at `info`.
     static let info = ["ENGAGE_SYNC_LOG_LEVEL": "info"]
 
@@ -46,9 +46,9 @@ struct LeaseTests {
         #expect(try await f.count("SELECT count(*)::int AS c FROM engage.ledger") == Self.rows)
     }
 
-    @Test("two deliver processes, an 8 s lease and a 15 s backlog: each row sent once; the reports add up")
+    @Test("two deliver processes, a 4 s lease and a 15 s backlog: each row sent once; the reports add up")
     func twoWorkers() async throws {
-        try await SyncFixture.with(sandbox: Self.sandbox, concurrency: 4) { f in
+        try await SyncFixture.with(sandbox: Self.sandbox, concurrency: Self.lanes) { f in
             try await f.seedOutbox(count: Self.rows)
             let args = ["deliver", "--max-wait", "5"] + Self.leaseFlags
             let first = Task { try await f.cli(args) }
@@ -68,7 +68,7 @@ struct LeaseTests {
     @Test("serve beside a cron deliver, and two serve instances: each row sent once; the reports add up",
           arguments: ["deliver", "serve"])
     func serveBeside(other: String) async throws {
-        try await SyncFixture.with(sandbox: Self.sandbox, concurrency: 4) { f in
+        try await SyncFixture.with(sandbox: Self.sandbox, concurrency: Self.lanes) { f in
             // serve runs what is due: a definition of its own, delivered from its backlog.
             try await f.db.query("""
                 INSERT INTO engage.profiles (profile_id, user_id, email, traits)

@@ -129,7 +129,7 @@ struct ServeTests {
                 """)
             try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
             // A short lease: whatever a shutdown under load leaves leased returns within seconds.
-            let (process, out, err, _) = try await serve(f, ["--shutdown-timeout", "15", "--lease", "10", "--request-timeout", "5"])
+            let (process, out, err, _) = try await serve(f, ["--shutdown-timeout", "15", "--lease", "5"])
             defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             try await eventually("some deliveries") {
                 try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") >= 20
@@ -146,7 +146,7 @@ struct ServeTests {
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'pending' AND locked_until > now()") == 0)
 
             // A second serve finishes the rest, each row sent once.
-            let (second, out2, err2, _) = try await serve(f, ["--lease", "10", "--request-timeout", "5"])
+            let (second, out2, err2, _) = try await serve(f, ["--lease", "5"])
             defer { if second.isRunning { second.terminate() } } // also when an expectation throws
             try await eventually(seconds: 120, "every row delivered") {
                 try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 400

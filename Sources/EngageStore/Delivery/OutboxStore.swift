@@ -98,11 +98,16 @@ public struct OutboxStore: Sendable {
     /// A definition's row comes back with what its Segment call is built from: the row, its
     /// definition, its run's instant, the space, and the message id (a stable hash of
     /// destination, key, profile, value, run, call and Vero id).
-    public func claim(destinationID: Int, limit: Int, leaseSeconds: Double, worker: String) async throws -> [ClaimedRow] {
+    ///
+    /// With `dueBy`, only rows due by then are taken (a pass leaves the retries it scheduled
+    /// itself to the next pass, or to its wait for retries).
+    public func claim(destinationID: Int, limit: Int, leaseSeconds: Double, worker: String,
+                      dueBy: Date? = nil) async throws -> [ClaimedRow] {
         try await db.query("""
             WITH due AS (
                 SELECT id FROM engage.outbox
-                WHERE destination_id = \(destinationID) AND status = 'pending' AND next_attempt_at <= now()
+                WHERE destination_id = \(destinationID) AND status = 'pending'
+                  AND next_attempt_at <= least(now(), coalesce(\(dueBy)::timestamptz, now()))
                   AND (locked_until IS NULL OR (locked_until < now() AND locked_by IS DISTINCT FROM \(worker)))
                 ORDER BY next_attempt_at, id
                 LIMIT \(limit)
@@ -117,17 +122,28 @@ public struct OutboxStore: Sendable {
             """).map(Self.claimedRow)
     }
 
-    /// Extends the lease of the rows among `ids` that `worker` still holds, in one statement,
-    /// and returns their ids. A row missing from the answer is no longer this worker's: its
-    /// lease expired and another worker claimed it, or it was recorded meanwhile.
-    public func renew(ids: [Int], leaseSeconds: Double, worker: String) async throws -> Set<Int> {
-        guard !ids.isEmpty else { return [] }
-        return Set(try await db.query("""
-            UPDATE engage.outbox SET locked_until = now() + make_interval(secs => \(leaseSeconds))
-            WHERE id = ANY(\(ids.map(String.init))::bigint[]) AND locked_by = \(worker)
-              AND status IN ('pending', 'superseded')
-            RETURNING id
-            """).map { try $0.decode(Int.self, "id") })
+    /// Extends the lease of the rows among `ids` that `worker` still holds, in one statement.
+    /// Returns those (`kept`) and the ones another worker holds now (`taken`: this worker's
+    /// lease ran out and it was claimed again). The others were recorded meanwhile.
+    public func renew(ids: [Int], leaseSeconds: Double, worker: String) async throws -> (kept: Set<Int>, taken: Set<Int>) {
+        guard !ids.isEmpty else { return ([], []) }
+        let array = ids.map(String.init)
+        var kept = Set<Int>(), taken = Set<Int>()
+        // The outer query reads the rows as they were before the update: a row another
+        // worker holds is one the update left alone.
+        for row in try await db.query("""
+            WITH renewed AS (
+                UPDATE engage.outbox SET locked_until = now() + make_interval(secs => \(leaseSeconds))
+                WHERE id = ANY(\(array)::bigint[]) AND locked_by = \(worker) AND status IN ('pending', 'superseded')
+                RETURNING id)
+            SELECT o.id, r.id IS NOT NULL AS kept
+            FROM engage.outbox o LEFT JOIN renewed r ON r.id = o.id
+            WHERE o.id = ANY(\(array)::bigint[]) AND (r.id IS NOT NULL OR o.locked_by <> \(worker))
+            """) {
+            let id = try row.decode(Int.self, "id")
+            if try row.decode(Bool.self, "kept") { kept.insert(id) } else { taken.insert(id) }
+        }
+        return (kept, taken)
     }
 
     /// Rows this worker already leased (as ``BacklogStore`` enqueues them), to send.
@@ -243,6 +259,11 @@ public struct OutboxStore: Sendable {
             counts.repeated = try row.decode(Int.self, "repeated")
         }
         return counts
+    }
+
+    /// The database's clock now.
+    public func now() async throws -> Date {
+        try await db.query("SELECT now() AS now").first?.decode(Date.self, "now") ?? Date()
     }
 
     /// When the next pending row of a destination becomes due (nil: none pending).

@@ -65,7 +65,7 @@ public struct Deliverer: Sendable {
                      progress: (@Sendable (DeliveryReport) -> Void)?, stop: StopFlag) async throws -> DeliveryReport {
         // The leases of what this worker holds are renewed beside the work, on the recording
         // connection (one short statement at a time, between the recorder's).
-        let keeper = LeaseKeeper(leaseSeconds: options.effectiveLeaseSeconds, worker: worker)
+        let keeper = LeaseKeeper(leaseSeconds: options.leaseSeconds, worker: worker)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await keeper.keepAlive(records) }
             defer { group.cancelAll() }
@@ -80,9 +80,6 @@ public struct Deliverer: Sendable {
         let started = ContinuousClock.now
         var report = DeliveryReport()
         let leaseSeconds = keeper.leaseSeconds
-        if leaseSeconds > options.leaseSeconds {
-            Log.delivery.notice("lease raised from \(options.leaseSeconds) s to \(leaseSeconds) s: twice the request timeout")
-        }
 
         let backlogs = BacklogStore(claims.db)
         let lease = DiffEngine.Lease(seconds: leaseSeconds, worker: worker)
@@ -104,11 +101,14 @@ public struct Deliverer: Sendable {
         // a backlog and holds leased (`ahead`), expanding more when they run short. A stretch of
         // members whose value the destination already holds enqueues nothing: keep expanding
         // until there is something to send or the backlogs are done.
-        func claim(_ ahead: [Int]) async throws -> (rows: [ClaimedRow], ahead: [Int]) {
+        // Until nothing is due, the pass takes the rows due when it began: the retries it
+        // schedules itself wait for its wait for retries (`maxWaitSeconds`) or the next pass.
+        var horizon: Date? = try await claims.now()
+        func claim(_ ahead: [Int], dueBy: Date?) async throws -> (rows: [ClaimedRow], ahead: [Int]) {
             let (limit, expansion) = sizes()
             let claimed = ContinuousClock.now
             var rows = try await claims.claim(destinationID: destination.id, limit: limit,
-                                              leaseSeconds: leaseSeconds, worker: worker)
+                                              leaseSeconds: leaseSeconds, worker: worker, dueBy: dueBy)
             keeper.hold(rows.map(\.id), since: claimed)
             var ahead = ahead
             while rows.count + ahead.count < limit {
@@ -124,7 +124,7 @@ public struct Deliverer: Sendable {
             return (rows, Array(ahead.dropFirst(take)))
         }
         let recorder = Recorder(store: records, maxAttempts: destination.maxAttempts, worker: worker)
-        var (batch, ahead) = try await claim([])
+        var (batch, ahead) = try await claim([], dueBy: horizon)
         while true {
             if batch.isEmpty {
                 if stop.isSet { break }
@@ -133,12 +133,13 @@ public struct Deliverer: Sendable {
                 let wait = due.timeIntervalSinceNow
                 guard wait <= options.maxWaitSeconds else { break }
                 if wait > 0 { try await Task.sleep(for: .seconds(min(wait + 0.01, options.maxWaitSeconds))) }
-                (batch, ahead) = try await claim(ahead)
+                horizon = nil
+                (batch, ahead) = try await claim(ahead, dueBy: nil)
                 continue
             }
-            let current = batch, carried = ahead
+            let current = batch, carried = ahead, dueBy = horizon
             Log.delivery.debug("\(destination.name): claimed \(current.count) rows")
-            async let next: (rows: [ClaimedRow], ahead: [Int]) = stop.isSet ? ([], carried) : claim(carried)
+            async let next: (rows: [ClaimedRow], ahead: [Int]) = stop.isSet ? ([], carried) : claim(carried, dueBy: dueBy)
             let sending = ContinuousClock.now
             let (requests, credentials) = await send(current, transport: transport, bucket: bucket, stop: stop,
                                                      recorder: recorder, keeper: keeper)
@@ -255,10 +256,9 @@ public struct Deliverer: Sendable {
             do { try await bucket.acquire() } catch {
                 return (DeliveryResult(id: row.id, kind: .released), sent)
             }
-            // Never send a row whose lease could run out before its requests are answered
-            // (taken by another worker, or renewals failing): give it back instead.
-            let timeout = Duration.nanoseconds(transport.endpoint.requestTimeout.nanoseconds)
-            if sent == 0, !keeper.canSend(row.id, for: timeout * requests.count) {
+            // Never send a row this worker no longer holds, or whose renewals have fallen
+            // behind (less than half a lease left): give it back instead.
+            if sent == 0, !keeper.canSend(row.id) {
                 Log.delivery.debug("outbox=\(row.id): not sent, its lease is no longer held long enough")
                 return (DeliveryResult(id: row.id, kind: .released), 0)
             }

@@ -33,7 +33,7 @@ public struct DeliveryOptions: Sendable {
     /// Rows claimed per lease.
     public var batchSize = 1_000
     /// How long a claim holds rows; after that a crashed worker's rows return. A live worker
-    /// renews the lease of what it holds every quarter of it. See ``effectiveLeaseSeconds``.
+    /// renews the lease of what it holds every quarter of it (``LeaseKeeper``).
     public var leaseSeconds = 120.0
     /// After the due rows are done, wait for rows scheduled for retry when the next one is
     /// due within this many seconds; 0 stops as soon as nothing is due.
@@ -48,13 +48,6 @@ public struct DeliveryOptions: Sendable {
         self.retry = retry
         self.requestTimeoutSeconds = requestTimeoutSeconds
     }
-}
-
-extension DeliveryOptions {
-    /// The lease in force: `leaseSeconds`, raised to twice the request timeout when shorter.
-    /// A row is sent only while at least a request timeout is left on its lease, so a lease
-    /// shorter than that would send nothing; twice leaves room for the renewals' own delay.
-    public var effectiveLeaseSeconds: Double { max(leaseSeconds, 2 * Double(requestTimeoutSeconds)) }
 }
 
 extension DeliveryReport {

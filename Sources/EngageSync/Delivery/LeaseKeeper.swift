@@ -7,10 +7,11 @@ import NIOConcurrencyHelpers
 /// A worker may hold rows for longer than its lease: a slow destination, a low rate or
 /// back-off can make a batch take minutes. Every quarter of a lease the keeper renews all the
 /// rows it holds in one statement (``OutboxStore/renew(ids:leaseSeconds:worker:)``); a row
-/// missing from the answer was taken by another worker and is dropped. Before a row is sent
-/// the worker asks ``canSend(_:for:)``: the row must still be held, with at least the time the
-/// request can take left on its lease as last confirmed — so even when renewals stop
-/// (the database unreachable), no request is sent that could outlive its lease.
+/// another worker took is dropped. Before a row is sent the worker asks ``canSend(_:)``: the
+/// row must still be held, with at least half its lease left as last confirmed — renewals that
+/// fall behind (the database slow or unreachable) stop the sending before a lease can run out.
+/// A request in flight when renewals stop altogether is like one in flight at a crash: at most
+/// `concurrency` rows may be sent again by the worker that takes them over.
 ///
 /// The deadlines are measured on this process's monotonic clock from the moment the statement
 /// that set them was sent, so they never run later than the lease the database holds.
@@ -18,7 +19,6 @@ final class LeaseKeeper: Sendable {
     let leaseSeconds: Double
     let worker: String
     private let deadlines = NIOLockedValueBox<[Int: ContinuousClock.Instant]>([:])
-    private let lostCount = NIOLockedValueBox(0)
 
     init(leaseSeconds: Double, worker: String) {
         self.leaseSeconds = leaseSeconds
@@ -38,14 +38,11 @@ final class LeaseKeeper: Sendable {
         deadlines.withLockedValue { _ = $0.removeValue(forKey: id) }
     }
 
-    /// Whether the row is still held with at least `duration` left on its lease.
-    func canSend(_ id: Int, for duration: Duration) -> Bool {
-        let now = ContinuousClock.now
-        return deadlines.withLockedValue { held in held[id].map { $0 - now >= duration } ?? false }
+    /// Whether the row is still held with at least half its lease left.
+    func canSend(_ id: Int) -> Bool {
+        let now = ContinuousClock.now, half = Duration.seconds(leaseSeconds / 2)
+        return deadlines.withLockedValue { held in held[id].map { $0 - now >= half } ?? false }
     }
-
-    /// Rows found taken by another worker since the keeper started.
-    var lost: Int { lostCount.withLockedValue { $0 } }
 
     /// How many rows are held now.
     var count: Int { deadlines.withLockedValue { $0.count } }
@@ -55,16 +52,16 @@ final class LeaseKeeper: Sendable {
         let asked = deadlines.withLockedValue { $0 }
         guard !asked.isEmpty else { return }
         let sent = ContinuousClock.now
-        let kept = try await store.renew(ids: Array(asked.keys), leaseSeconds: leaseSeconds, worker: worker)
+        let (kept, taken) = try await store.renew(ids: Array(asked.keys), leaseSeconds: leaseSeconds, worker: worker)
         let deadline = sent + .seconds(leaseSeconds)
         let lost = deadlines.withLockedValue { held -> Int in
             var lost = 0
-            // A row recorded meanwhile is gone from `held`; one recorded and claimed again
-            // meanwhile has a newer deadline than the one asked about: both are left as they are.
+            // Only rows still held as asked about: one recorded meanwhile is gone from `held`
+            // (or about to be), one recorded and claimed again has a newer deadline.
             for (id, before) in asked where held[id] == before {
                 if kept.contains(id) {
                     held[id] = deadline
-                } else {
+                } else if taken.contains(id) {
                     held[id] = nil
                     lost += 1
                 }
@@ -72,13 +69,12 @@ final class LeaseKeeper: Sendable {
             return lost
         }
         if lost > 0 {
-            lostCount.withLockedValue { $0 += lost }
             Log.delivery.warning("\(lost) leased rows were taken by another worker before this one renewed them; they will not be sent from here")
         }
     }
 
     /// Renews every quarter of a lease until cancelled. A failed renewal is logged and tried
-    /// again at the next beat; meanwhile ``canSend(_:for:)`` lets the deadlines run out.
+    /// again at the next beat; meanwhile ``canSend(_:)`` lets the deadlines run out.
     func keepAlive(_ store: OutboxStore) async {
         let interval = Duration.seconds(leaseSeconds / 4)
         while !Task.isCancelled {
