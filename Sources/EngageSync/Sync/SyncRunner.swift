@@ -276,17 +276,19 @@ public struct SyncRunner: Sendable {
         do {
             diff.audiences = try await DefinitionRepository(db).audiences()
             result = try await engine.run(diff, on: db)
-        } catch let error as SQLDefinitionError {
-            // The user's query failed or broke the column contract: this pair fails, nothing is
-            // enqueued (its transaction rolled back), and the other pairs go on.
+        } catch let error as PostgresError where error.kind == .connection {
+            // The run's connection is gone: no other pair can go on over it.
+            if let runID { try? await runs.finish(id: runID, status: .failed, error: "\(error)") }
+            throw error
+        } catch {
+            // Any other failure of this pair (a SQL definition's query or contract, a value
+            // PostgreSQL refuses, a cancelled statement): this pair fails with its message,
+            // nothing of it is enqueued (its transaction rolled back), and the other pairs go on.
             Log.sync.error("\(pair.definition.key) → \(pair.destination.name): \(error)")
             outcome.status = .failed
             outcome.message = "\(error)"
             if let runID { try await runs.finish(id: runID, status: .failed, error: outcome.message) }
             return outcome
-        } catch {
-            if let runID { try? await runs.finish(id: runID, status: .failed, error: "\(error)") }
-            throw error
         }
         outcome.counts = result.counts
         outcome.examples = result.examples
