@@ -59,8 +59,6 @@ public struct VeroTransport: Sendable {
     }
 
     /// Sends one request; never throws: failures come back as a response without a status.
-    /// `requestTimeout` bounds the whole exchange, the body included: a server that sends its
-    /// headers at once and then a byte at a time is cut off at the deadline like a silent one.
     public func send(_ request: VeroRequest) async -> VeroResponse {
         var http = HTTPClientRequest(url: endpoint.baseURL + request.path)
         http.method = request.method == .POST ? .POST : .PUT
@@ -68,40 +66,23 @@ public struct VeroTransport: Sendable {
         http.headers.add(name: "Accept", value: "application/json")
         http.headers.add(name: "User-Agent", value: "engage-sync")
         http.body = .bytes(ByteBuffer(bytes: encodedBody(request)))
-        let timeout = endpoint.requestTimeout, prepared = http
         do {
-            return try await withThrowingTaskGroup(of: VeroResponse?.self) { group in
-                group.addTask { try await exchange(prepared, timeout: timeout) }
-                group.addTask {
-                    try await Task.sleep(nanoseconds: UInt64(max(0, timeout.nanoseconds)))
-                    return nil
+            let response = try await client.execute(http, timeout: endpoint.requestTimeout)
+            // Keep the first 1 KiB and drain the rest, however large the body.
+            var kept = ByteBuffer()
+            for try await var chunk in response.body {
+                let room = 1_024 - kept.readableBytes
+                if room > 0, let slice = chunk.readSlice(length: min(room, chunk.readableBytes)) {
+                    var slice = slice
+                    kept.writeBuffer(&slice)
                 }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let response = first else {
-                    throw HTTPClientError.deadlineExceeded
-                }
-                return response
             }
+            let text = String(decoding: kept.readableBytesView, as: UTF8.self)
+            return VeroResponse(status: Int(response.status.code), detail: redact(text),
+                                retryAfter: parseRetryAfter(response.headers.first(name: "Retry-After")))
         } catch {
             return VeroResponse(status: nil, detail: redact(describe(error)), retryAfter: nil)
         }
-    }
-
-    /// The request and its whole answer: the status, the first 1 KiB of the body (the rest is
-    /// read and dropped, however large), `Retry-After`.
-    private func exchange(_ http: HTTPClientRequest, timeout: TimeAmount) async throws -> VeroResponse {
-        let response = try await client.execute(http, timeout: timeout)
-        var kept = ByteBuffer()
-        for try await var chunk in response.body {
-            let room = 1_024 - kept.readableBytes
-            if room > 0, let slice = chunk.readSlice(length: min(room, chunk.readableBytes)) {
-                var slice = slice
-                kept.writeBuffer(&slice)
-            }
-        }
-        let text = String(decoding: kept.readableBytesView, as: UTF8.self)
-        return VeroResponse(status: Int(response.status.code), detail: redact(text),
-                            retryAfter: parseRetryAfter(response.headers.first(name: "Retry-After")))
     }
 
     /// Removes the token from any text that might echo it back (a misbehaving server).
