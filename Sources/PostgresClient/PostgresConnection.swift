@@ -47,14 +47,26 @@ public final class PostgresConnection: @unchecked Sendable {
     /// exactly as `psql` does. Sets `TimeZone=UTC` and `DateStyle=ISO` for the session.
     ///
     /// - Parameter onNotice: called, on a pool thread, for every notice the server sends.
+    /// - Parameter login: connect as this login instead of the conninfo's user (same server
+    ///   and database).
     public static func connect(_ conninfo: String? = nil,
                                applicationName: String = "engage-sync",
+                               login: PostgresLogin? = nil,
                                onNotice: (@Sendable (PostgresNotice) -> Void)? = nil) async throws -> PostgresConnection {
         let connection = try await runBlocking { () throws -> PostgresConnection in
             // Keys/values form lets us add options whatever the conninfo looks like.
-            let keys = ["dbname", "fallback_application_name", "options", "client_encoding"]
-            let values = [conninfo ?? "", applicationName, "-c TimeZone=UTC -c DateStyle=ISO", "UTF8"]
-            let raw = withCStrings(keys) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
+            var keys = ["dbname", "fallback_application_name", "options", "client_encoding"]
+            var values = [conninfo ?? "", applicationName, "-c TimeZone=UTC -c DateStyle=ISO", "UTF8"]
+            var expand: Int32 = 1
+            if let login {
+                guard let parameters = login.parameters(replacingLoginOf: conninfo) else {
+                    throw PostgresError(kind: .connection, message: "cannot parse the connection string to connect as \(login.user)")
+                }
+                keys = parameters.keys + keys.dropFirst()
+                values = parameters.values + values.dropFirst()
+                expand = 0
+            }
+            let raw = withCStrings(keys) { k in withCStrings(values) { v in PQconnectdbParams(k, v, expand) } }
             guard let raw else {
                 throw PostgresError(kind: .connection, message: "could not allocate a libpq connection")
             }
@@ -72,9 +84,9 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Connects, runs `body`, and closes the connection whether `body` returns or throws.
-    public static func withConnection<T: Sendable>(_ conninfo: String? = nil,
+    public static func withConnection<T: Sendable>(_ conninfo: String? = nil, login: PostgresLogin? = nil,
                                                    _ body: (PostgresConnection) async throws -> T) async throws -> T {
-        let connection = try await connect(conninfo)
+        let connection = try await connect(conninfo, login: login)
         do {
             let value = try await body(connection)
             await connection.close()

@@ -21,8 +21,12 @@ public final class PostgresConnectionPool: Sendable {
     }
     private let state = NIOLockedValueBox(State())
 
-    public init(conninfo: String?, maxConnections: Int = 8) {
+    /// Another login than the conninfo's (same server and database), or nil.
+    public let login: PostgresLogin?
+
+    public init(conninfo: String?, login: PostgresLogin? = nil, maxConnections: Int = 8) {
         self.conninfo = conninfo
+        self.login = login
         self.maxConnections = max(1, maxConnections)
     }
 
@@ -81,7 +85,7 @@ public final class PostgresConnectionPool: Sendable {
                 return connection
             case .connect:
                 do {
-                    return try await PostgresConnection.connect(conninfo)
+                    return try await PostgresConnection.connect(conninfo, login: login)
                 } catch {
                     wakeOne { $0.open -= 1 }
                     throw error

@@ -3,6 +3,7 @@ import EngageCore
 import EngageStore
 import EngageSync
 import Foundation
+import PostgresClient
 
 extension DefinitionValidationError: UserError {}
 extension DefinitionService.FileError: UserError {}
@@ -20,12 +21,15 @@ extension EngageSyncCommand {
         @Argument(help: "Definition files.") var files: [String]
 
         func run() async throws {
-            let results = try await database.withConnection { db in
-                try await DefinitionService(db).define(files: files, dryRun: dryRun)
+            let source = SQLSource(conninfo: database.resolvedURL)
+            let (results, warning) = try await database.withConnection { db in
+                let results = try await DefinitionService(db, sql: source).define(files: files, dryRun: dryRun)
+                return (results, try await sqlRightsWarning(source, db))
             }
             for (key, outcome) in results {
                 print("\(dryRun ? "would be " : "")\(outcome.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(key)")
             }
+            if let warning { printError(warning) }
         }
     }
 
@@ -68,7 +72,7 @@ extension EngageSyncCommand {
             }
             let started = Date()
             if let sqlPreview = try await database.withConnection({ db -> SQLPreview? in
-                let repository = DefinitionRepository(db)
+                let repository = DefinitionRepository(db, sql: SQLSource(conninfo: database.resolvedURL))
                 let definition = try await repository.active(key: key).definition
                 guard definition.sqlQuery != nil else { return nil }
                 return try await repository.previewSQL(definition, limit: max(0, limit))
@@ -133,4 +137,20 @@ extension EngageSyncCommand {
             if !outcomes.isEmpty { try report(outcomes, dryRun: false) }
         }
     }
+}
+
+/// When SQL definitions are stored and their queries would run as a superuser (no
+/// `ENGAGE_SQL_ROLE`, or one with superuser rights), says so plainly; nil otherwise.
+func sqlRightsWarning(_ source: SQLSource, _ db: PostgresConnection) async throws -> String? {
+    let sqlDefinitions = try await DefinitionRepository(db).all().filter { $0.definition.sqlQuery != nil }
+    guard !sqlDefinitions.isEmpty else { return nil }
+    let reader: (user: String, superuser: Bool)
+    do {
+        reader = try await source.runsAs(fallback: db)
+    } catch let error as SQLDefinitionError {
+        return "warning: SQL definitions cannot run: \(error.reason)"
+    }
+    guard reader.superuser else { return nil }
+    return "warning: SQL definitions run as \(reader.user), a superuser: their queries can read any table and call any function. "
+        + "Set ENGAGE_SQL_ROLE to a login that may only read what they need (README, SQL definitions: Safety)."
 }

@@ -11,7 +11,11 @@ extension EngageSyncCommand {
         @Flag(help: "Print JSON (one object per pair).") var json = false
 
         func run() async throws {
-            let pairs = try await database.withConnection { try await StatusStore($0).pairs() }
+            let (pairs, warning) = try await database.withConnection { db in
+                (try await StatusStore(db).pairs(), try await sqlRightsWarning(SQLSource(conninfo: database.resolvedURL), db))
+            }
+            // On stderr, so `status --json` stays one JSON document.
+            if let warning { printError(warning) }
             let rows: [[(column: String, value: JSONValue)]] = pairs.map { p in
                 func text(_ s: String?) -> JSONValue { s.map { .string($0) } ?? .null }
                 return [("key", .string(p.key)), ("destination", .string(p.destination)), ("type", .string(p.type)),

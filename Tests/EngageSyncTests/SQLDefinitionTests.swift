@@ -176,7 +176,7 @@ struct SQLDefinitionTests {
             // Roles belong to the cluster, which parallel tests share: a name of this test's own.
             let role = "engage_sql_\(UUID().uuidString.prefix(8).lowercased())"
             try await f.db.execute("""
-                CREATE ROLE \(unescaped: role) NOLOGIN;
+                CREATE ROLE \(unescaped: role) LOGIN;
                 GRANT USAGE ON SCHEMA app TO \(unescaped: role);
                 GRANT SELECT ON app.users TO \(unescaped: role);
                 """)
@@ -195,6 +195,88 @@ struct SQLDefinitionTests {
                 Issue.record(error)
             }
             try await f.db.execute("DROP OWNED BY \(unescaped: role); DROP ROLE \(unescaped: role)")
+        }
+    }
+
+    @Test("the recipe: queries log in as ENGAGE_SQL_ROLE; set_config('role'), RESET ROLE and SET SESSION AUTHORIZATION reach nothing more")
+    func recipe() async throws {
+        try await SyncFixture.with { f in
+            try await seed(f)
+            // A table the SQL login may not read, and a function anyone may call that resets the role.
+            try await f.db.execute("""
+                CREATE TABLE app.payment_tokens (user_id text, card text);
+                INSERT INTO app.payment_tokens VALUES ('u1', '4111-secret-card');
+                CREATE FUNCTION app.reset_role() RETURNS text LANGUAGE plpgsql AS $$ BEGIN RESET ROLE; RETURN current_user; END $$;
+                """)
+            let engine = try #require(try await f.db.query("SELECT current_user::text AS u").first?.decode(String.self, "u"))
+            let role = "engage_sql_\(UUID().uuidString.prefix(8).lowercased())"
+            let noLogin = role + "_nologin"
+            try await f.db.execute("""
+                CREATE ROLE \(unescaped: role) LOGIN;
+                CREATE ROLE \(unescaped: noLogin) NOLOGIN;
+                GRANT USAGE ON SCHEMA app TO \(unescaped: role);
+                GRANT SELECT ON app.users, app.ltv TO \(unescaped: role);
+                """)
+            do {
+                let steal = "query_to_xml('select card from app.payment_tokens', true, false, '')::text"
+                let escapes: [(key: String, sql: String)] = [
+                    ("role_none", "SELECT u.id AS user_id, \(steal) AS value FROM (SELECT set_config('role', 'none', true)) r, app.users u"),
+                    ("role_engine", "SELECT u.id AS user_id, \(steal) AS value FROM (SELECT set_config('role', '\(engine)', true)) r, app.users u"),
+                    ("reset_role", "SELECT u.id AS user_id, app.reset_role() || \(steal) AS value FROM app.users u"),
+                    ("session_auth", "SELECT u.id AS user_id, \(steal) AS value FROM (SELECT set_config('session_authorization', '\(engine)', true)) r, app.users u"),
+                ]
+                var documents = escapes.map { key, sql in
+                    JSONValue.object(["name": .string(key), "key": .string(key), "type": "trait", "sql": .string(sql)])
+                }
+                documents.append(try JSONValue.parse(Self.highLTV))
+                let file = FileManager.default.temporaryDirectory.appendingPathComponent("recipe-\(UUID()).json").path
+                try JSONValue.array(documents).jsonString.write(toFile: file, atomically: true, encoding: .utf8)
+                let environment = ["ENGAGE_SYNC_NOW": Self.t0, "ENGAGE_SQL_ROLE": role]
+
+                // define checks the queries as the login; it does not warn, as it would for a superuser.
+                let define = try await f.cli(["define", file], environment: environment)
+                #expect(define.status == 0, "\(define.stderr)")
+                #expect(!define.stderr.contains("superuser"), "\(define.stderr)")
+                let warned = try await f.cli(["status"])
+                #expect(warned.stderr.contains("SQL definitions run as \(engine), a superuser"), "\(warned.stderr)")
+                #expect(!(try await f.cli(["status"], environment: environment)).stderr.contains("superuser"))
+
+                let run = try await f.cli(["run", "--all"], environment: environment)
+                #expect(run.status == 1, "\(run.stdout)\n\(run.stderr)")
+                for (key, _) in escapes {
+                    let last = try await lastRun(f, key)
+                    #expect(last.status == "failed", "\(key)")
+                    #expect(last.error?.contains("permission denied") == true, "\(key): \(last.error ?? "-")")
+                }
+                #expect(try await lastRun(f, "high_ltv").status == "succeeded")
+                #expect(Set(try await f.sandboxUsers().filter { $0.value.data["high_ltv"] == .bool(true) }.keys) == ["u1", "u3", "u4"])
+                // The card is nowhere: not at Vero, not in a table of the engine's.
+                let users = try await f.sandboxUsers()
+                #expect(!users.values.contains { $0.data.values.contains { $0.jsonString.contains("4111") } })
+                #expect(try await f.count("""
+                    SELECT (SELECT count(*) FROM engage.memberships WHERE value::text LIKE '%4111%')
+                         + (SELECT count(*) FROM engage.outbox WHERE value::text LIKE '%4111%')
+                         + (SELECT count(*) FROM engage.sync_runs WHERE error LIKE '%4111%') AS c
+                    """) == 0)
+
+                // preview works under the recipe: the login runs the query, the engine matches the rows
+                // (u4 has had a profile since the run).
+                let preview = try await f.cli(["preview", "high_ltv"], environment: environment)
+                #expect(preview.status == 0, "\(preview.stderr)")
+                #expect(preview.stdout.contains("the query returned 3 rows") && preview.stdout.contains("user_id: 3 known, 0 unknown"),
+                        "\(preview.stdout)")
+
+                // A role that cannot log in fails the SQL pairs with what to do, and nothing else.
+                let refused = try await f.cli(["run", "--key", "high_ltv"], environment: ["ENGAGE_SYNC_NOW": "2026-06-01T13:00:00Z",
+                                                                                     "ENGAGE_SQL_ROLE": noLogin])
+                #expect(refused.status == 1)
+                #expect(try await lastRun(f, "high_ltv").error?.contains("it must be a role WITH LOGIN") == true)
+            } catch {
+                Issue.record(error)
+            }
+            try await f.db.execute("""
+                DROP OWNED BY \(unescaped: role); DROP ROLE \(unescaped: role); DROP ROLE \(unescaped: noLogin)
+                """)
         }
     }
 

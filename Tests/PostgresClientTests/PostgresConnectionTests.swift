@@ -5,6 +5,35 @@ import TestSupport
 
 @Suite("PostgresConnection against a real PostgreSQL")
 struct PostgresConnectionTests {
+    @Test("another login to the same database: the session user is that login; its password never prints")
+    func anotherLogin() async throws {
+        try await TestDatabase.with(migrated: false) { db, url in
+            let role = "login_\(UUID().uuidString.prefix(8).lowercased())"
+            try await db.execute("CREATE ROLE \(unescaped: role) LOGIN")
+            do {
+                let password = PostgresPassword("s3cret-\u{fc}")
+                let login = PostgresLogin(user: role, password: password)
+                // The URL's own user (the test's superuser) is replaced, not kept beside it.
+                let other = try await PostgresConnection.connect(url, login: login)
+                let row = try #require(try await other.query("SELECT session_user::text AS s, current_database()::text AS d").first)
+                #expect(try row.decode(String.self, "s") == role)
+                #expect(try row.decode(String.self, "d") == (try await db.query("SELECT current_database()::text AS d").first?.decode(String.self, "d")))
+                await other.close()
+                let pool = PostgresConnectionPool(conninfo: url, login: login, maxConnections: 1)
+                #expect(try await pool.withConnection { try await $0.query("SELECT session_user::text AS s").first?.decode(String.self, "s") } == role)
+                await pool.close()
+                var dumped = ""
+                dump(login, to: &dumped)
+                for text in ["\(password)", String(reflecting: password), "\(login)", String(reflecting: login), dumped] {
+                    #expect(!text.contains("s3cret"), "\(text)")
+                }
+            } catch {
+                Issue.record(error)
+            }
+            try await db.execute("DROP ROLE \(unescaped: role)")
+        }
+    }
+
     @Test("binds every supported type, including NULL, and decodes it back")
     func bindsAndDecodesEveryType() async throws {
         try await TestDatabase.with(migrated: false) { db, _ in

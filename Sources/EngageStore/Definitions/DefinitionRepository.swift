@@ -41,8 +41,13 @@ public struct RemoveError: Error, Sendable, CustomStringConvertible {
 /// Reads and writes `engage.computations`.
 public struct DefinitionRepository: Sendable {
     public let db: PostgresConnection
+    /// Where SQL definitions' queries run, for `define`'s checks and `preview`.
+    public let sqlSource: SQLSource
 
-    public init(_ db: PostgresConnection) { self.db = db }
+    public init(_ db: PostgresConnection, sql: SQLSource = SQLSource()) {
+        self.db = db
+        self.sqlSource = sql
+    }
 
     /// Every definition, tombstones included when asked; ordered by key.
     public func all(includeRemoved: Bool = false) async throws -> [StoredDefinition] {
@@ -86,7 +91,7 @@ public struct DefinitionRepository: Sendable {
         return try await db.withTransaction { tx in
             // Serialise concurrent saves, so cross-definition checks see a stable picture.
             try await tx.query("SELECT pg_advisory_xact_lock(hashtext('engage-sync:define'))")
-            let repository = DefinitionRepository(tx.connection)
+            let repository = DefinitionRepository(tx.connection, sql: sqlSource)
             let stored = try await repository.all(includeRemoved: true)
             let issues = Self.problems(inputs, stored: stored) + sqlIssues
             guard issues.isEmpty else { throw DefinitionValidationError(issues: issues) }
@@ -109,11 +114,10 @@ public struct DefinitionRepository: Sendable {
     /// and limited to no rows, in a read-only transaction, and return the columns the contract
     /// asks for. One issue per bad query, at `location.sql`, with PostgreSQL's message and the
     /// position in the query.
-    public func sqlProblems(_ queries: [(query: SQLQuery, kind: Definition.Kind, location: String)],
-                            source: SQLSource = SQLSource()) async throws -> [ValidationIssue] {
+    public func sqlProblems(_ queries: [(query: SQLQuery, kind: Definition.Kind, location: String)]) async throws -> [ValidationIssue] {
         var issues: [ValidationIssue] = []
         for (query, kind, location) in queries {
-            if let problem = try await source.problem(with: query, kind: kind, on: db) {
+            if let problem = try await sqlSource.problem(with: query, kind: kind, on: db) {
                 issues.append(ValidationIssue(path: ValidationIssue.join(location, "sql"), reason: problem))
             }
         }

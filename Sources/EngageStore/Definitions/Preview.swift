@@ -98,29 +98,27 @@ public struct SQLPreview: Sendable {
 }
 
 extension DefinitionRepository {
-    /// Runs a SQL definition's query in a read-only transaction (DESIGN §16) and summarises
-    /// its rows against the profiles.
-    public func previewSQL(_ definition: Definition, limit: Int, source: SQLSource = SQLSource()) async throws -> SQLPreview {
+    /// Runs a SQL definition's query read-only, as a run would (as the login `ENGAGE_SQL_ROLE`
+    /// names, when set), copies its rows into a temporary table of a transaction it rolls
+    /// back, and summarises them against the profiles.
+    public func previewSQL(_ definition: Definition, limit: Int) async throws -> SQLPreview {
         guard let query = definition.sqlQuery else {
             throw SQLDefinitionError(key: definition.key, reason: "is not a SQL definition")
         }
-        return try await source.readOnly(query, key: definition.key, on: db) { db in
-            let shape = try await source.shape(query, kind: definition.kind, key: definition.key, on: db)
+        let source = sqlSource
+        return try await db.withTransaction { tx in
+            let shape = try await source.copy(query, kind: definition.kind, key: definition.key, pool: nil, into: db)
             let column = shape.identifier.rawValue
-            let row: PostgresRow?
-            do {
-                row = try await db.query("""
-                    WITH q AS MATERIALIZED (\(shape.projection(of: query.body))),
-                    k AS (SELECT q.*, EXISTS (SELECT 1 FROM engage.profiles p WHERE p.\(unescaped: column) = q.id) AS known FROM q)
-                    SELECT count(*)::int AS total, count(*) FILTER (WHERE known)::int AS known,
-                           count(*) FILTER (WHERE id IS NULL)::int AS nulls,
-                           (SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]') FROM (
-                                SELECT id, email, value::text AS value, known FROM k ORDER BY id LIMIT \(limit)) s) AS sample
-                    FROM k
-                    """).first
-            } catch let error as PostgresError where error.kind == .server {
-                throw SQLDefinitionError(key: definition.key, reason: source.explain(error, in: query))
-            }
+            let row = try await db.query("""
+                WITH k AS (SELECT q.*, EXISTS (SELECT 1 FROM engage.profiles p WHERE p.\(unescaped: column) = q.id) AS known
+                           FROM engage_sql_rows q)
+                SELECT count(*)::int AS total, count(*) FILTER (WHERE known)::int AS known,
+                       count(*) FILTER (WHERE id IS NULL)::int AS nulls,
+                       (SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]') FROM (
+                            SELECT id, email, value::text AS value, known FROM k ORDER BY id LIMIT \(limit)) s) AS sample
+                FROM k
+                """).first
+            tx.rollback()
             struct SampleRow: Decodable { var id: String?; var email: String?; var value: String?; var known: Bool }
             let sample = try row?.decodeJSON([SampleRow].self, "sample").map {
                 SQLPreview.Sample(id: $0.id, email: $0.email, value: $0.value, known: $0.known)

@@ -101,35 +101,74 @@ struct SQLShapeProblems: Error {
     var reasons: [String]
 }
 
-/// Runs the user's query of a SQL definition safely (DESIGN §16): in a READ ONLY transaction of
-/// its own on its own connection, with `statement_timeout` from the definition and, when
-/// `ENGAGE_SQL_ROLE` names one, under that role. The query is wrapped as a subquery and sent
-/// with the extended protocol, so it is one SELECT: no second statement, no data-modifying
+/// Runs the user's query of a SQL definition safely: in a READ ONLY transaction of its own on
+/// a connection of its own, with `statement_timeout` from the definition. When `ENGAGE_SQL_ROLE`
+/// names a login, that connection logs in as it (same server and database as the engine), so
+/// the session user is that login: no `set_config('role', …)`, `RESET ROLE` or `SET SESSION
+/// AUTHORIZATION` in a query reaches the engine's rights. The query is wrapped as a subquery and
+/// sent with the extended protocol, so it is one SELECT: no second statement, no data-modifying
 /// `WITH`, no `COMMIT` in the middle.
 public struct SQLSource: Sendable {
-    /// The role the query runs as (`SET LOCAL ROLE`), or nil for the engine's own.
-    public var role: String?
+    /// The login queries run as, or nil for the engine's own.
+    public var login: PostgresLogin?
+    /// The engine's connection string, whose server and database the login connects to.
+    public var conninfo: String?
 
-    /// `role` defaults to `ENGAGE_SQL_ROLE` (unset or empty: none).
-    public init(role: String? = ProcessInfo.processInfo.environment["ENGAGE_SQL_ROLE"].flatMap { $0.isEmpty ? nil : $0 }) {
-        self.role = role
+    /// The login's name, for messages.
+    public var role: String? { login?.user }
+
+    /// `ENGAGE_SQL_ROLE` names the login (unset or empty: none); its password is
+    /// `ENGAGE_SQL_PASSWORD`, else what libpq finds for it (`~/.pgpass`, `PGPASSFILE`).
+    /// `conninfo` is the engine's (default: `DATABASE_URL`).
+    public init(conninfo: String? = ProcessInfo.processInfo.environment["DATABASE_URL"],
+                environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.conninfo = conninfo
+        login = environment["ENGAGE_SQL_ROLE"].flatMap { name in
+            name.isEmpty ? nil : PostgresLogin(user: name, password: environment["ENGAGE_SQL_PASSWORD"].map(PostgresPassword.init))
+        }
+    }
+
+    /// Runs `body` on a connection a query may run on: one of its own logged in as ``login``;
+    /// without one, `fallback`, else one of `pool`, else a new one (the engine's rights).
+    func withReader<T: Sendable>(key: String, pool: PostgresConnectionPool? = nil, fallback: PostgresConnection? = nil,
+                                 _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        guard let login else {
+            if let fallback { return try await body(fallback) }
+            if let pool { return try await pool.withConnection(body) }
+            return try await PostgresConnection.withConnection(conninfo, body)
+        }
+        var connected = false
+        do {
+            return try await PostgresConnection.withConnection(conninfo, login: login) { reader in
+                connected = true
+                return try await body(reader)
+            }
+        } catch let error as PostgresError where error.kind == .connection && !connected {
+            throw SQLDefinitionError(key: key, reason: "cannot log in as \(login.user) (ENGAGE_SQL_ROLE; it must be a role WITH LOGIN): \(error.message)")
+        }
+    }
+
+    /// Who a query runs as, and whether that role is a superuser (or may bypass row security):
+    /// `define` and `status` warn when SQL definitions would run with such rights.
+    public func runsAs(fallback: PostgresConnection) async throws -> (user: String, superuser: Bool) {
+        try await withReader(key: "", fallback: fallback) { db in
+            let row = try await db.query("""
+                SELECT session_user::text AS name, rolsuper OR rolbypassrls AS super FROM pg_roles WHERE rolname = session_user
+                """).first
+            return (try row?.decode(String.self, "name") ?? "?", try row?.decode(Bool.self, "super") ?? false)
+        }
     }
 
     /// The statement that reads the query's columns without running it for rows.
     static let describePrefix = "SELECT * FROM (\n"
 
-    /// Runs `body` in a READ ONLY transaction on `db` with the query's time limit and role,
-    /// and rolls it back. A role that cannot be taken fails the definition `key`.
-    func readOnly<T: Sendable>(_ query: SQLQuery, key: String, on db: PostgresConnection,
+    /// Runs `body` in a READ ONLY transaction on `db` (a reader, see
+    /// ``withReader(key:pool:fallback:_:)``) with the query's time limit, and rolls it back.
+    func readOnly<T: Sendable>(_ query: SQLQuery, on db: PostgresConnection,
                                _ body: (PostgresConnection) async throws -> T) async throws -> T {
         try await db.withTransaction { tx in
             try await db.execute("SET TRANSACTION READ ONLY")
             try await db.query("SELECT set_config('statement_timeout', \(String(query.timeoutSeconds * 1000)), true)")
-            if let role {
-                do { try await db.query("SELECT set_config('role', \(role), true)") } catch let error as PostgresError where error.kind == .server {
-                    throw SQLDefinitionError(key: key, reason: "cannot run as the role ENGAGE_SQL_ROLE names: \(error.message)")
-                }
-            }
             let value = try await body(db)
             tx.rollback()
             return value
@@ -138,7 +177,7 @@ public struct SQLSource: Sendable {
 
     /// The query's columns and their shape; throws ``SQLDefinitionError`` (with PostgreSQL's
     /// message and the position in the query) when it does not plan, or when its columns break
-    /// the contract. Call inside ``readOnly(_:key:on:_:)``.
+    /// the contract. Call inside ``readOnly(_:on:_:)``.
     func shape(_ query: SQLQuery, kind: Definition.Kind, key: String, on db: PostgresConnection) async throws -> SQLShape {
         let rows: PostgresRows
         do {
@@ -173,7 +212,7 @@ public struct SQLSource: Sendable {
         case PostgresError.SQLState.readOnlySQLTransaction?:
             text += " (SQL definitions run read-only: a query must not write, lock rows or call functions that do)"
         case PostgresError.SQLState.insufficientPrivilege?:
-            text += role.map { " (the query runs as the role \($0), from ENGAGE_SQL_ROLE)" } ?? " (the query runs as the engine's role)"
+            text += role.map { " (the query runs as the role \($0), from ENGAGE_SQL_ROLE)" } ?? " (the query runs as the engine's login)"
         default:
             break
         }
@@ -193,11 +232,13 @@ public struct SQLSource: Sendable {
         return text
     }
 
-    /// `define`'s check: the query plans and its columns keep the contract. Nil when it is
-    /// usable, else why not.
+    /// `define`'s check: the query plans and its columns keep the contract, as the login it will
+    /// run as (`db` is used when there is none). Nil when it is usable, else why not.
     public func problem(with query: SQLQuery, kind: Definition.Kind, on db: PostgresConnection) async throws -> String? {
         do {
-            _ = try await readOnly(query, key: "", on: db) { db in try await shape(query, kind: kind, key: "", on: db) }
+            _ = try await withReader(key: "", fallback: db) { reader in
+                try await readOnly(query, on: reader) { reader in try await shape(query, kind: kind, key: "", on: reader) }
+            }
             return nil
         } catch let error as SQLDefinitionError {
             return error.reason
@@ -206,17 +247,18 @@ public struct SQLSource: Sendable {
         }
     }
 
-    /// Streams the query's rows from a connection of `pool` into the temporary table
-    /// `engage_sql_rows (id, email, value)` of `db` (the run's transaction): COPY out, COPY in.
-    /// Throws ``SQLDefinitionError`` for anything the query itself causes.
-    func copy(_ query: SQLQuery, kind: Definition.Kind, key: String, pool: PostgresConnectionPool,
+    /// Streams the query's rows from a reader (a connection of `pool` when there is no login)
+    /// into the temporary table `engage_sql_rows (id, email, value)` of `db` (the caller's
+    /// transaction): COPY out, COPY in. Throws ``SQLDefinitionError`` for anything the query
+    /// itself causes.
+    func copy(_ query: SQLQuery, kind: Definition.Kind, key: String, pool: PostgresConnectionPool?,
               into db: PostgresConnection) async throws -> SQLShape {
         try await db.execute("""
             DROP TABLE IF EXISTS engage_sql_rows;
             CREATE TEMP TABLE engage_sql_rows (id text, email text, value jsonb) ON COMMIT DROP
             """)
-        return try await pool.withConnection { reader in
-            try await readOnly(query, key: key, on: reader) { reader in
+        return try await withReader(key: key, pool: pool) { reader in
+            try await readOnly(query, on: reader) { reader in
                 let shape = try await shape(query, kind: kind, key: key, on: reader)
                 try await db.copyIn("COPY engage_sql_rows FROM STDIN") { writer in
                     do {

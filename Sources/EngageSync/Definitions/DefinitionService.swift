@@ -7,7 +7,8 @@ import PostgresClient
 public struct DefinitionService: Sendable {
     public let repository: DefinitionRepository
 
-    public init(_ db: PostgresConnection) { repository = DefinitionRepository(db) }
+    /// `sql`: where SQL definitions' queries are checked (the login they will run as).
+    public init(_ db: PostgresConnection, sql: SQLSource = SQLSource()) { repository = DefinitionRepository(db, sql: sql) }
 
     /// A definition file could not be read.
     public struct FileError: Error, CustomStringConvertible, Sendable {

@@ -271,7 +271,7 @@ public struct SyncRunner: Sendable {
                                guardrail: guards ? Guardrail(maxExitRatio: pair.destination.maxExitRatio) : nil,
                                dryRun: request.dryRun)
         diff.fullEvaluation = request.fullEvaluation
-        diff.sql = (SQLSource(), pool)
+        diff.sql = (SQLSource(conninfo: pool.conninfo), pool)
         let result: DiffOutcome
         do {
             diff.audiences = try await DefinitionRepository(db).audiences()
