@@ -27,6 +27,7 @@ struct IncrementalSearchTests {
         let deadline = Date().addingTimeInterval(150)
         var scenario = 0
         var runs = 0, incremental = 0
+        var edits: [String: Int] = [:]
         while scenario < 5 && Date() < deadline {
             scenario += 1
             let scenarioRandom = random.split()
@@ -36,8 +37,10 @@ struct IncrementalSearchTests {
             }
             runs += counts.runs
             incremental += counts.incremental
+            edits.merge(counts.edits, uniquingKeysWith: +)
         }
-        print("IncrementalSearchTests: \(scenario) scenarios, \(runs) definition runs, \(incremental) of them incremental")
+        print("IncrementalSearchTests: \(scenario) scenarios, \(runs) definition runs, \(incremental) of them incremental;"
+              + " edits: \(edits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
         // A scenario's first runs are full by design; on a loaded machine the deadline can cut
         // scenarios short, so the share is held to a quarter.
         #expect(incremental > runs / 4, "the search must mostly exercise incremental runs")
@@ -67,6 +70,12 @@ private struct World {
     var definitions: [(key: String, json: JSONValue, exit: JSONValue)] = []
     /// Windows in use (an event name and an edge), for clock moves that land on an edge.
     var windows: [(event: String, edge: SyncDuration)] = []
+    /// Definitions removed (`engage-sync remove`); their snapshot is empty, Vero holds their exit value.
+    var removed: Set<String> = []
+    /// Audiences a new condition may refer to (those defined before it, so no cycle can form).
+    var referable: [String] = []
+    /// What `editDefinitions` did, by kind, for the summary.
+    var edits: [String: Int] = [:]
 
     static let events = ["Order Completed", "Product Viewed", "Email Opened"]
     static let durations = ["1h", "6h", "1d", "3d", "7d", "14d", "30d"]
@@ -138,7 +147,7 @@ private struct World {
     }
 
     mutating func condition(depth: Int) -> JSONValue {
-        let audiences = definitions.filter { $0.json["type"] == "audience" }.map(\.key)
+        let audiences = referable
         switch depth >= 2 ? int(0...1) : int(0...5) {
         case 0: return eventCondition()
         case 1: return chance(0.7) ? traitCondition() : eventCondition()
@@ -151,9 +160,12 @@ private struct World {
         }
     }
 
-    mutating func definition(_ index: Int) -> (key: String, json: JSONValue, exit: JSONValue) {
+    /// Definition `d<index>`, referring only to audiences defined before it; of `kind` when
+    /// given (a redefinition keeps its kind).
+    mutating func definition(_ index: Int, kind: Definition.Kind? = nil) -> (key: String, json: JSONValue, exit: JSONValue) {
         let key = "d\(index)"
-        if chance(0.35) {
+        referable = definitions.prefix(index).filter { $0.json["type"] == "audience" && !removed.contains($0.key) }.map(\.key)
+        if kind == .trait || kind == nil && chance(0.35) {
             let aggregate = pick(TraitValue.Aggregate.allCases)
             let event = pick(Self.events)
             var value: [String: JSONValue] = ["aggregate": .string(aggregate.rawValue), "event": .string(event)]
@@ -280,9 +292,69 @@ private struct World {
         now = Timestamp(microsecondsSinceEpoch: now.microsecondsSinceEpoch + Int64(seconds) * 1_000_000 + Int64(int(0...999)))
     }
 
+    // MARK: - What a user does to definitions
+
+    func isDisabled(_ d: (key: String, json: JSONValue, exit: JSONValue)) -> Bool { d.json["enabled"] == false }
+
+    /// Stores one definition as a user would, with `define FILE`.
+    func define(_ json: JSONValue, label: String) async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("search-\(UUID()).json").path
+        try JSONValue.array([json]).jsonString.write(toFile: file, atomically: true, encoding: .utf8)
+        let define = try await f.cli(["define", file])
+        #expect(define.status == 0, "\(label): \(define.stderr)")
+    }
+
+    /// Now and then, one thing a user does to the definitions: redefine one (audiences others
+    /// are built on included), disable or re-enable one, or remove one no other refers to.
+    mutating func editDefinitions(label: String) async throws {
+        guard chance(0.35) else { return }
+        let live = definitions.indices.filter { !removed.contains(definitions[$0].key) }
+        let referenced = live.filter { i in
+            live.contains { definitions[$0].json.jsonString.contains("\"audience\":\"\(definitions[i].key)\"") }
+        }
+        let disabled = live.filter { isDisabled(definitions[$0]) }
+        guard !live.isEmpty else { return }
+        switch int(0...5) {
+        case 0...2:
+            // Half the time an audience others are built on, when there is one.
+            let onReferenced = !referenced.isEmpty && chance(0.5)
+            let i = onReferenced ? pick(referenced) : pick(live)
+            let old = definitions[i]
+            var new = definition(i, kind: old.json["type"] == "trait" ? .trait : .audience)
+            if isDisabled(old), case .object(var object) = new.json {
+                object["enabled"] = false
+                new.json = .object(object)
+            }
+            edits[referenced.contains(i) ? "redefined (referenced)" : "redefined", default: 0] += 1
+            definitions[i] = new
+            try await define(new.json, label: "\(label), redefining \(old.key)")
+        case 3, 4:
+            // Re-enable a disabled one, or disable one.
+            let enable = !disabled.isEmpty && chance(0.6)
+            let i = enable ? pick(disabled) : pick(live)
+            guard case .object(var object) = definitions[i].json else { return }
+            let wasDisabled = isDisabled(definitions[i])
+            object["enabled"] = .bool(wasDisabled)
+            definitions[i].json = .object(object)
+            edits[wasDisabled ? "enabled" : "disabled", default: 0] += 1
+            try await define(definitions[i].json, label: "\(label), \(wasDisabled ? "enabling" : "disabling") \(definitions[i].key)")
+        default:
+            let key = definitions[pick(live)].key
+            let remove = try await f.cli(["remove", key, "--max-wait", "0"], environment: ["ENGAGE_SYNC_NOW": now.iso8601])
+            if remove.status == 0 || remove.status == 3 { // 3: some holders had no user id (skipped)
+                removed.insert(key)
+                edits["removed", default: 0] += 1
+            } else {
+                // Refused while another definition refers to it; nothing else may fail.
+                edits["removal refused (referenced)", default: 0] += 1
+                #expect(remove.stderr.contains("is used by"), "\(label), removing \(key): \(remove.stdout)\n\(remove.stderr)")
+            }
+        }
+    }
+
     // MARK: - The game
 
-    mutating func play(steps: Int, deadline: Date, label: String) async throws -> (runs: Int, incremental: Int) {
+    mutating func play(steps: Int, deadline: Date, label: String) async throws -> (runs: Int, incremental: Int, edits: [String: Int]) {
         for _ in 0..<int(25...40) { try await addProfile() }
         try await addEvents(int(60...120))
         for i in 0..<int(5...8) { definitions.append(definition(i)) }
@@ -293,8 +365,11 @@ private struct World {
         var runs = 0, incremental = 0
         for step in 0...steps {
             if step > 0 {
-                guard Date() < deadline else { break }
+                // The deadline bounds the search, but never cuts a scenario before it has run
+                // incrementally a few times (a loaded machine can spend the budget on setup).
+                guard step <= 4 || Date() < deadline else { break }
                 try await change()
+                try await editDefinitions(label: "\(label), step \(step)")
                 try await moveClock()
             }
             // Most runs deliver everything; some leave rows pending for a later run (--no-deliver,
@@ -305,14 +380,14 @@ private struct World {
             if mode == 9 { try await f.setFaults(#"{"fail_rate": 0.5, "fail_status": 503}"#) }
             // Retries waiting for their time are due now (as if that time had passed).
             try await f.db.execute("UPDATE engage.outbox SET next_attempt_at = now() WHERE status = 'pending'")
+            let before = try await f.count("SELECT coalesce(max(id), 0)::int AS c FROM engage.sync_runs")
             let run = try await f.cli(arguments, environment: ["ENGAGE_SYNC_NOW": now.iso8601])
             if mode == 9 { try await f.setFaults(#"{"fail_rate": 0}"#) }
             let delivered = mode < 8
             // 3: profiles with an email but no user id were skipped (missing_user_id), or retries wait.
             #expect(run.status == 0 || run.status == 3, "\(label), step \(step): \(run.stdout)\n\(run.stderr)")
             let latest = try await f.db.query("""
-                SELECT evaluation, drift FROM engage.sync_runs
-                WHERE id > (SELECT coalesce(max(id), 0) - \(definitions.count) FROM engage.sync_runs)
+                SELECT evaluation, drift FROM engage.sync_runs WHERE id > \(before) AND mode <> 'remove'
                 """)
             runs += latest.count
             // A reconciling run evaluated incrementally first; its drift says whether that was exact.
@@ -324,17 +399,17 @@ private struct World {
                 SELECT c.key, r.members, held.n AS held
                 FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id
                 CROSS JOIN LATERAL (SELECT count(*)::int AS n FROM engage.memberships m WHERE m.computation_id = r.computation_id) held
-                WHERE r.id > (SELECT coalesce(max(id), 0) - \(definitions.count) FROM engage.sync_runs)
+                WHERE r.id > \(before) AND r.mode <> 'remove'
                   AND r.status IN ('succeeded', 'partial') AND r.members <> held.n
                 """).map { "\($0["key"] ?? "") counted \($0["members"] ?? "") of \($0["held"] ?? "")" }
             #expect(miscounted.isEmpty, "\(label), step \(step): \(miscounted)")
-            for definition in definitions {
+            for definition in definitions where !isDisabled(definition) {
                 guard try await check(definition, sandbox: delivered, label: "\(label), step \(step) at \(now.iso8601)") else {
-                    return (runs, incremental)
+                    return (runs, incremental, edits)
                 }
             }
         }
-        return (runs, incremental)
+        return (runs, incremental, edits)
     }
 
     /// The snapshot equals a full evaluation at the same instant; the sandbox equals the
@@ -342,8 +417,9 @@ private struct World {
     /// instant, and each profile that differs with its row and events as SQL.
     func check(_ d: (key: String, json: JSONValue, exit: JSONValue), sandbox: Bool, label: String) async throws -> Bool {
         let repository = DefinitionRepository(f.db)
-        let stored = try await repository.active(key: d.key)
-        let full = try await repository.evaluate(stored.definition, now: now.date)
+        let stored = try #require(try await repository.find(key: d.key))
+        // A removed definition's snapshot is empty: every holder was told its exit value.
+        let full = removed.contains(d.key) ? [:] : try await repository.evaluate(stored.definition, now: now.date)
         var snapshot: [String: String] = [:]
         for row in try await f.db.query("""
             SELECT m.profile_id, m.value::text AS value FROM engage.memberships m WHERE m.computation_id = \(stored.id)

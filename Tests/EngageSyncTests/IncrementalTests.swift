@@ -221,4 +221,62 @@ struct IncrementalTests {
             await other.stop()
         }
     }
+
+    @Test("a redefined, disabled or re-enabled audience re-evaluates in full, in the same run, every definition built on it")
+    func referrersFollowARedefinition() async throws {
+        try await SyncFixture.with { f in
+            try await f.db.query("""
+                INSERT INTO engage.profiles (profile_id, user_id, traits)
+                SELECT 'p' || i, 'u' || i, jsonb_build_object('plan', CASE WHEN i <= 3 THEN 'pro' ELSE 'free' END)
+                FROM generate_series(1, 10) i
+                """)
+            func planPro(_ value: String, enabled: Bool = true) -> String {
+                #"{"name": "Plan", "key": "plan_pro", "type": "audience", "reconcile_every": "30d", "enabled": \#(enabled), "condition": {"trait": "plan", "equals": "\#(value)"}}"#
+            }
+            func plainRun(at instant: String, _ extra: [String] = []) async throws -> CLIRun {
+                let run = try await f.cli(["run"] + extra, environment: ["ENGAGE_SYNC_NOW": instant])
+                #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+                return run
+            }
+            try await f.define(planPro("pro"))
+            try await f.define(#"{"name": "Ref", "key": "ref", "type": "audience", "reconcile_every": "30d", "condition": {"audience": "plan_pro"}}"#)
+            try await f.define(#"{"name": "Ref 2", "key": "ref2", "type": "audience", "reconcile_every": "30d", "condition": {"not": {"audience": "ref"}}}"#)
+            try await run(f, at: Self.t0)
+            #expect(try await snapshot(f, "ref") == ["p1", "p2", "p3"])
+
+            // Five minutes later nothing is due (sync_every 1h) but what was redefined and what is
+            // built on it, transitively.
+            try await f.define(planPro("free"))
+            let redefined = try await plainRun(at: "2026-06-01T12:05:00Z")
+            for key in ["plan_pro", "ref", "ref2"] {
+                let last = try await lastRun(f, key)
+                #expect(last.evaluation == "full", "\(key): \(redefined.stdout)")
+            }
+            let free = Set((4...10).map { "p\($0)" })
+            #expect(try await snapshot(f, "ref") == free)
+            #expect(try await snapshot(f, "ref2") == ["p1", "p2", "p3"])
+            let users = try await f.sandboxUsers()
+            #expect(users["u1"]?.data["ref"] == .bool(false) && users["u4"]?.data["ref"] == .bool(true))
+            #expect(users["u1"]?.data["ref2"] == .bool(true) && users["u4"]?.data["ref2"] == .bool(false))
+            let runs = try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs")
+
+            // Nothing changed: nothing runs before its schedule.
+            try await plainRun(at: "2026-06-01T12:10:00Z")
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs") == runs)
+
+            // Disabled, then re-enabled as it was: those built on it follow each time (naming the
+            // audience runs them too); its own snapshot waits while it is disabled.
+            try await f.define(planPro("free", enabled: false))
+            try await f.db.execute(#"UPDATE engage.profiles SET traits = '{"plan": "free"}' WHERE profile_id = 'p1'"#)
+            try await plainRun(at: "2026-06-01T12:15:00Z", ["--key", "ref"])
+            #expect(try await lastRun(f, "ref").evaluation == "full")
+            #expect(try await lastRun(f, "ref2").evaluation == "full")
+            #expect(try await snapshot(f, "ref") == free.union(["p1"]))
+            try await f.define(planPro("free"))
+            try await plainRun(at: "2026-06-01T12:20:00Z", ["--key", "plan_pro"])
+            for key in ["ref", "ref2"] { #expect(try await lastRun(f, key).evaluation == "full", "\(key)") }
+            #expect(try await snapshot(f, "plan_pro") == free.union(["p1"]))
+            #expect(try await snapshot(f, "ref2") == ["p2", "p3"])
+        }
+    }
 }

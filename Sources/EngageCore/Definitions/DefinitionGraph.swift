@@ -63,6 +63,23 @@ public enum DefinitionGraph {
         return visit(start)
     }
 
+    /// What a definition's result depends on as written: its own document and, when it refers
+    /// to audiences, theirs by key, followed transitively. An evaluation made under another one
+    /// cannot be continued incrementally: editing, disabling or re-enabling an audience makes
+    /// every definition built on it evaluate in full. A definition that refers to none is its
+    /// own document, as stored before references were followed.
+    public static func evaluatedDocument(_ definition: Definition, audiences: [String: Definition]) -> JSONValue {
+        var referenced: [String: JSONValue] = [:]
+        var next = definition.referencedAudiences
+        while let key = next.popLast() {
+            guard referenced[key] == nil, key != definition.key, let audience = audiences[key] else { continue }
+            referenced[key] = audience.document
+            next += audience.referencedAudiences
+        }
+        guard !referenced.isEmpty else { return definition.document }
+        return ["definition": definition.document, "audiences": .object(referenced)]
+    }
+
     /// `items` reordered so that every audience comes before the definitions that refer to
     /// it (a SQL audience's snapshot must be current before a condition reads it); otherwise
     /// in their given order. References outside `items`, and cycles, are left as they are.

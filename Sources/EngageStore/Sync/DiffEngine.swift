@@ -162,30 +162,37 @@ public struct DiffEngine: Sendable {
     struct Watermark {
         var historyID: Int
         var seen: String
+        /// The exit value the pair's last diff told leavers (nil: not recorded).
+        var exitValue: JSONValue?
     }
 
     private func loadWatermark(_ db: PostgresConnection) async throws -> Watermark? {
         guard let row = try await db.query("""
-            SELECT history_id, seen::text AS seen FROM engage.pair_watermarks WHERE \(pair("engage.pair_watermarks"))
+            SELECT history_id, seen::text AS seen, exit_value::text AS exit_value
+            FROM engage.pair_watermarks WHERE \(pair("engage.pair_watermarks"))
             """).first else { return nil }
-        return Watermark(historyID: try row.decode(Int.self, "history_id"), seen: try row.decode(String.self, "seen"))
+        return Watermark(historyID: try row.decode(Int.self, "history_id"), seen: try row.decode(String.self, "seen"),
+                         exitValue: try row.decode(String?.self, "exit_value").map { try JSONValue.parse($0) })
     }
 
     private func saveWatermark(seen: String, _ db: PostgresConnection) async throws {
         try await db.query("""
-            INSERT INTO engage.pair_watermarks (destination_id, computation_id, history_id, seen)
+            INSERT INTO engage.pair_watermarks (destination_id, computation_id, history_id, seen, exit_value)
             -- Every history row of this definition up to the sequence's last value is committed:
             -- they are written under its snapshot lock, which this transaction holds.
             SELECT \(destination.id), \(computationID), coalesce(pg_sequence_last_value('engage.membership_history_id_seq'), 0),
-                   \(seen)::pg_snapshot
-            ON CONFLICT (destination_id, computation_id) DO UPDATE SET history_id = EXCLUDED.history_id, seen = EXCLUDED.seen
+                   \(seen)::pg_snapshot, \(exitValue)::jsonb
+            ON CONFLICT (destination_id, computation_id) DO UPDATE SET history_id = EXCLUDED.history_id, seen = EXCLUDED.seen,
+                exit_value = EXCLUDED.exit_value
             """)
     }
 
     /// nil: the diff covers every profile; else the name of the temporary table of the
-    /// profiles it covers (`engage_candidates`).
+    /// profiles it covers (`engage_candidates`). A changed exit value (a redefined trait) is
+    /// owed to every id that holds the old one: the diff covers every profile.
     private func diffScope(_ mode: RunMode, _ watermark: Watermark?, _ db: PostgresConnection) async throws -> String? {
         guard mode == .incremental || mode == .full, let watermark else { return nil }
+        if let told = watermark.exitValue, told != definition.exitValue { return nil }
         let whole = try await db.query("""
             SELECT EXISTS (SELECT 1 FROM engage.profile_changes c
                            WHERE c.source = 'profiles' AND c.profile_ids IS NULL

@@ -56,6 +56,9 @@ struct Evaluator {
     /// has no pool, and then a SQL definition cannot be evaluated.
     var sql: (source: SQLSource, pool: PostgresConnectionPool)?
 
+    /// What the result depends on as written (the definition and the audiences it is built on).
+    var evaluatedDocument: JSONValue { DefinitionGraph.evaluatedDocument(definition, audiences: audiences) }
+
     /// The last evaluation of this definition.
     struct State {
         var evaluatedAt: Date
@@ -155,7 +158,9 @@ struct Evaluator {
     private func fullReason(_ state: State?, _ inputs: EvaluationInputs, _ db: PostgresConnection) async throws -> String? {
         if let fullRequested { return fullRequested }
         guard let state else { return "first evaluation" }
-        if state.definition != definition.document { return "the definition changed" }
+        if state.definition != evaluatedDocument {
+            return state.definition["definition"] == definition.document ? "an audience it refers to changed" : "the definition changed"
+        }
         if now < state.evaluatedAt { return "the clock moved backwards" }
         if let untracked = inputs.untracked { return untracked }
         if inputs.movesWithClockUnindexed { return "within_last moves with the clock" }
@@ -311,7 +316,7 @@ struct Evaluator {
     private func saveState(seen: String, full: Bool, members: Int, _ db: PostgresConnection) async throws {
         try await db.query("""
             INSERT INTO engage.evaluations (computation_id, evaluated_at, seen, definition, full_at, members)
-            VALUES (\(computationID), \(now), \(seen)::pg_snapshot, \(PostgresJSON(rawJSON: definition.document.jsonString))::jsonb, \(now),
+            VALUES (\(computationID), \(now), \(seen)::pg_snapshot, \(PostgresJSON(rawJSON: evaluatedDocument.jsonString))::jsonb, \(now),
                     \(members))
             ON CONFLICT (computation_id) DO UPDATE SET
                 evaluated_at = EXCLUDED.evaluated_at, seen = EXCLUDED.seen, definition = EXCLUDED.definition,

@@ -1,3 +1,4 @@
+import EngageCore
 import Foundation
 import PostgresClient
 
@@ -41,6 +42,17 @@ public struct PairStore: Sendable {
             SELECT max(coalesce(instant, started_at)) AS at FROM engage.sync_runs
             WHERE computation_id = \(computationID) AND destination_id = \(destinationID) AND status IN ('succeeded', 'partial')
             """).first?.decode(Date?.self, "at")
+    }
+
+    /// What each definition was last evaluated under (``DefinitionGraph/evaluatedDocument(_:audiences:)``),
+    /// by computation id: a definition whose document, or an audience's it is built on, differs
+    /// is due now.
+    public func evaluatedDocuments() async throws -> [Int: JSONValue] {
+        var documents: [Int: JSONValue] = [:]
+        for row in try await db.query("SELECT computation_id, definition::text AS definition FROM engage.evaluations") {
+            documents[try row.decode(Int.self, "computation_id")] = try JSONValue.parse(try row.decode(String.self, "definition"))
+        }
+        return documents
     }
 
     /// How this run's rows ended up.

@@ -214,11 +214,26 @@ public struct SyncRunner: Sendable {
         let stored = try await DefinitionRepository(db).all(includeRemoved: request.mode == .remove)
         var definitions = DefinitionGraph.dependencyOrder(
             stored.filter { request.mode == .remove ? $0.removedAt != nil : $0.definition.enabled }, definition: \.definition)
+        // A definition evaluated under another document than today's, its own or an audience's
+        // it is built on, is due now; naming an audience also runs those built on it.
+        let audiences = Dictionary(stored.filter { $0.removedAt == nil && $0.definition.kind == .audience }
+            .map { ($0.definition.key, $0.definition) }, uniquingKeysWith: { a, _ in a })
+        let evaluated = try await PairStore(db).evaluatedDocuments()
+        var redefined: Set<Int> = []
+        var builtOn: [Int: JSONValue] = [:]
+        for d in definitions {
+            let document = DefinitionGraph.evaluatedDocument(d.definition, audiences: audiences)
+            builtOn[d.id] = document["audiences"]
+            if let last = evaluated[d.id], last != document { redefined.insert(d.id) }
+        }
         if !request.keys.isEmpty {
             for key in request.keys where !definitions.contains(where: { $0.definition.key == key }) {
                 throw UnknownKey(key: key)
             }
-            definitions = definitions.filter { request.keys.contains($0.definition.key) }
+            definitions = definitions.filter { d in
+                request.keys.contains(d.definition.key)
+                    || redefined.contains(d.id) && request.keys.contains { builtOn[d.id]?[$0] != nil }
+            }
         }
         var destinations = try await DestinationRepository(db).all().filter(\.enabled)
         if let name = request.destination {
@@ -231,7 +246,7 @@ public struct SyncRunner: Sendable {
             for destination in destinations {
                 if let wanted = stored.definition.destinations, !wanted.contains(destination.name) { continue }
                 if let only = request.pairs, !only.contains(PairKey(key: stored.definition.key, destination: destination.name)) { continue }
-                if !ignoreSchedule, let last = try await pairStore.lastSuccessfulRun(computationID: stored.id, destinationID: destination.id),
+                if !ignoreSchedule, !redefined.contains(stored.id), let last = try await pairStore.lastSuccessfulRun(computationID: stored.id, destinationID: destination.id),
                    now.timeIntervalSince(last) < Double(stored.definition.syncEvery.seconds) {
                     continue
                 }
