@@ -92,6 +92,41 @@ struct IngestTests {
         }
     }
 
+    @Test("identifiers over 1,024 bytes: each line is refused with its number, every good line loads, whichever lane")
+    func identifierBounds() async throws {
+        try await TestDatabase.with { db, url in
+            let long = String(repeating: "é", count: 600) // 1,200 bytes: under PostgreSQL's index limit, over ours
+            let huge = String(repeating: "x", count: 9_600) // over PostgreSQL's index limit
+            // Good lines for 20 users (both lanes), then one bad line per identifier.
+            var lines = (1...20).flatMap { i in
+                [#"{"type": "identify", "messageId": "id\#(i)", "userId": "u\#(i)", "traits": {"email": "u\#(i)@example.com"}}"#,
+                 #"{"type": "track", "messageId": "t\#(i)", "userId": "u\#(i)", "event": "E"}"#]
+            }
+            let bad = [
+                ("userId", #"{"type": "track", "messageId": "b1", "userId": "\#(huge)", "event": "E"}"#),
+                ("anonymousId", #"{"type": "track", "messageId": "b2", "anonymousId": "\#(long)", "event": "E"}"#),
+                ("messageId", #"{"type": "track", "messageId": "\#(huge)", "userId": "u1", "event": "E"}"#),
+                ("event", #"{"type": "track", "messageId": "b4", "userId": "u2", "event": "\#(huge)"}"#),
+                ("traits.email", #"{"type": "identify", "messageId": "b5", "userId": "u3", "traits": {"email": "\#(huge)"}}"#),
+                ("name", #"{"type": "page", "messageId": "b6", "userId": "u4", "name": "\#(long)"}"#),
+            ]
+            lines += bad.map(\.1)
+            lines.append(#"{"type": "track", "messageId": "last", "userId": "u5", "event": "E"}"#)
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("ids-\(UUID()).ndjson").path
+            try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            let run = try await CLI.run(["ingest", path, "--database-url", url])
+            #expect(run.status == 3, "\(run.stdout) \(run.stderr)")
+            for (i, (field, _)) in bad.enumerated() {
+                let expected = "line \(41 + i): \"\(field)\" is"
+                #expect(run.stderr.contains(expected) && run.stderr.contains("identifiers are limited to 1024 bytes"),
+                        "missing: \(expected)\n\(run.stderr.prefix(2000))")
+            }
+            #expect(try await db.query("SELECT count(*)::int AS c FROM engage.events").first?.decode(Int.self, "c") == 21)
+            #expect(try await db.query("SELECT count(*)::int AS c FROM engage.profiles WHERE email LIKE 'u%@example.com'").first?.decode(Int.self, "c") == 20)
+            #expect(try await db.query("SELECT count(*)::int AS c FROM engage.profiles WHERE octet_length(profile_id) > 1024 OR octet_length(email) > 1024").first?.decode(Int.self, "c") == 0)
+        }
+    }
+
     @Test("payloads are stored as sent (escapes, Unicode, nesting); an alias across lanes moves events before and after it")
     func payloadsAndLanes() async throws {
         try await TestDatabase.with { db, url in

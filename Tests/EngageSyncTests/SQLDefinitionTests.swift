@@ -304,6 +304,16 @@ struct SQLDefinitionTests {
             try await run(f, at: Self.t0, expect: 1)
             #expect(try await lastRun(f, "nulls").error?.contains("1 row returned a NULL user_id") == true)
             #expect(try await lastRun(f, "twice").error?.contains("returned the user_id \"u1\" 6 times") == true)
+            // Empty and oversized identifiers fail their pair by name: never a profile '', never silence.
+            try await f.define(#"{"name": "Empty", "type": "audience", "sql": "SELECT CASE WHEN id = 'u2' THEN '' ELSE id END AS user_id FROM app.users"}"#)
+            try await f.define(#"{"name": "Long", "type": "audience", "sql": "SELECT CASE WHEN id = 'u2' THEN repeat('x', 9600) ELSE id END AS user_id FROM app.users"}"#)
+            try await f.define(#"{"name": "Long Email", "type": "audience", "sql": "SELECT id AS user_id, CASE WHEN id = 'u3' THEN repeat('e', 2000) ELSE email END AS email FROM app.users"}"#)
+            try await run(f, at: "2026-06-01T12:05:00Z", expect: 1, ["--key", "empty", "--key", "long", "--key", "long_email"])
+            let empty = try await lastRun(f, "empty").error ?? "-", long = try await lastRun(f, "long").error ?? "-"
+            let longEmail = try await lastRun(f, "long_email").error ?? "-"
+            #expect(empty.contains("1 row returned an empty user_id"), "\(empty)")
+            #expect(long.contains("(9600 bytes) is over the 1024-byte limit of an identifier"), "\(long)")
+            #expect(longEmail.contains("the row with the user_id \"u3\" has an email of 2000 bytes"), "\(longEmail)")
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox") == 0)
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.profiles") == 3)
 

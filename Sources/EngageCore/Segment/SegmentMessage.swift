@@ -30,6 +30,30 @@ public struct SegmentMessage: Sendable, Hashable {
     /// Options for Vero under `integrations.Vero` (or `integrations.vero`).
     public var veroOptions: JSONValue? { integrations["Vero"] ?? integrations["vero"] }
 
+    /// The longest identifier a message may carry (user, anonymous, previous, message and group
+    /// ids, an event or page name, an email), in UTF-8 bytes: well under what PostgreSQL can
+    /// index (about 2,700 bytes), so a stored identifier never fails a load.
+    public static let maxIdentifierBytes = 1024
+
+    /// Nil when `value` fits ``maxIdentifierBytes``, else why not (naming `field`).
+    static func identifierProblem(_ field: String, _ value: String) -> String? {
+        let bytes = value.utf8.count
+        return bytes > maxIdentifierBytes
+            ? "\"\(field)\" is \(bytes) bytes long; identifiers are limited to \(maxIdentifierBytes) bytes" : nil
+    }
+
+    /// The first identifier of this message longer than ``maxIdentifierBytes`` (ids, event or
+    /// page name, `traits.email`), as a reason; nil when all fit. `ingest` refuses such a line.
+    public var identifierProblem: String? {
+        let fields: [(String, String?)] = [("userId", userId), ("anonymousId", anonymousId), ("previousId", previousId),
+                                           ("messageId", messageId), ("groupId", groupId), ("event", event), ("name", name),
+                                           ("traits.email", traits["email"]?.stringValue)]
+        for case let (field, value?) in fields {
+            if let problem = Self.identifierProblem(field, value) { return problem }
+        }
+        return nil
+    }
+
     /// Why a JSON document is not a Segment call.
     public struct DecodingError: Error, Sendable, CustomStringConvertible {
         public var reason: String

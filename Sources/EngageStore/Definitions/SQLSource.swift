@@ -287,15 +287,28 @@ extension SQLSource {
     /// created profiles are patched in after): at 1M rows each extra pass costs about 0.5 s.
     func resolve(_ shape: SQLShape, key: String, _ db: PostgresConnection) async throws -> Int {
         let column = shape.identifier.rawValue
+        let limit = SegmentMessage.maxIdentifierBytes
         if let bad = try await db.query("""
-            SELECT id, count(*)::int AS n FROM engage_sql_rows GROUP BY id HAVING count(*) > 1 OR id IS NULL
+            SELECT id, count(*)::int AS n, max(octet_length(email))::int AS email_bytes FROM engage_sql_rows GROUP BY id
+            HAVING count(*) > 1 OR id IS NULL OR id = '' OR octet_length(id) > \(limit) OR max(octet_length(email)) > \(limit)
             ORDER BY id NULLS FIRST LIMIT 1
             """).first {
             let n = try bad.decode(Int.self, "n")
             guard let id = try bad.decode(String?.self, "id") else {
                 throw SQLDefinitionError(key: key, reason: "\(n) row\(n == 1 ? "" : "s") returned a NULL \(column); every row needs one (filter them out with `WHERE \(column) IS NOT NULL`)")
             }
-            throw SQLDefinitionError(key: key, reason: "returned the \(column) \(id.debugDescription) \(n) times; a SQL definition returns one row per \(column) (e.g. GROUP BY \(column) or DISTINCT ON (\(column)))")
+            // An identifier is shown by its first 40 characters: a long one would fill the message.
+            let shown = id.count > 40 ? "\(id.prefix(40).debugDescription)… (\(id.utf8.count) bytes)" : id.debugDescription
+            if id.isEmpty {
+                throw SQLDefinitionError(key: key, reason: "\(n) row\(n == 1 ? "" : "s") returned an empty \(column); every row needs one (filter them out with `WHERE \(column) <> ''`)")
+            }
+            if id.utf8.count > limit {
+                throw SQLDefinitionError(key: key, reason: "the row with the \(column) \(shown) is over the \(limit)-byte limit of an identifier")
+            }
+            if let bytes = try bad.decode(Int?.self, "email_bytes"), bytes > limit {
+                throw SQLDefinitionError(key: key, reason: "the row with the \(column) \(shown) has an email of \(bytes) bytes, over the \(limit)-byte limit of an identifier")
+            }
+            throw SQLDefinitionError(key: key, reason: "returned the \(column) \(shown) \(n) times; a SQL definition returns one row per \(column) (e.g. GROUP BY \(column) or DISTINCT ON (\(column)))")
         }
         let match: PostgresQuery
         switch shape.identifier {

@@ -148,6 +148,7 @@ public struct Ingestor: Sendable {
             return .failure(Reason(description: "\(error)"))
         }
         let message = parsed.message
+        if let problem = message.identifierProblem { return .failure(Reason(description: problem)) }
         let key: String
         if message.type == .alias {
             guard message.previousId != nil, let user = message.userId else {
