@@ -22,8 +22,8 @@ struct DeliveryWorker: Service {
             while !stopping.isSet && !Task.isCancelled {
                 var sent = 0
                 do {
-                    let destinations = try await pool.withConnection { try await DestinationRepository($0).all() }
-                    for destination in destinations where destination.enabled && destination.pausedReason == nil {
+                    let destinations = try await pool.withConnection { try await DestinationRepository($0).deliveryTargets().active }
+                    for destination in destinations {
                         // One flag per pass: a 401 stops its own pass only.
                         let stop = StopFlag()
                         current.withLockedValue { $0 = stop }

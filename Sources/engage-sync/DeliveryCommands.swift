@@ -2,6 +2,7 @@ import ArgumentParser
 import EngageStore
 import EngageSync
 import Foundation
+import PostgresClient
 
 /// Options of commands that deliver (`serve` among them).
 struct DeliveryFlags: ParsableArguments {
@@ -34,30 +35,36 @@ extension EngageSyncCommand {
         @Option(help: "Only this destination.") var destination: String?
 
         func run() async throws {
-            let anyFailed = try await database.withServices { pool, client in
-                let destinations = try await pool.withConnection { db -> [Destination] in
-                    let repository = DestinationRepository(db)
-                    if let destination { return [try await repository.find(name: destination)] }
-                    return try await repository.all().filter(\.enabled)
-                }
-                var anyFailed = false
+            // The worst outcome decides the exit status: a destination that could not be
+            // delivered (paused, or an error) 1, rows failed or rejected 3.
+            let worst = try await database.withServices { pool, client in
+                let targets = try await pool.withConnection { try await DestinationRepository($0).deliveryTargets(only: destination) }
+                var worst: Int32 = 0
                 let progress = DeliveryProgress(pool: pool)
-                for d in destinations {
-                    let report: DeliveryReport
+                for d in targets.active {
                     do {
-                        report = try await Deliverer(destination: d, pool: pool, client: client, options: flags.options())
+                        let report = try await Deliverer(destination: d, pool: pool, client: client, options: flags.options())
                             .run(progress: await progress.start(d))
                         progress.finish()
-                    } catch {
+                        print("\(d.name): \(report.summary)")
+                        if report.failed > 0 || report.rejected > 0, worst == 0 { worst = ExitStatus.partial }
+                    } catch let error as PostgresError where error.kind == .connection {
                         progress.finish()
                         throw error
+                    } catch {
+                        // One destination's failure (a missing token, a pause meanwhile) is its own.
+                        progress.finish()
+                        printError("error: delivery to \(d.name): \(error)")
+                        worst = ExitStatus.error
                     }
-                    print("\(d.name): \(report.summary)")
-                    if report.failed > 0 || report.rejected > 0 { anyFailed = true }
                 }
-                return anyFailed
+                for d in targets.paused {
+                    printError("error: \(DestinationPaused(destination: d.name, reason: d.pausedReason ?? "paused"))")
+                    worst = ExitStatus.error
+                }
+                return worst
             }
-            if anyFailed { throw ExitCode(ExitStatus.partial) }
+            if worst != 0 { throw ExitCode(worst) }
         }
     }
 

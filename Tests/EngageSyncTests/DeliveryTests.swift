@@ -101,6 +101,24 @@ struct DeliveryTests {
         }
     }
 
+    @Test("deliver for every destination: a paused one is reported and the others are delivered; exit 1")
+    func pausedAmongOthers() async throws {
+        try await SyncFixture.with { f in
+            try await f.seedOutbox(count: 20)
+            // "archive" sorts before "vero": a paused destination first must not stop the rest.
+            let other = try await VeroSandbox().start()
+            let archive = try await DestinationRepository(f.db).upsert(name: "archive", settings: DestinationSettings(
+                baseURL: other.baseURL, tokenEnv: SyncFixture.tokenVariable, rate: 10_000))
+            try await DestinationRepository(f.db).pause(id: archive.id, reason: "HTTP 401 from Vero: the auth token was rejected")
+            let deliver = try await f.cli(["deliver", "--max-wait", "0"])
+            #expect(deliver.status == 1, "\(deliver.stdout)\n\(deliver.stderr)")
+            #expect(deliver.stderr.contains("destination archive is paused (HTTP 401 from Vero"), "\(deliver.stderr)")
+            #expect(deliver.stdout.contains("vero: delivered 20"), "\(deliver.stdout)")
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 20)
+            await other.stop()
+        }
+    }
+
     @Test("a 401 pauses the destination: nothing is claimed until `destination resume`; status and metrics say so")
     func paused() async throws {
         try await SyncFixture.with(sandbox: SandboxConfiguration(token: "the-right-token"), concurrency: 4) { f in

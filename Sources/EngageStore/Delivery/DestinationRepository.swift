@@ -111,6 +111,14 @@ public struct DestinationRepository: Sendable {
         try await db.query("SELECT \(unescaped: Self.columns) FROM engage.destinations ORDER BY name").map(Self.decode)
     }
 
+    /// Where delivery goes — the one choice `deliver`, `run` and `serve` make: every enabled
+    /// destination (or the one named, enabled or not), split into those to send to and those
+    /// paused (reported; their rows stay pending). Ordered by name.
+    public func deliveryTargets(only name: String? = nil) async throws -> (active: [Destination], paused: [Destination]) {
+        let chosen = if let name { [try await find(name: name)] } else { try await all().filter(\.enabled) }
+        return (chosen.filter { $0.pausedReason == nil }, chosen.filter { $0.pausedReason != nil })
+    }
+
     public func find(name: String) async throws -> Destination {
         guard let row = try await db.query("SELECT \(unescaped: Self.columns) FROM engage.destinations WHERE name = \(name)").first else {
             throw UnknownDestination(name: name)

@@ -235,10 +235,9 @@ public struct SyncRunner: Sendable {
                     || redefined.contains(d.id) && request.keys.contains { builtOn[d.id]?[$0] != nil }
             }
         }
-        var destinations = try await DestinationRepository(db).all().filter(\.enabled)
-        if let name = request.destination {
-            destinations = [try await DestinationRepository(db).find(name: name)]
-        }
+        // A paused destination's pairs still enqueue; its delivery reports the pause.
+        let targets = try await DestinationRepository(db).deliveryTargets(only: request.destination)
+        let destinations = (targets.active + targets.paused).sorted { $0.name < $1.name }
         let pairStore = PairStore(db)
         let ignoreSchedule = request.all || !request.keys.isEmpty || request.mode != nil || request.pairs != nil
         var pairs: [Pair] = []
