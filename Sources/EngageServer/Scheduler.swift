@@ -30,6 +30,7 @@ struct Scheduler: Service {
             report(try await runner.run(request, now: now))
             return
         }
+        report(try await runner.unreadable(request))
         var waiting = try await runner.duePairs(request, now: now)
         while !waiting.isEmpty && !Task.isShuttingDownGracefully {
             // A wave: the pairs none of whose referenced audiences still has a pair waiting.

@@ -38,8 +38,8 @@ extension EngageSyncCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            let stored = try await database.withConnection { try await DefinitionRepository($0).all() }
-            if stored.isEmpty {
+            let (stored, unreadable) = try await database.withConnection { try await DefinitionRepository($0).read() }
+            if stored.isEmpty && unreadable.isEmpty {
                 print("no definitions yet: add some with `engage-sync define FILE`")
                 return
             }
@@ -48,7 +48,9 @@ extension EngageSyncCommand {
                 let d = s.definition
                 table.append([d.key, d.kind.rawValue, d.enabled ? "yes" : "no", d.syncEvery.description, d.name])
             }
+            for broken in unreadable { table.append([broken.key, "?", "no: it no longer parses", "-", "-"]) }
             printTable(table)
+            for broken in unreadable { printError("warning: \(broken)") }
         }
     }
 

@@ -11,6 +11,18 @@ public struct StoredDefinition: Sendable {
     public var updatedAt: Date
 }
 
+/// A stored definition the parser no longer accepts (stored before a bound was added, or edited
+/// by hand in the table). Reads leave it out, so it fails alone: `run` reports it as a failed
+/// pair, and `define` (the same key) or `remove` mends it.
+public struct UnreadableDefinition: Sendable, CustomStringConvertible {
+    public var id: Int
+    public var key: String
+    public var reason: String
+    public var description: String {
+        "the stored definition \(key) no longer parses (\(reason)); define it again (engage-sync define) or remove it"
+    }
+}
+
 /// A definition to save, with where it came from (`file.json:[2]`) for error messages.
 public struct DefinitionInput: Sendable {
     public var definition: Definition
@@ -49,13 +61,28 @@ public struct DefinitionRepository: Sendable {
         self.sqlSource = sql
     }
 
-    /// Every definition, tombstones included when asked; ordered by key.
+    /// Every definition that parses, tombstones included when asked; ordered by key.
     public func all(includeRemoved: Bool = false) async throws -> [StoredDefinition] {
+        try await read(includeRemoved: includeRemoved).definitions
+    }
+
+    /// Every definition, tombstones included when asked, ordered by key: those that parse, and
+    /// those that no longer do.
+    public func read(includeRemoved: Bool = false) async throws -> (definitions: [StoredDefinition], unreadable: [UnreadableDefinition]) {
         let rows = try await db.query("""
-            SELECT id, definition, removed_at, created_at, updated_at FROM engage.computations
+            SELECT id, key, definition, removed_at, created_at, updated_at FROM engage.computations
             WHERE \(includeRemoved) OR removed_at IS NULL ORDER BY key
             """)
-        return try rows.map(Self.decode)
+        var definitions: [StoredDefinition] = [], unreadable: [UnreadableDefinition] = []
+        for row in rows {
+            do {
+                definitions.append(try Self.decode(row))
+            } catch let error as StoredDefinitionError {
+                unreadable.append(UnreadableDefinition(id: try row.decode(Int.self, "id"), key: try row.decode(String.self, "key"),
+                                                       reason: error.reason))
+            }
+        }
+        return (definitions, unreadable)
     }
 
     public func find(key: String) async throws -> StoredDefinition? {
@@ -211,17 +238,22 @@ public struct DefinitionRepository: Sendable {
         return issues
     }
 
+    /// Why a stored definition does not parse.
+    struct StoredDefinitionError: Error, CustomStringConvertible {
+        var reason: String
+        var description: String { "a stored definition no longer parses: \(reason)" }
+    }
+
     static func decode(_ row: PostgresRow) throws -> StoredDefinition {
         let text = try row.decode(String.self, "definition")
         let document: JSONValue
         do { document = try JSONValue.parse(text) } catch {
-            throw PostgresError(kind: .decoding, message: "column definition: \(error)")
+            throw StoredDefinitionError(reason: "\(error)")
         }
         let definition: Definition
         switch DefinitionParser.parse(document) {
         case .success(let d): definition = d
-        case .failure(let e):
-            throw PostgresError(kind: .decoding, message: "stored definition \(document["key"]?.stringValue ?? "?") no longer parses: \(e)")
+        case .failure(let e): throw StoredDefinitionError(reason: "\(e)")
         }
         return StoredDefinition(id: try row.decode(Int.self, "id"), definition: definition,
                                 removedAt: try row.decode(Date?.self, "removed_at"),

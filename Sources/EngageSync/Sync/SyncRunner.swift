@@ -190,7 +190,26 @@ public struct SyncRunner: Sendable {
         }
         if !request.dryRun, !lockedPairs.isEmpty { try await ChangeLog(db).prune() }
         outcomes.forEach(SyncMetrics.record)
-        return outcomes
+        // Stored definitions that no longer parse, after the pairs (whose outcomes go by index).
+        // `serve` hands out pairs one by one and asks for these once a tick.
+        return outcomes + (request.pairs == nil ? try await unreadable(request, db: db) : [])
+    }
+
+    /// A failed outcome (destination `*`) for each stored definition `request` selects that no
+    /// longer parses: it fails alone, named, and the other pairs run.
+    public func unreadable(_ request: SyncRequest) async throws -> [PairOutcome] {
+        try await pool.withConnection { try await unreadable(request, db: $0) }
+    }
+
+    private func unreadable(_ request: SyncRequest, db: PostgresConnection) async throws -> [PairOutcome] {
+        guard request.mode != .remove else { return [] }
+        return try await DefinitionRepository(db).read().unreadable
+            .filter { request.keys.isEmpty || request.keys.contains($0.key) }
+            .map { broken in
+                var outcome = PairOutcome(key: broken.key, destination: "*", mode: request.mode ?? .incremental, status: .failed)
+                outcome.message = broken.description
+                return outcome
+            }
     }
 
     /// The pairs `run` would run now, in dependency order.
@@ -211,7 +230,7 @@ public struct SyncRunner: Sendable {
 
     /// The pairs to run: selected by key and destination, and due unless keys or `all` were given.
     private func selectPairs(_ request: SyncRequest, db: PostgresConnection, now: Date) async throws -> [Pair] {
-        let stored = try await DefinitionRepository(db).all(includeRemoved: request.mode == .remove)
+        let (stored, unreadable) = try await DefinitionRepository(db).read(includeRemoved: request.mode == .remove)
         var definitions = DefinitionGraph.dependencyOrder(
             stored.filter { request.mode == .remove ? $0.removedAt != nil : $0.definition.enabled }, definition: \.definition)
         // A definition evaluated under another document than today's, its own or an audience's
@@ -227,7 +246,8 @@ public struct SyncRunner: Sendable {
             if let last = evaluated[d.id], last != document { redefined.insert(d.id) }
         }
         if !request.keys.isEmpty {
-            for key in request.keys where !definitions.contains(where: { $0.definition.key == key }) {
+            for key in request.keys where !definitions.contains(where: { $0.definition.key == key })
+                && !unreadable.contains(where: { $0.key == key }) {
                 throw UnknownKey(key: key)
             }
             definitions = definitions.filter { d in
