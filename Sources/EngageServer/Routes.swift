@@ -23,7 +23,7 @@ extension EngageServer {
                 return json(.serviceUnavailable, ["status": "unavailable", "reason": .string("PostgreSQL is unreachable: \(error)")])
             }
         }
-        router.post("/webhooks/vero") { request, _ -> Response in
+        router.post("/webhooks/vero") { request, context -> Response in
             guard let webhookSecret else {
                 return json(.notFound, ["status": "off", "reason": "webhooks are off: set ENGAGE_WEBHOOK_SECRET to turn them on"])
             }
@@ -37,13 +37,19 @@ extension EngageServer {
             }
             switch VeroWebhookEvent.parse(Array(body.readableBytesView)) {
             case .failure(let invalid):
+                context.logger.warning("webhook refused (400): \(invalid.reason)")
                 return json(.badRequest, ["status": "rejected", "reason": .string(invalid.reason)])
             case .success(let event):
                 do {
                     // Committed before the answer: an acknowledged event is never lost.
                     let stored = try await pool.withConnection { try await WebhookStore($0).record(event) }
                     return json(.ok, ["status": "ok", "event": .string(event.event), "stored": .bool(stored)])
+                } catch let error as PostgresError where error.kind == .server && Self.neverStorable(error) {
+                    // Data PostgreSQL refuses (class 22, 54): a retry cannot succeed, so a 4xx.
+                    context.logger.warning("webhook refused (400): PostgreSQL cannot store it: \(error.message)")
+                    return json(.badRequest, ["status": "rejected", "reason": .string("the event cannot be stored: \(error.message)")])
                 } catch {
+                    context.logger.error("webhook not stored (503, Vero will retry): \(error)")
                     return json(.serviceUnavailable, ["status": "unavailable", "reason": "the event could not be stored; Vero will retry"])
                 }
             }
@@ -63,6 +69,13 @@ extension EngageServer {
     }
 
     static let maxWebhookBytes = 1 << 20
+
+    /// Errors of the data itself (class 22, data exception; 54, program limit exceeded): the
+    /// same body fails the same way however often it is sent.
+    static func neverStorable(_ error: PostgresError) -> Bool {
+        guard let state = error.sqlState else { return false }
+        return state.hasPrefix("22") || state.hasPrefix("54")
+    }
 
     /// The token of an `Authorization: Bearer …` header, if any.
     static func bearerToken(_ request: Request) -> String? {

@@ -11,10 +11,33 @@ public struct VeroEndpoint: Sendable {
     public var token: String
     public var requestTimeout: TimeAmount
 
+    /// The forms the token can take in text a server echoes back: raw, JSON-escaped (with and
+    /// without `\u` escapes of non-ASCII), percent-encoded (upper- and lower-case hex, `+` for
+    /// a space), longest first.
+    let tokenForms: [String]
+
     public init(baseURL: String, token: String, requestTimeout: TimeAmount = .seconds(30)) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.token = token
         self.requestTimeout = requestTimeout
+        tokenForms = Self.forms(of: token)
+    }
+
+    static func forms(of token: String) -> [String] {
+        guard !token.isEmpty else { return [] }
+        let json = String(JSONValue.string(token).jsonString.dropFirst().dropLast())
+        let asciiJSON = json.unicodeScalars.map { $0.isASCII ? String($0) : $0.utf16Escaped }.joined()
+        let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+        // Encoders differ on which punctuation they leave alone: RFC 3986's unreserved set, or
+        // letters and digits only.
+        var percentForms: [String] = []
+        for allowed in [unreserved, CharacterSet.alphanumerics] {
+            let percent = token.addingPercentEncoding(withAllowedCharacters: allowed) ?? token
+            percentForms += [percent, percent.replacing(/%[0-9A-F]{2}/) { $0.output.lowercased() },
+                             percent.replacingOccurrences(of: "%20", with: "+")]
+        }
+        let upperJSON = asciiJSON.replacing(/\\u[0-9a-f]{4}/) { "\\u" + $0.output.dropFirst(2).uppercased() }
+        return Array(Set([token, json, asciiJSON, upperJSON] + percentForms)).sorted { $0.utf8.count > $1.utf8.count }
     }
 }
 
@@ -22,12 +45,15 @@ public struct VeroEndpoint: Sendable {
 public struct VeroResponse: Sendable {
     /// nil when no response arrived (connection refused, reset, timeout).
     public var status: Int?
-    /// The first 1 KiB of the body, or the transport error.
+    /// The first 1 KiB of the body (token redacted, NUL replaced), or the transport error.
     public var detail: String
     /// `Retry-After`, in seconds, when the server sent one.
     public var retryAfter: Double?
+    /// A 2xx whose body is not Vero's JSON answer (another server at the base URL, a proxy's
+    /// page): not a confirmation, so retried like a 5xx and never counted as delivered.
+    public var notVero = false
 
-    public var classification: Classification { Classification.classify(status: status) }
+    public var classification: Classification { notVero ? .retryable : Classification.classify(status: status) }
 }
 
 /// Sends Vero requests over one shared `HTTPClient`.
@@ -68,28 +94,80 @@ public struct VeroTransport: Sendable {
         http.body = .bytes(ByteBuffer(bytes: encodedBody(request)))
         do {
             let response = try await client.execute(http, timeout: endpoint.requestTimeout)
-            // Keep the first 1 KiB and drain the rest, however large the body.
+            // Keep the first 64 KiB (Vero's answers are a few dozen bytes) and drain the rest,
+            // however large the body, noting whether anything but whitespace follows.
             var kept = ByteBuffer()
+            var moreThanWhitespace = false
             for try await var chunk in response.body {
-                let room = 1_024 - kept.readableBytes
+                let room = Self.keptBytes - kept.readableBytes
                 if room > 0, let slice = chunk.readSlice(length: min(room, chunk.readableBytes)) {
                     var slice = slice
                     kept.writeBuffer(&slice)
                 }
+                if !moreThanWhitespace, chunk.readableBytes > 0 {
+                    moreThanWhitespace = chunk.withUnsafeReadableBytes { !Self.isAllWhitespace($0) }
+                }
             }
-            let text = String(decoding: kept.readableBytesView, as: UTF8.self)
-            return VeroResponse(status: Int(response.status.code), detail: redact(text),
-                                retryAfter: parseRetryAfter(response.headers.first(name: "Retry-After")))
+            let status = Int(response.status.code)
+            let bytes = Array(kept.readableBytesView)
+            var answer = VeroResponse(status: status, detail: Self.recordable(redact(String(decoding: bytes, as: UTF8.self))),
+                                      retryAfter: parseRetryAfter(response.headers.first(name: "Retry-After")))
+            if (200..<300).contains(status), moreThanWhitespace || !Self.isVeroSuccess(bytes) {
+                answer.notVero = true
+                answer.detail = "not Vero's answer, is the destination's base URL Vero's API? (the body began: \(answer.detail.prefix(200)))"
+            }
+            return answer
         } catch {
             return VeroResponse(status: nil, detail: redact(describe(error)), retryAfter: nil)
         }
     }
 
-    /// Removes the token from any text that might echo it back (a misbehaving server).
+    /// How much of an answer is kept: parsed to recognise Vero's, and its first KiB recorded.
+    static let keptBytes = 64 << 10
+
+    static func isJSONWhitespace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
+
+    /// Whether `bytes` are all JSON whitespace: eight spaces at a time (a padded answer is mostly
+    /// spaces), the rest byte by byte. A plain loop: megabytes are scanned, in debug builds too.
+    static func isAllWhitespace(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let spaces: UInt64 = 0x2020_2020_2020_2020
+        var i = 0
+        while i < bytes.count {
+            if i + 8 <= bytes.count, bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self) == spaces {
+                i += 8
+                continue
+            }
+            if !isJSONWhitespace(bytes[i]) { return false }
+            i += 1
+        }
+        return true
+    }
+
+    /// Vero's answer to an accepted request: a JSON object whose `status` is a 2xx
+    /// (`{"status":200,"message":"Success."}`).
+    static func isVeroSuccess(_ body: [UInt8]) -> Bool {
+        guard let json = try? JSONValue.parse(Data(body)), case .int(let status)? = json["status"] else { return false }
+        return (200..<300).contains(status)
+    }
+
+    /// What may be stored of an answer: its first KiB, with NUL (which PostgreSQL's text cannot
+    /// hold) replaced; invalid UTF-8 was replaced when it was decoded.
+    static func recordable(_ text: String) -> String {
+        var text = text
+        if text.utf8.count > 1_024 { text = String(decoding: text.utf8.prefix(1_024), as: UTF8.self) }
+        return text.contains("\u{0}") ? text.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : text
+    }
+
+    /// Removes the token from any text that might echo it back (a misbehaving server), in
+    /// each form an echo can take: raw, JSON-escaped and percent-encoded.
     func redact(_ text: String) -> String {
+        var text = text
         // Searching the bytes first spares the usual case Foundation's (slow) replacing.
-        guard Self.contains(Array(text.utf8), Array(endpoint.token.utf8)) else { return text }
-        return text.replacingOccurrences(of: endpoint.token, with: "[redacted]")
+        let bytes = Array(text.utf8)
+        for form in endpoint.tokenForms where Self.contains(bytes, Array(form.utf8)) {
+            text = text.replacingOccurrences(of: form, with: "[redacted]")
+        }
+        return text
     }
 
     /// A plain byte scan: the generic `firstRange(of:)` cost several percent of delivery CPU.
@@ -113,5 +191,12 @@ public struct VeroTransport: Sendable {
             }
         }
         return "network error: \(error)"
+    }
+}
+
+private extension Unicode.Scalar {
+    /// `\u00fc`, or a surrogate pair for scalars beyond the BMP, as JSON escapes them.
+    var utf16Escaped: String {
+        String(self).utf16.map { String(format: "\\u%04x", $0) }.joined()
     }
 }

@@ -27,6 +27,12 @@ public struct SandboxConfiguration: Sendable {
         case notJSON = "not_json"
         /// The request is applied; the 200 answer stops half way and the connection closes.
         case truncated
+        /// Another server at the base URL: a 200 HTML page ("Welcome to nginx!"); nothing applied.
+        case notVero = "not_vero"
+        /// A proxy's 502 HTML page holding a NUL byte; nothing applied.
+        case nulInBody = "nul_in_body"
+        /// A 400 that echoes the request body back, as sent and percent-encoded; nothing applied.
+        case echo
     }
 
     public init(token: String? = nil, failRate: Double = 0, failStatus: Int = 503, latencyMilliseconds: Int = 0,

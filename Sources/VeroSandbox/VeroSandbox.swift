@@ -142,10 +142,23 @@ public struct VeroSandbox: Sendable {
         if configuration.failRate > 0, Double.random(in: 0..<1) < configuration.failRate {
             return answer(configuration.failStatus, "injected failure")
         }
-        if configuration.responseFault == .notJSON {
-            state.record(method: method, path: path, body: body, status: 502)
-            let page = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
-            return Response(status: .badGateway, headers: [.contentType: "text/html"], body: .init(byteBuffer: ByteBuffer(string: page)))
+        func page(_ status: HTTPResponse.Status, _ text: String, type: String = "text/html") -> Response {
+            state.record(method: method, path: path, body: body, status: status.code)
+            return Response(status: status, headers: [.contentType: type], body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+        switch configuration.responseFault {
+        case .notJSON?:
+            return page(.badGateway, "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>")
+        case .notVero?:
+            return page(.ok, "<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head><body><h1>Welcome to nginx!</h1></body></html>")
+        case .nulInBody?:
+            return page(.badGateway, "<html><body>502 Bad Gateway\u{0}</body></html>")
+        case .echo?:
+            let sent = String(decoding: bytes.readableBytesView, as: UTF8.self)
+            return page(.badRequest, "you sent: \(sent)\nencoded: \(sent.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")",
+                        type: "text/plain")
+        default:
+            break
         }
         guard case .object(let object) = body else { return answer(400, "Bad Request: the body must be a JSON object") }
         let token = object["auth_token"]?.stringValue ?? request.uri.queryParameters.get("auth_token").map { String($0) }
@@ -156,10 +169,12 @@ public struct VeroSandbox: Sendable {
         case nil:
             switch configuration.responseFault {
             case .huge?:
+                // Vero's answer, then 8 MiB of whitespace: valid JSON however far it is read.
                 state.record(method: method, path: path, body: body, status: 200)
-                let chunk = ByteBuffer(repeating: UInt8(ascii: "x"), count: 1 << 20)
+                let chunk = ByteBuffer(repeating: UInt8(ascii: " "), count: 1 << 20)
                 return Response(status: .ok, headers: [.contentType: "application/json"],
-                                body: .init(contentsOf: Array(repeating: chunk, count: 8)))
+                                body: .init(contentsOf: [ByteBuffer(string: #"{"status":200,"message":"Success."}"#)]
+                                            + Array(repeating: chunk, count: 8)))
             case .truncated?:
                 state.record(method: method, path: path, body: body, status: 200)
                 return Response(status: .ok, headers: [.contentType: "application/json", .contentLength: "100"],
@@ -167,7 +182,7 @@ public struct VeroSandbox: Sendable {
                                     try await writer.write(ByteBuffer(string: #"{"status":200,"mess"#))
                                     throw CancellationError() // the server drops the connection mid-body
                                 })
-            case .notJSON?, nil:
+            case .notJSON?, .notVero?, .nulInBody?, .echo?, nil: // (the first four answered above)
                 if path == "/api/v2/users/track" { emitWebhooks(for: object, state: state) }
                 return answer(200, "Success.")
             }

@@ -195,6 +195,39 @@ struct ReliabilityTests {
                 // The sandbox applied the request but the answer never completed: not confirmed, so retried.
                 #expect(first.delivered == 0 && first.retried == 50)
                 #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE last_status_code IS NULL AND last_error IS NOT NULL") == 50)
+            case .notVero:
+                // Another server's 200 is no confirmation: retried, with a reason naming the likely
+                // cause (on a loaded machine some answers take longer than the 5 s timeout).
+                #expect(first.delivered == 0 && first.retried == 50, "\(first.summary)")
+                #expect(try await f.count("SELECT count(*)::int AS c FROM engage.ledger") == 0)
+                #expect(try await f.count("""
+                    SELECT count(*)::int AS c FROM engage.outbox
+                    WHERE last_error LIKE 'HTTP 200: not Vero''s answer, is the destination''s base URL Vero''s API?%nginx%'
+                    """) > 0)
+                #expect(try await f.count("""
+                    SELECT count(*)::int AS c FROM engage.outbox WHERE attempts <> 1
+                       OR NOT (last_error LIKE 'HTTP 200: not Vero''s answer%' OR (last_status_code IS NULL AND last_error LIKE 'timeout%'))
+                    """) == 0)
+            case .nulInBody:
+                // The answer is recorded (its NUL replaced) and counts as an attempt: retries and
+                // max_attempts work as for any 502.
+                #expect(first.delivered == 0 && first.retried == 50, "\(first.summary)")
+                #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE last_error LIKE 'HTTP 502: %502 Bad Gateway\u{FFFD}%'") > 0)
+                #expect(try await f.count("""
+                    SELECT count(*)::int AS c FROM engage.outbox WHERE attempts <> 1
+                       OR NOT (last_error LIKE 'HTTP 502: %' OR (last_status_code IS NULL AND last_error LIKE 'timeout%'))
+                    """) == 0)
+            case .echo:
+                // A 400 is permanent; what it echoed is kept without the token in any form.
+                #expect(first.failed > 0 && first.failed + first.retried == 50, "\(first.summary)")
+                #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'failed' AND last_error LIKE '%[redacted]%'") == first.failed)
+                let encoded = SyncFixture.token.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+                #expect(try await f.count("""
+                    SELECT count(*)::int AS c FROM engage.outbox
+                    WHERE strpos(last_error, \(SyncFixture.token)) > 0 OR strpos(last_error, \(encoded)) > 0
+                    """) == 0)
+                // A 400 row stays failed until its value changes: start it again for the rest of the test.
+                try await f.db.execute("UPDATE engage.outbox SET status = 'pending', attempts = 0, next_attempt_at = now()")
             }
             try await f.setFaults(#"{"response": null}"#)
             _ = try await f.deliver(DeliveryOptions(maxWaitSeconds: 30, retry: fast))

@@ -238,6 +238,11 @@ struct ServeTests {
             #expect(malformed.status == 400 && malformed.body.contains("not JSON"), "\(malformed)")
             #expect(try await post(hook, #"{"type": "opened", "user": {}}"#).status == 400)
             #expect(try await post(hook, String(repeating: " ", count: 1_100_000) + payload("opened")).status == 400)
+            // What could never be stored is a 400 (Vero retries a 5xx for ever), said in the log.
+            let nul = try await post(hook, #"{"type": "opened", "user": {"id": "u2"}, "campaign": {"name": "a\u0000b"}}"#)
+            #expect(nul.status == 400 && nul.body.contains("NUL"), "\(nul)")
+            let huge = try await post(hook, #"{"type": "opened", "user": {"id": "\#(String(repeating: "x", count: 900_000))"}}"#)
+            #expect(huge.status == 400 && huge.body.contains("identifiers are limited to 1024 bytes"), "\(huge.status)")
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.events") == events + 1)
 
             // An unknown user becomes a profile; the audience fills from the events, end to end.
@@ -254,6 +259,7 @@ struct ServeTests {
             let result = await CLI.collect(process, out, err)
             #expect(result.status == 0)
             #expect(!result.stderr.contains(secret) && !result.stdout.contains(secret))
+            #expect(result.stderr.contains("webhook refused (400)") && result.stderr.contains("NUL"), "\(result.stderr.suffix(3000))")
         }
     }
 

@@ -35,6 +35,10 @@ public struct VeroWebhookEvent: Sendable, Equatable {
             return .failure(Invalid(reason: "the body is not JSON: \(error)"))
         }
         guard payload.objectValue != nil else { return .failure(Invalid(reason: "the body must be a JSON object")) }
+        // What PostgreSQL could never store is refused here (a 400, not retried), not left to fail there.
+        if Self.holdsNUL(payload) {
+            return .failure(Invalid(reason: "a string or member name holds a NUL (\\u0000), which cannot be stored"))
+        }
         guard let type = payload["type"]?.stringValue, !type.isEmpty,
               type.allSatisfy({ $0.isLetter || $0 == "_" }) else {
             return .failure(Invalid(reason: "\"type\" must name the event, e.g. \"opened\""))
@@ -44,6 +48,11 @@ public struct VeroWebhookEvent: Sendable, Equatable {
         let email = user?["email"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
         guard userID != nil || email != nil else {
             return .failure(Invalid(reason: "\"user\" must have an \"id\" or an \"email\""))
+        }
+        for (field, value) in [("user.id", userID), ("user.email", email), ("type", type)] {
+            if let value, value.utf8.count > SegmentMessage.maxIdentifierBytes {
+                return .failure(Invalid(reason: "\(field) is \(value.utf8.count) bytes long; identifiers are limited to \(SegmentMessage.maxIdentifierBytes) bytes"))
+            }
         }
         let campaign = payload["campaign"]
         var properties: [String: JSONValue] = ["vero": payload]
@@ -66,6 +75,16 @@ public struct VeroWebhookEvent: Sendable, Equatable {
         return .success(VeroWebhookEvent(messageID: "vero-" + StableHash.hex(identity), event: name, userID: userID,
                                          email: email, properties: .object(properties.compactMapValues { $0 }),
                                          occurredAt: occurredAt))
+    }
+
+    /// Whether a string or a member name anywhere in `value` holds a NUL.
+    static func holdsNUL(_ value: JSONValue) -> Bool {
+        switch value {
+        case .string(let s): s.utf8.contains(0)
+        case .array(let items): items.contains(where: holdsNUL)
+        case .object(let members): members.contains { $0.key.utf8.contains(0) || holdsNUL($0.value) }
+        default: false
+        }
     }
 
     /// A string or an integer id, as text.
