@@ -25,9 +25,9 @@ public struct ServerConfiguration: Sendable {
     /// The run's instant for each tick (`ENGAGE_SYNC_NOW` or the clock).
     public var now: @Sendable () throws -> Date = { Date() }
     /// The shared secret of `POST /webhooks/vero` (`ENGAGE_WEBHOOK_SECRET`); nil turns it off.
-    public var webhookSecret: String?
+    public var webhookSecret: Secret?
     /// The token the status page asks for (`ENGAGE_UI_TOKEN`); nil: none, only on a loopback host.
-    public var uiToken: String?
+    public var uiToken: Secret?
 
     public init() {}
 }

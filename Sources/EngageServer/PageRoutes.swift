@@ -1,3 +1,4 @@
+import EngageCore
 import EngageStore
 import Foundation
 import Hummingbird
@@ -8,7 +9,7 @@ extension EngageServer {
     /// The status page's routes (issue 17): `GET /`, `/definitions/KEY`, `/destinations/NAME`,
     /// read-only, from the store's reads. With a `token` (`ENGAGE_UI_TOKEN`) each asks for it as
     /// a bearer token or the cookie `POST /login` sets; without one (a loopback address) none does.
-    static func addPages(to router: Router<BasicRequestContext>, pool: PostgresConnectionPool, token: String?) {
+    static func addPages(to router: Router<BasicRequestContext>, pool: PostgresConnectionPool, token: Secret?) {
         @Sendable func page(_ request: Request, _ render: @escaping @Sendable (PostgresConnection) async throws -> (HTTPResponse.Status, String))
             async -> Response {
             guard signedIn(request, token: token) else {
@@ -49,7 +50,7 @@ extension EngageServer {
         router.get("/login") { _, _ in html(.ok, StatusPages.login(failed: false)) }
         router.post("/login") { request, _ -> Response in
             let body = (try? await request.body.collect(upTo: 16 << 10)).map { String(buffer: $0) } ?? ""
-            guard let token, sameSecret(formValue("token", in: body) ?? "", token) else {
+            guard let token, token.matches(formValue("token", in: body) ?? "") else {
                 return html(.unauthorized, StatusPages.login(failed: true))
             }
             // The cookie holds the token itself: HttpOnly, sent back to this server's pages only.
@@ -62,15 +63,15 @@ extension EngageServer {
     static let cookieName = "engage_ui_token"
 
     /// True without a token, else when the request carries it (bearer or cookie).
-    static func signedIn(_ request: Request, token: String?) -> Bool {
+    static func signedIn(_ request: Request, token: Secret?) -> Bool {
         guard let token else { return true }
         let cookie = request.cookies[cookieName]?.value.removingPercentEncoding
-        return sameSecret(bearerToken(request) ?? cookie ?? "", token)
+        return token.matches(bearerToken(request) ?? cookie ?? "")
     }
 
     /// The token as a cookie value (any character but letters and digits percent-encoded).
-    static func cookieValue(_ token: String) -> String {
-        token.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+    static func cookieValue(_ token: Secret) -> String {
+        token.revealed.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
     }
 
     /// A field of an `application/x-www-form-urlencoded` body.

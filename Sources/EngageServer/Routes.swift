@@ -28,7 +28,7 @@ extension EngageServer {
                 return json(.notFound, ["status": "off", "reason": "webhooks are off: set ENGAGE_WEBHOOK_SECRET to turn them on"])
             }
             let given = request.uri.queryParameters.get("secret") ?? bearerToken(request) ?? ""
-            guard Self.sameSecret(given, webhookSecret) else {
+            guard webhookSecret.matches(given) else {
                 return json(.unauthorized, ["status": "unauthorized", "reason": "a wrong or missing secret"])
             }
             let body: ByteBuffer
@@ -83,15 +83,6 @@ extension EngageServer {
     }
 
     /// Compares in time that depends on the lengths only, not on where the texts differ.
-    static func sameSecret(_ given: String, _ secret: String) -> Bool {
-        let a = Array(given.utf8), b = Array(secret.utf8)
-        var difference = UInt8(a.count == b.count ? 0 : 1)
-        for i in 0..<max(a.count, b.count) {
-            difference |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0)
-        }
-        return difference == 0 && !secret.isEmpty
-    }
-
     static func json(_ status: HTTPResponse.Status, _ body: JSONValue) -> Response {
         Response(status: status, headers: [.contentType: "application/json"],
                  body: ResponseBody(byteBuffer: ByteBuffer(string: body.jsonString)))

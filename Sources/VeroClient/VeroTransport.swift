@@ -8,7 +8,7 @@ import NIOHTTP1
 /// environment variable the destination names; it never goes to a table, a log or an error.
 public struct VeroEndpoint: Sendable {
     public var baseURL: String
-    public var token: String
+    public var token: Secret
     public var requestTimeout: TimeAmount
 
     /// The forms the token can take in text a server echoes back: raw, JSON-escaped (with and
@@ -16,11 +16,11 @@ public struct VeroEndpoint: Sendable {
     /// a space), longest first.
     let tokenForms: [String]
 
-    public init(baseURL: String, token: String, requestTimeout: TimeAmount = .seconds(30)) {
+    public init(baseURL: String, token: Secret, requestTimeout: TimeAmount = .seconds(30)) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.token = token
         self.requestTimeout = requestTimeout
-        tokenForms = Self.forms(of: token)
+        tokenForms = Self.forms(of: token.revealed)
     }
 
     static func forms(of token: String) -> [String] {
@@ -80,7 +80,7 @@ public struct VeroTransport: Sendable {
     /// The exact bytes sent: the request body plus `auth_token`.
     public func encodedBody(_ request: VeroRequest) -> [UInt8] {
         var body = request.body
-        body["auth_token"] = .string(endpoint.token)
+        body["auth_token"] = .string(endpoint.token.revealed)
         return JSONValue.object(body).jsonBytes(sortedKeys: false)
     }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EngageCore
 import EngageServer
 import Foundation
 
@@ -37,9 +38,7 @@ extension EngageSyncCommand {
         }
 
         /// The status page's token (`ENGAGE_UI_TOKEN`), nil when unset or empty.
-        static var uiToken: String? {
-            ProcessInfo.processInfo.environment["ENGAGE_UI_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
-        }
+        static var uiToken: Secret? { Secret(environment: "ENGAGE_UI_TOKEN", ProcessInfo.processInfo.environment) }
 
         func run() async throws {
             var configuration = ServerConfiguration()
@@ -51,7 +50,7 @@ extension EngageSyncCommand {
             configuration.delivery = delivery.options(maxWait: 0)
             configuration.now = { try RunInstant.now() }
             configuration.uiToken = Self.uiToken
-            configuration.webhookSecret = ProcessInfo.processInfo.environment["ENGAGE_WEBHOOK_SECRET"].flatMap { $0.isEmpty ? nil : $0 }
+            configuration.webhookSecret = Secret(environment: "ENGAGE_WEBHOOK_SECRET", ProcessInfo.processInfo.environment)
             _ = try RunInstant.now() // a bad ENGAGE_SYNC_NOW fails now, not at every tick
             // The runs, a SQL definition's reader each, delivery's two, and the HTTP endpoints.
             try await database.withServices(maxConnections: 2 * maxConcurrentRuns + 4) { pool, client in

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import EngageCore
 import Testing
 @testable import VeroClient
 
@@ -19,7 +20,7 @@ struct RedactionTests {
     @Test("a response echoing the token keeps its text with the token replaced")
     func echoed() {
         let transport = VeroTransport(client: HTTPClient.shared, endpoint: VeroEndpoint(
-            baseURL: "http://127.0.0.1:1", token: "tok-123", requestTimeout: .seconds(1)))
+            baseURL: "http://127.0.0.1:1", token: Secret("tok-123"), requestTimeout: .seconds(1)))
         #expect(transport.redact(#"{"error": "bad auth_token tok-123 for tok-123"}"#) == #"{"error": "bad auth_token [redacted] for [redacted]"}"#)
         #expect(transport.redact(#"{"ok": true}"#) == #"{"ok": true}"#)
     }
@@ -28,7 +29,7 @@ struct RedactionTests {
     func echoedEncoded() {
         let token = #"t"o\k ü/1+😀"#
         let transport = VeroTransport(client: HTTPClient.shared, endpoint: VeroEndpoint(
-            baseURL: "http://127.0.0.1:1", token: token, requestTimeout: .seconds(1)))
+            baseURL: "http://127.0.0.1:1", token: Secret(token), requestTimeout: .seconds(1)))
         let echoes = [
             token,
             #"t\"o\\k ü/1+😀"#,                                   // JSON-escaped
@@ -40,7 +41,7 @@ struct RedactionTests {
         ]
         // Encoders that leave only letters and digits alone encode "-" too.
         let dashed = VeroTransport(client: HTTPClient.shared, endpoint: VeroEndpoint(
-            baseURL: "http://127.0.0.1:1", token: "tok-1.2", requestTimeout: .seconds(1)))
+            baseURL: "http://127.0.0.1:1", token: Secret("tok-1.2"), requestTimeout: .seconds(1)))
         #expect(dashed.redact("tok%2D1%2E2 tok%2d1%2e2 tok-1.2") == "[redacted] [redacted] [redacted]")
         for echo in echoes {
             let redacted = transport.redact("you sent {\"auth_token\": \"\(echo)\"} and \(echo).")

@@ -194,6 +194,24 @@ struct ServeTests {
         }
     }
 
+    @Test("serve at trace level logs no secret: the webhook secret and the UI token are not in its configuration's dump")
+    func secretsNotLogged() async throws {
+        try await SyncFixture.with { f in
+            let secret = "whsec-\(UUID().uuidString)", ui = "ui-\(UUID().uuidString)"
+            let (process, out, err, url) = try await serve(f, environment: [
+                "ENGAGE_WEBHOOK_SECRET": secret, "ENGAGE_UI_TOKEN": ui, "ENGAGE_SYNC_LOG_LEVEL": "trace"])
+            #expect(try await get(url + "/healthz").status == 200)
+            kill(process.processIdentifier, SIGTERM)
+            let result = await CLI.collect(process, out, err)
+            #expect(result.status == 0)
+            // The dump is there (so the test reads what it means to), without the values.
+            #expect(result.stderr.contains("<redacted>"), "\(result.stderr.prefix(3000))")
+            for value in [secret, ui, SyncFixture.token] {
+                #expect(!result.stderr.contains(value) && !result.stdout.contains(value), "\(value) was printed")
+            }
+        }
+    }
+
     @Test("webhooks: each Vero type stored once though posted twice, wrong secret 401, malformed 400, unknown users created, and an Email Opened audience fills")
     func webhooks() async throws {
         try await SyncFixture.with { f in

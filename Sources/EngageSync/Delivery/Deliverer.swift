@@ -28,8 +28,8 @@ public struct Deliverer: Sendable {
     }
 
     /// The token, from the environment variable the destination names.
-    public static func token(for destination: Destination) throws -> String {
-        guard let token = ProcessInfo.processInfo.environment[destination.tokenEnv], !token.isEmpty else {
+    public static func token(for destination: Destination) throws -> Secret {
+        guard let token = Secret(environment: destination.tokenEnv, ProcessInfo.processInfo.environment) else {
             throw MissingToken(destination: destination.name, variable: destination.tokenEnv)
         }
         return token
