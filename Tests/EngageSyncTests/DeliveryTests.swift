@@ -101,6 +101,27 @@ struct DeliveryTests {
         }
     }
 
+    @Test("destination add takes http(s) URLs without credentials; a link-local host needs --allow-private, a private one is warned of")
+    func baseURLChecked() async throws {
+        try await SyncFixture.with { f in
+            for (url, reason) in [("file:///etc/passwd", "must be an http(s) URL"), ("ftp://vero.example", "must be an http(s) URL"),
+                                  ("https://user:secret@api.getvero.com", "must not carry credentials"),
+                                  ("http://169.254.169.254/latest", "link-local"), ("http://[fe80::1]:8080", "link-local")] {
+                let add = try await f.cli(["destination", "add", "other", "--base-url", url])
+                #expect(add.status == 2 && add.stderr.contains(reason), "\(url): \(add.stderr)")
+            }
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.destinations WHERE name = 'other'") == 0)
+            let metadata = try await f.cli(["destination", "add", "other", "--base-url", "http://169.254.169.254", "--allow-private"])
+            #expect(metadata.status == 0, "\(metadata.stderr)")
+            let lan = try await f.cli(["destination", "add", "other", "--base-url", "http://10.1.2.3:8080"])
+            #expect(lan.status == 0 && lan.stderr.contains("warning: --base-url 10.1.2.3 is a private network address"), "\(lan.stderr)")
+            let loopback = try await f.cli(["destination", "add", "other", "--base-url", "http://127.0.0.1:9"])
+            #expect(loopback.status == 0 && loopback.stderr.isEmpty, "\(loopback.stderr)")
+            let named = try await f.cli(["destination", "add", "other", "--base-url", "https://fdic.example.com"])
+            #expect(named.status == 0 && named.stderr.isEmpty, "\(named.stderr)")
+        }
+    }
+
     @Test("deliver for every destination: a paused one is reported and the others are delivered; exit 1")
     func pausedAmongOthers() async throws {
         try await SyncFixture.with { f in
