@@ -107,7 +107,7 @@ let package = Package(
         .testTarget(
             name: "EngageSyncTests",
             dependencies: [
-                "EngageSync", "EngageStore", "EngageCore", "VeroClient", "VeroSandbox", "PostgresClient", "TestSupport", "StatusPage",
+                "EngageSync", "EngageStore", "EngageCore", "VeroClient", "VeroSandbox", "PostgresClient", "TestSupport", "StatusPage", "EngageServer",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]

@@ -2,17 +2,26 @@ import EngageCore
 import EngageStore
 import Foundation
 import Hummingbird
+import NIOConcurrencyHelpers
 import PostgresClient
 import StatusPage
 
 extension EngageServer {
-    /// The status page's routes (issue 17): `GET /`, `/definitions/KEY`, `/destinations/NAME`,
-    /// read-only, from the store's reads. With a `token` (`ENGAGE_UI_TOKEN`) each asks for it as
-    /// a bearer token or the cookie `POST /login` sets; without one (a loopback address) none does.
-    static func addPages(to router: Router<BasicRequestContext>, pool: PostgresConnectionPool, token: Secret?) {
+    /// The status page's routes: `GET /`, `/definitions/KEY`, `/destinations/NAME`, read-only,
+    /// from the store's reads. With a `token` (`ENGAGE_UI_TOKEN`) each asks for it as a bearer
+    /// token or the session cookie `POST /login` sets (a random value of this process, not the
+    /// token); without one (a loopback address) none does, but a request must name the bound
+    /// host or a loopback name in its `Host`, so a page elsewhere that rebinds its DNS name to
+    /// 127.0.0.1 cannot read it. `/login` takes ``LoginLimiter/maxFailures`` wrong tokens a minute.
+    static func addPages(to router: Router<BasicRequestContext>, pool: PostgresConnectionPool, token: Secret?, host: String) {
+        let session = Session()
+        let limiter = LoginLimiter()
         @Sendable func page(_ request: Request, _ render: @escaping @Sendable (PostgresConnection) async throws -> (HTTPResponse.Status, String))
             async -> Response {
-            guard signedIn(request, token: token) else {
+            if token == nil, !hostAllowed(request.head.authority, bound: host) {
+                return html(.misdirectedRequest, StatusPages.message("Misdirected", "This page answers only at the address serve is bound to."))
+            }
+            guard signedIn(request, token: token, session: session) else {
                 return html(.unauthorized, StatusPages.login(failed: false))
             }
             do {
@@ -26,7 +35,7 @@ extension EngageServer {
             await page(request) { (.ok, StatusPages.overview(try await StatusStore($0).pairs())) }
         }
         router.get("/definitions/:key") { request, context in
-            let key = context.parameters.get("key") ?? ""
+            let key = (context.parameters.get("key") ?? "").removingPercentEncoding ?? ""
             return await page(request) { db in
                 let store = StatusPageStore(db)
                 guard let definition = try await store.definition(key) else {
@@ -37,7 +46,7 @@ extension EngageServer {
             }
         }
         router.get("/destinations/:name") { request, context in
-            let name = context.parameters.get("name") ?? ""
+            let name = (context.parameters.get("name") ?? "").removingPercentEncoding ?? ""
             return await page(request) { db in
                 let store = StatusPageStore(db)
                 guard let destination = try await store.destination(name) else {
@@ -49,29 +58,65 @@ extension EngageServer {
         }
         router.get("/login") { _, _ in html(.ok, StatusPages.login(failed: false)) }
         router.post("/login") { request, _ -> Response in
+            guard limiter.allows() else {
+                var response = html(.tooManyRequests, StatusPages.message("Too many attempts", "Too many wrong tokens: wait a minute."))
+                response.headers[.retryAfter] = "60"
+                return response
+            }
             let body = (try? await request.body.collect(upTo: 16 << 10)).map { String(buffer: $0) } ?? ""
             guard let token, token.matches(formValue("token", in: body) ?? "") else {
+                limiter.failed()
                 return html(.unauthorized, StatusPages.login(failed: true))
             }
-            // The cookie holds the token itself: HttpOnly, sent back to this server's pages only.
+            // The cookie holds this process's session value, not the token: HttpOnly, sent back
+            // to this server's pages only.
             return Response(status: .seeOther, headers: [
-                .location: "/", .setCookie: "\(cookieName)=\(cookieValue(token)); Path=/; HttpOnly; SameSite=Strict",
+                .location: "/", .setCookie: "\(cookieName)=\(session.value.revealed); Path=/; HttpOnly; SameSite=Strict",
             ])
         }
     }
 
-    static let cookieName = "engage_ui_token"
+    static let cookieName = "engage_ui_session"
 
-    /// True without a token, else when the request carries it (bearer or cookie).
-    static func signedIn(_ request: Request, token: Secret?) -> Bool {
-        guard let token else { return true }
-        let cookie = request.cookies[cookieName]?.value.removingPercentEncoding
-        return token.matches(bearerToken(request) ?? cookie ?? "")
+    /// A signed-in browser's cookie value: 32 random bytes drawn when `serve` starts (a restart
+    /// signs everyone out). It says nothing of the token.
+    struct Session: Sendable {
+        let value: Secret = {
+            var generator = SystemRandomNumberGenerator()
+            return Secret((0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined())
+        }()
     }
 
-    /// The token as a cookie value (any character but letters and digits percent-encoded).
-    static func cookieValue(_ token: Secret) -> String {
-        token.revealed.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+    /// Wrong tokens posted to `/login`: at most ``maxFailures`` a minute, for the whole process.
+    final class LoginLimiter: Sendable {
+        static let maxFailures = 5
+        private let failures = NIOLockedValueBox<[ContinuousClock.Instant]>([])
+        func allows() -> Bool {
+            let since = ContinuousClock.now - .seconds(60)
+            return failures.withLockedValue { list in
+                list.removeAll { $0 < since }
+                return list.count < Self.maxFailures
+            }
+        }
+        func failed() { failures.withLockedValue { $0.append(ContinuousClock.now) } }
+    }
+
+    /// True without a token, else when the request carries it as a bearer token, or the session cookie.
+    static func signedIn(_ request: Request, token: Secret?, session: Session) -> Bool {
+        guard let token else { return true }
+        if let bearer = bearerToken(request) { return token.matches(bearer) }
+        return session.value.matches(request.cookies[cookieName]?.value ?? "")
+    }
+
+    /// Whether a request's `Host` (its authority) names the address serve is bound to, or a
+    /// loopback name; the port is not compared.
+    static func hostAllowed(_ authority: String?, bound: String) -> Bool {
+        guard let authority else { return false }
+        var host = authority.lowercased()
+        if host.hasPrefix("[") { host = String(host.dropFirst().prefix { $0 != "]" }) }
+        else if let colon = host.lastIndex(of: ":") { host = String(host[..<colon]) }
+        let boundHost = bound.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        return host == boundHost || host == "localhost" || isLoopback(host)
     }
 
     /// A field of an `application/x-www-form-urlencoded` body.
@@ -83,13 +128,32 @@ extension EngageServer {
         return nil
     }
 
-    /// True for an address only this machine can reach.
+    /// True for an address only this machine can reach: `localhost`, an IPv4 address in
+    /// 127.0.0.0/8 (four decimal octets, parsed: not a name that starts with "127."), or `::1`.
     public static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+        let host = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        if host == "localhost" { return true }
+        var ipv6 = in6_addr()
+        if inet_pton(AF_INET6, host, &ipv6) == 1 {
+            return withUnsafeBytes(of: &ipv6) { bytes in bytes.prefix(15).allSatisfy { $0 == 0 } && bytes[15] == 1 }
+        }
+        var ipv4 = in_addr()
+        guard inet_pton(AF_INET, host, &ipv4) == 1 else { return false }
+        return UInt32(bigEndian: ipv4.s_addr) >> 24 == 127
     }
 
+    /// Headers every page carries: no script, style and images from the page itself only, never
+    /// framed, no referrer leaves, no content sniffing.
+    static let securityHeaders: HTTPFields = [
+        .contentSecurityPolicy: "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        .xContentTypeOptions: "nosniff",
+        .init("Referrer-Policy")!: "no-referrer",
+        .init("X-Frame-Options")!: "DENY",
+    ]
+
     static func html(_ status: HTTPResponse.Status, _ body: String) -> Response {
-        Response(status: status, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
-                 body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
+        var headers: HTTPFields = [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"]
+        headers.append(contentsOf: securityHeaders)
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
     }
 }

@@ -9,12 +9,12 @@ extension EngageServer {
     /// reason. `GET /metrics`: the counters of runs, changes and deliveries, the request
     /// latency histogram, and the database-held gauges, in Prometheus text. `POST
     /// /webhooks/vero`: Vero's email events (DESIGN §19), when a secret is set. The status
-    /// page (``addPages(to:pool:token:)``).
+    /// page (``addPages(to:pool:token:host:)``).
     static func router(pool: PostgresConnectionPool, registry: PrometheusCollectorRegistry,
                        configuration: ServerConfiguration) -> Router<BasicRequestContext> {
         let router = Router()
         let webhookSecret = configuration.webhookSecret
-        addPages(to: router, pool: pool, token: configuration.uiToken)
+        addPages(to: router, pool: pool, token: configuration.uiToken, host: configuration.host)
         router.get("/healthz") { _, _ -> Response in
             do {
                 try await pool.withConnection { try await $0.query("SELECT 1") }

@@ -1,5 +1,7 @@
 import AsyncHTTPClient
 @testable import EngageStore
+import EngageServer
+import NIOHTTP1
 import Foundation
 import StatusPage
 import Testing
@@ -184,6 +186,63 @@ struct StatusPageTests {
             let result = await CLI.collect(process, out, err)
             #expect(result.status == 0)
             #expect(!result.stderr.contains(token) && !result.stdout.contains(token), "the token is never logged")
+        }
+    }
+
+    @Test("the page's own defences: Host checked without a token, security headers, decoded names, a session cookie, /login limited, loopback parsed")
+    func defences() async throws {
+        #expect(EngageServer.isLoopback("127.0.0.1") && EngageServer.isLoopback("127.8.9.10") && EngageServer.isLoopback("::1")
+                && EngageServer.isLoopback("[::1]") && EngageServer.isLoopback("localhost"))
+        #expect(!EngageServer.isLoopback("127.evil.example") && !EngageServer.isLoopback("10.0.0.1") && !EngageServer.isLoopback("::2")
+                && !EngageServer.isLoopback("0.0.0.0"))
+        try await SyncFixture.with { f in
+            _ = try await DestinationRepository(f.db).upsert(name: "vero eu", settings: DestinationSettings(
+                baseURL: f.sandbox.baseURL, tokenEnv: SyncFixture.tokenVariable))
+            // On loopback without a token: a page answers only to a Host naming this machine.
+            let (process, out, err, url) = try await ServeTests().serve(f)
+            defer { if process.isRunning { process.terminate() } }
+            let port = try #require(url.split(separator: ":").last.map(String.init))
+            func get(_ path: String, host: String? = nil) async throws -> (status: Int, headers: HTTPHeaders) {
+                var request = HTTPClientRequest(url: url + path)
+                if let host { request.headers.replaceOrAdd(name: "Host", value: host) }
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+                _ = try await response.body.collect(upTo: 1 << 20)
+                return (Int(response.status.code), response.headers)
+            }
+            #expect(try await get("/", host: "attacker.example:\(port)").status == 421, "a DNS-rebound name is refused")
+            #expect(try await get("/", host: "localhost:\(port)").status == 200)
+            let page = try await get("/")
+            #expect(page.status == 200)
+            #expect(page.headers["Content-Security-Policy"].first?.contains("frame-ancestors 'none'") == true)
+            #expect(page.headers["X-Content-Type-Options"].first == "nosniff" && page.headers["Referrer-Policy"].first == "no-referrer")
+            #expect(try await get("/destinations/vero%20eu").status == 200, "names are percent-decoded")
+            kill(process.processIdentifier, SIGTERM)
+            _ = await CLI.collect(process, out, err)
+
+            // With a token: the cookie is a session value, not the token; wrong tokens are limited.
+            let token = "ui-token-\(UUID().uuidString)"
+            let (secured, out2, err2, url2) = try await ServeTests().serve(f, environment: ["ENGAGE_UI_TOKEN": token])
+            defer { if secured.isRunning { secured.terminate() } }
+            let client = HTTPClient(configuration: .init(redirectConfiguration: .disallow))
+            func login(_ given: String) async throws -> (status: Int, cookie: String?) {
+                var request = HTTPClientRequest(url: url2 + "/login")
+                request.method = .POST
+                request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+                request.body = .bytes(.init(string: "token=" + (given.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")))
+                let response = try await client.execute(request, timeout: .seconds(30))
+                return (Int(response.status.code), response.headers["Set-Cookie"].first)
+            }
+            let signedIn = try await login(token)
+            #expect(signedIn.status == 303)
+            #expect(signedIn.cookie.map { !$0.contains(token) && !$0.contains(token.replacingOccurrences(of: "-", with: "%2D")) } == true,
+                    "\(signedIn.cookie ?? "-")")
+            var statuses: [Int] = []
+            for _ in 0..<(8) { statuses.append(try await login("guess").status) }
+            #expect(statuses.prefix(5).allSatisfy { $0 == 401 } && statuses.suffix(3).allSatisfy { $0 == 429 }, "\(statuses)")
+            #expect(try await login(token).status == 429, "the limit holds for a minute, whoever asks")
+            try await client.shutdown()
+            kill(secured.processIdentifier, SIGTERM)
+            _ = await CLI.collect(secured, out2, err2)
         }
     }
 
