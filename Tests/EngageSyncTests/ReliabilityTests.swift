@@ -320,10 +320,19 @@ struct ReliabilityTests {
         }
     }
 
-    @Test("the auth token and the database password appear in no table, no output, no trace-level log and no error")
+    @Test("the auth token, the webhook secret, the UI token and the database password appear in no table, no output, no trace-level log, no page and no error, raw, JSON-escaped or percent-encoded")
     func secrets() async throws {
-        let token = "SECRET-\(UUID().uuidString)"
+        // Quotes, a backslash and a non-ASCII letter: the JSON-escaped and percent-encoded forms differ from the raw one.
+        let token = "SECRET-\"\\ü-\(UUID().uuidString)"
         let password = "PW-\(UUID().uuidString)"
+        let webhookSecret = "WH-\"ü-\(UUID().uuidString)", uiToken = "UI-\\ü-\(UUID().uuidString)"
+        /// Each secret as it is, JSON-escaped (with and without \u escapes), and percent-encoded.
+        func forms(_ secret: String) -> [String] {
+            let json = String(JSONValue.string(secret).jsonString.dropFirst().dropLast())
+            return [secret, json, json.replacingOccurrences(of: "ü", with: "\\u00fc"),
+                    secret.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? secret]
+        }
+        let secrets = [token, password, webhookSecret, uiToken].flatMap(forms)
         try await SyncFixture.with(sandbox: SandboxConfiguration(token: token)) { f in
             try await seed(f, members: 50)
             try await f.define(Self.audience)
@@ -341,11 +350,34 @@ struct ReliabilityTests {
             let wrong = try await CLI.run(["deliver", "--database-url", url],
                                           environment: [SyncFixture.tokenVariable: token + "-wrong", "ENGAGE_SYNC_LOG_LEVEL": "trace"])
             let status = try await CLI.run(["status", "--json", "--database-url", url])
+            let metrics = try await CLI.run(["metrics", "--database-url", url], environment: secretEnv)
+            let destinations = try await CLI.run(["destination", "list", "--database-url", url], environment: secretEnv)
+            // serve at trace, with every secret set, and its pages read with the UI token.
+            let (server, out, err) = try CLI.start(["serve", "--port", "0", "--tick", "0.5", "--database-url", url], environment: secretEnv.merging([
+                "ENGAGE_WEBHOOK_SECRET": webhookSecret, "ENGAGE_UI_TOKEN": uiToken]) { a, _ in a })
+            defer { if server.isRunning { server.terminate() } }
+            let first = await CLI.offPool { String(decoding: out.fileHandleForReading.availableData, as: UTF8.self) }
+            let base = try #require(first.firstRange(of: #/http://[0-9.]+:[0-9]+/#).map { String(first[$0]) }, "serve said: \(first)")
+            var pages = first
+            for path in ["/", "/destinations/vero", "/definitions/recent_buyers", "/metrics", "/healthz"] {
+                var request = HTTPClientRequest(url: base + path)
+                request.headers.add(name: "Authorization", value: "Bearer \(uiToken)")
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+                #expect(response.status == .ok, "\(path): \(response.status)")
+                pages += String(buffer: try await response.body.collect(upTo: 16 << 20))
+            }
+            kill(server.processIdentifier, SIGTERM)
+            let served = await CLI.collect(server, out, err)
+            #expect(served.status == 0)
+            #expect(!pages.isEmpty)
+            for secret in secrets {
+                #expect(!pages.contains(secret), "a secret is on a page")
+            }
             // A database that refuses the connection: the error names host and port, not the password.
             let refused = try await CLI.run(["status", "--database-url", "postgresql://postgres:\(password)@127.0.0.1:1/x"])
             #expect(refused.status == 1 && refused.stderr.contains("127.0.0.1:1"), "\(refused.stderr)")
-            for output in [run, forward, wrong, status, refused] {
-                for secret in [token, password] {
+            for output in [run, forward, wrong, status, refused, metrics, destinations, served] {
+                for secret in secrets {
                     #expect(!output.stdout.contains(secret) && !output.stderr.contains(secret))
                 }
             }
@@ -353,7 +385,7 @@ struct ReliabilityTests {
             #expect(tables.count >= 10)
             for table in tables {
                 let name = try table.decode(String.self, "table_name")
-                for secret in [token, password] {
+                for secret in secrets {
                     let hits = try await f.count("SELECT count(*)::int AS c FROM engage.\(unescaped: name) t WHERE strpos(t::text, \(secret)) > 0")
                     #expect(hits == 0, "a secret is in engage.\(name)")
                 }
