@@ -93,23 +93,14 @@ public struct VeroTransport: Sendable {
         http.headers.add(name: "User-Agent", value: "engage-sync")
         http.body = .bytes(ByteBuffer(bytes: encodedBody(request)))
         do {
-            let response = try await client.execute(http, timeout: endpoint.requestTimeout)
-            // Keep the first 64 KiB (Vero's answers are a few dozen bytes) and drain the rest,
-            // however large the body, noting whether anything but whitespace follows.
-            var kept = ByteBuffer()
-            var moreThanWhitespace = false
-            for try await var chunk in response.body {
-                let room = Self.keptBytes - kept.readableBytes
-                if room > 0, let slice = chunk.readSlice(length: min(room, chunk.readableBytes)) {
-                    var slice = slice
-                    kept.writeBuffer(&slice)
-                }
-                if !moreThanWhitespace, chunk.readableBytes > 0 {
-                    moreThanWhitespace = chunk.withUnsafeReadableBytes { !Self.isAllWhitespace($0) }
-                }
+            // The request timeout bounds the whole exchange: the answer's head, then its body.
+            let deadline = NIODeadline.now() + endpoint.requestTimeout
+            let response = try await client.execute(http, deadline: deadline)
+            guard let (bytes, moreThanWhitespace) = try await Self.read(response.body, until: deadline) else {
+                return VeroResponse(status: nil, detail: "timeout after \(endpoint.requestTimeout.nanoseconds / 1_000_000_000) s "
+                                    + "(HTTP \(response.status.code) came, its body did not finish)", retryAfter: nil)
             }
             let status = Int(response.status.code)
-            let bytes = Array(kept.readableBytesView)
             var answer = VeroResponse(status: status, detail: Self.recordable(redact(String(decoding: bytes, as: UTF8.self))),
                                       retryAfter: parseRetryAfter(response.headers.first(name: "Retry-After")))
             if (200..<300).contains(status), moreThanWhitespace || !Self.isVeroSuccess(bytes) {
@@ -124,6 +115,37 @@ public struct VeroTransport: Sendable {
 
     /// How much of an answer is kept: parsed to recognise Vero's, and its first KiB recorded.
     static let keptBytes = 64 << 10
+
+    /// Reads `body` until `deadline`: its first 64 KiB (Vero's answers are a few dozen bytes),
+    /// and whether anything but whitespace follows them (the rest is drained, however large).
+    /// Nil when the deadline came first; the read is then cancelled, closing the connection.
+    static func read(_ body: HTTPClientResponse.Body, until deadline: NIODeadline) async throws -> ([UInt8], Bool)? {
+        try await withThrowingTaskGroup(of: ([UInt8], Bool)?.self) { group in
+            group.addTask {
+                var kept = ByteBuffer()
+                var moreThanWhitespace = false
+                for try await var chunk in body {
+                    let room = keptBytes - kept.readableBytes
+                    if room > 0, let slice = chunk.readSlice(length: min(room, chunk.readableBytes)) {
+                        var slice = slice
+                        kept.writeBuffer(&slice)
+                    }
+                    if !moreThanWhitespace, chunk.readableBytes > 0 {
+                        moreThanWhitespace = chunk.withUnsafeReadableBytes { !isAllWhitespace($0) }
+                    }
+                }
+                return (Array(kept.readableBytesView), moreThanWhitespace)
+            }
+            group.addTask {
+                let left = deadline - NIODeadline.now()
+                if left.nanoseconds > 0 { try await Task.sleep(nanoseconds: UInt64(left.nanoseconds)) }
+                return nil
+            }
+            let first = try await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+    }
 
     static func isJSONWhitespace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
 
