@@ -51,8 +51,10 @@ pg_private_start() {
 pg_private_launch() {
   local dir=$1 port=$2
   # Loopback only, trust auth (set by initdb -A trust), socket in the cluster's own folder.
+  # max_connections: the test suite runs its tests at once, each with a database, pools and
+  # child processes of its own; under a loaded machine they overlap more (300 ran out once).
   pg_as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=512MB" \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=1000 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=512MB" \
     start >/dev/null || { cat "$dir/server.log" >&2; return 1; }
 }
 
