@@ -261,7 +261,7 @@ struct ReliabilityTests {
                 try await f.deliver(DeliveryOptions(maxWaitSeconds: 30, retry: RetryPolicy(baseSeconds: 0.2, capSeconds: 1)))
             }
             // Under the whole suite's load this can take a while; the bound only stops a hang.
-            try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'", atLeast: 500, seconds: 180)
+            try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'", atLeast: 500, seconds: 300)
             await running.stop()
             try await Task.sleep(for: .seconds(1))
             let second = VeroSandbox()

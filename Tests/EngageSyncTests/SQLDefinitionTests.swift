@@ -280,6 +280,31 @@ struct SQLDefinitionTests {
         }
     }
 
+    @Test("the query's own connection terminated mid-run fails its pair only; the others sync and deliver")
+    func readerTerminated() async throws {
+        try await SyncFixture.with { f in
+            try await seed(f)
+            try await f.define(Self.highLTV)
+            try await f.define(#"{"name": "Sleepy", "type": "audience", "sql": "SELECT u.id AS user_id FROM app.users u, (SELECT pg_sleep(30)) s"}"#)
+            let (process, out, err) = try CLI.start(["run", "--all", "--database-url", f.url],
+                                                    environment: ["ENGAGE_SYNC_NOW": Self.t0, SyncFixture.tokenVariable: SyncFixture.token])
+            defer { if process.isRunning { process.terminate() } }
+            // The reader's COPY of the sleeping query, not the run's own connection (COPY … FROM STDIN).
+            try await f.waitFor("""
+                SELECT count(pg_terminate_backend(pid))::int AS c FROM pg_stat_activity
+                WHERE datname = current_database() AND query LIKE 'COPY (%pg_sleep(30)%' AND pid <> pg_backend_pid()
+                """, atLeast: 1, seconds: 120)
+            let run = await CLI.collect(process, out, err)
+            #expect(run.status == 1, "\(run.stdout)\n\(run.stderr)")
+            let sleepy = try await lastRun(f, "sleepy")
+            // PostgreSQL says why (57P01) when it can; a connection cut without a word is "lost".
+            let said = sleepy.error.map { $0.contains("terminating connection") || $0.contains("the query's connection was lost") }
+            #expect(sleepy.status == "failed" && said == true, "\(sleepy)")
+            #expect(try await lastRun(f, "high_ltv").status == "succeeded")
+            #expect(Set(try await f.sandboxUsers().filter { $0.value.data["high_ltv"] == .bool(true) }.keys) == ["u1", "u3", "u4"])
+        }
+    }
+
     @Test("a query slower than its timeout fails its pair only; the others succeed and the exit status is non-zero")
     func timeout() async throws {
         try await SyncFixture.with { f in

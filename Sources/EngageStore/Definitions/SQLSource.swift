@@ -257,20 +257,36 @@ public struct SQLSource: Sendable {
             DROP TABLE IF EXISTS engage_sql_rows;
             CREATE TEMP TABLE engage_sql_rows (id text, email text, value jsonb) ON COMMIT DROP
             """)
-        return try await withReader(key: key, pool: pool) { reader in
-            try await readOnly(query, on: reader) { reader in
-                let shape = try await shape(query, kind: kind, key: key, on: reader)
-                try await db.copyIn("COPY engage_sql_rows FROM STDIN") { writer in
+        /// An error of the run's own connection (`db`), carried out untouched: it stops the run,
+        /// where the reader's connection lost fails this pair only.
+        struct EngineSide: Error { var error: any Error }
+        do {
+            return try await withReader(key: key, pool: pool) { reader in
+                try await readOnly(query, on: reader) { reader in
+                    let shape = try await shape(query, kind: kind, key: key, on: reader)
                     do {
-                        try await reader.copyOut("COPY (\(shape.projection(of: query.body))) TO STDOUT") { chunk in
-                            try await writer.write(bytes: chunk)
+                        try await db.copyIn("COPY engage_sql_rows FROM STDIN") { writer in
+                            do {
+                                try await reader.copyOut("COPY (\(shape.projection(of: query.body))) TO STDOUT") { chunk in
+                                    do { try await writer.write(bytes: chunk) } catch { throw EngineSide(error: error) }
+                                }
+                            } catch let error as PostgresError where error.kind == .server {
+                                throw SQLDefinitionError(key: key, reason: explain(error, in: query))
+                            } catch let error as PostgresError where error.kind == .connection {
+                                throw SQLDefinitionError(key: key, reason: "the query's connection was lost (\(error.message)); the next run tries again")
+                            }
                         }
-                    } catch let error as PostgresError where error.kind == .server {
-                        throw SQLDefinitionError(key: key, reason: explain(error, in: query))
+                    } catch let error as PostgresError where error.kind == .connection {
+                        throw EngineSide(error: error)
                     }
+                    return shape
                 }
-                return shape
             }
+        } catch let side as EngineSide {
+            throw side.error
+        } catch let error as PostgresError where error.kind == .connection {
+            // The reader's connection (its transaction, its statement): this pair only.
+            throw SQLDefinitionError(key: key, reason: "the query's connection was lost (\(error.message)); the next run tries again")
         }
     }
 }
