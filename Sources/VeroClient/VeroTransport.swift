@@ -93,17 +93,26 @@ public struct VeroTransport: Sendable {
         http.headers.add(name: "User-Agent", value: "engage-sync")
         http.body = .bytes(ByteBuffer(bytes: encodedBody(request)))
         do {
-            // The request timeout bounds the whole exchange: the answer's head, then its body.
-            let deadline = NIODeadline.now() + endpoint.requestTimeout
-            let response = try await client.execute(http, deadline: deadline)
-            guard let bytes = try await Self.read(response.body, until: deadline) else {
-                return VeroResponse(status: nil, detail: "timeout after \(endpoint.requestTimeout.nanoseconds / 1_000_000_000) s "
-                                    + "(HTTP \(response.status.code) came, its body did not finish)", retryAfter: nil)
+            let response = try await client.execute(http, timeout: endpoint.requestTimeout)
+            // Keep the first 64 KiB (Vero's answers are a few dozen bytes) and drain the rest,
+            // however large the body, noting whether anything but whitespace follows.
+            var kept = ByteBuffer()
+            var moreThanWhitespace = false
+            for try await var chunk in response.body {
+                let room = Self.keptBytes - kept.readableBytes
+                if room > 0, let slice = chunk.readSlice(length: min(room, chunk.readableBytes)) {
+                    var slice = slice
+                    kept.writeBuffer(&slice)
+                }
+                if !moreThanWhitespace, chunk.readableBytes > 0 {
+                    moreThanWhitespace = chunk.withUnsafeReadableBytes { !Self.isAllWhitespace($0) }
+                }
             }
             let status = Int(response.status.code)
+            let bytes = Array(kept.readableBytesView)
             var answer = VeroResponse(status: status, detail: Self.recordable(redact(String(decoding: bytes, as: UTF8.self))),
                                       retryAfter: parseRetryAfter(response.headers.first(name: "Retry-After")))
-            if (200..<300).contains(status), !Self.isVeroSuccess(bytes) {
+            if (200..<300).contains(status), moreThanWhitespace || !Self.isVeroSuccess(bytes) {
                 answer.notVero = true
                 answer.detail = "not Vero's answer, is the destination's base URL Vero's API? (the body began: \(answer.detail.prefix(200)))"
             }
@@ -116,37 +125,26 @@ public struct VeroTransport: Sendable {
     /// How much of an answer is kept: parsed to recognise Vero's, and its first KiB recorded.
     static let keptBytes = 64 << 10
 
-    /// Reads `body` until `deadline`: the whole of it, or its first 64 KiB (Vero's answers are a
-    /// few dozen bytes; what follows is not read, and the connection is closed, not reused).
-    /// Nil when the deadline came first; the read is then cancelled, closing the connection.
-    static func read(_ body: HTTPClientResponse.Body, until deadline: NIODeadline) async throws -> [UInt8]? {
-        try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
-            group.addTask {
-                var kept = ByteBuffer()
-                for try await var chunk in body {
-                    let room = keptBytes - kept.readableBytes
-                    if let slice = chunk.readSlice(length: min(room, chunk.readableBytes)) {
-                        var slice = slice
-                        kept.writeBuffer(&slice)
-                    }
-                    if kept.readableBytes >= keptBytes { break }
-                }
-                return Array(kept.readableBytesView)
+    static func isJSONWhitespace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
+
+    /// Whether `bytes` are all JSON whitespace: eight spaces at a time (a padded answer is mostly
+    /// spaces), the rest byte by byte. A plain loop: megabytes are scanned, in debug builds too.
+    static func isAllWhitespace(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let spaces: UInt64 = 0x2020_2020_2020_2020
+        var i = 0
+        while i < bytes.count {
+            if i + 8 <= bytes.count, bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self) == spaces {
+                i += 8
+                continue
             }
-            group.addTask {
-                let left = deadline - NIODeadline.now()
-                if left.nanoseconds > 0 { try await Task.sleep(nanoseconds: UInt64(left.nanoseconds)) }
-                return nil
-            }
-            let first = try await group.next() ?? nil
-            group.cancelAll()
-            return first
+            if !isJSONWhitespace(bytes[i]) { return false }
+            i += 1
         }
+        return true
     }
 
     /// Vero's answer to an accepted request: a JSON object whose `status` is a 2xx
-    /// (`{"status":200,"message":"Success."}`), whitespace around it allowed; judged on the first
-    /// 64 KiB of a longer answer.
+    /// (`{"status":200,"message":"Success."}`).
     static func isVeroSuccess(_ body: [UInt8]) -> Bool {
         guard let json = try? JSONValue.parse(Data(body)), case .int(let status)? = json["status"] else { return false }
         return (200..<300).contains(status)
