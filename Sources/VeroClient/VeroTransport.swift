@@ -85,15 +85,49 @@ public struct VeroTransport: Sendable {
     }
 
     /// Sends one request; never throws: failures come back as a response without a status.
-    public func send(_ request: VeroRequest) async -> VeroResponse {
+    ///
+    /// The request timeout bounds the whole exchange: connecting, the answer's head and all of
+    /// its body (a body that trickles in is cut at the deadline, unconfirmed). `cutOff`, when
+    /// given, is asked every `checkEvery` while the request is in flight; a reason it returns
+    /// ends the request at once (the caller's lease on the row is running out).
+    public func send(_ request: VeroRequest, checkEvery: Duration = .seconds(1),
+                     cutOff: (@Sendable () -> String?)? = nil) async -> VeroResponse {
         var http = HTTPClientRequest(url: endpoint.baseURL + request.path)
         http.method = request.method == .POST ? .POST : .PUT
         http.headers.add(name: "Content-Type", value: "application/json")
         http.headers.add(name: "Accept", value: "application/json")
         http.headers.add(name: "User-Agent", value: "engage-sync")
         http.body = .bytes(ByteBuffer(bytes: encodedBody(request)))
+        let prepared = http, timeout = endpoint.requestTimeout
+        let deadline = ContinuousClock.now + .nanoseconds(timeout.nanoseconds)
+        // The exchange races a watchdog; whichever ends first ends the other (cancelling the
+        // exchange closes its connection). A watchdog cancelled by the exchange's end says nil.
+        return await withTaskGroup(of: VeroResponse?.self) { group in
+            group.addTask { await exchange(prepared, timeout: timeout) }
+            group.addTask {
+                while !Task.isCancelled {
+                    let now = ContinuousClock.now
+                    if now >= deadline { return VeroResponse(status: nil, detail: Self.timeoutDetail(timeout), retryAfter: nil) }
+                    if let reason = cutOff?() { return VeroResponse(status: nil, detail: "cut off: \(reason)", retryAfter: nil) }
+                    try? await Task.sleep(for: cutOff == nil ? deadline - now : min(deadline - now, checkEvery))
+                }
+                return nil
+            }
+            var outcome: VeroResponse?
+            for await ended in group where outcome == nil {
+                if let ended {
+                    outcome = ended
+                    group.cancelAll()
+                }
+            }
+            return outcome ?? VeroResponse(status: nil, detail: "network error: cancelled", retryAfter: nil)
+        }
+    }
+
+    /// One request's exchange, the whole body read.
+    private func exchange(_ http: HTTPClientRequest, timeout: TimeAmount) async -> VeroResponse {
         do {
-            let response = try await client.execute(http, timeout: endpoint.requestTimeout)
+            let response = try await client.execute(http, timeout: timeout)
             // Keep the first 64 KiB (Vero's answers are a few dozen bytes) and drain the rest,
             // however large the body, noting whether anything but whitespace follows.
             var kept = ByteBuffer()
@@ -121,6 +155,8 @@ public struct VeroTransport: Sendable {
             return VeroResponse(status: nil, detail: redact(describe(error)), retryAfter: nil)
         }
     }
+
+    static func timeoutDetail(_ timeout: TimeAmount) -> String { "timeout after \(timeout.nanoseconds / 1_000_000_000) s" }
 
     /// How much of an answer is kept: parsed to recognise Vero's, and its first KiB recorded.
     static let keptBytes = 64 << 10
@@ -184,7 +220,7 @@ public struct VeroTransport: Sendable {
     private func describe(_ error: Error) -> String {
         if let error = error as? HTTPClientError {
             switch error {
-            case .deadlineExceeded, .readTimeout: return "timeout after \(endpoint.requestTimeout.nanoseconds / 1_000_000_000) s"
+            case .deadlineExceeded, .readTimeout: return Self.timeoutDetail(endpoint.requestTimeout)
             case .connectTimeout: return "connect timeout"
             case .remoteConnectionClosed: return "the server closed the connection"
             default: return "HTTP error: \(error)"

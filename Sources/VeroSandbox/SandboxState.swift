@@ -33,6 +33,9 @@ public struct SandboxConfiguration: Sendable {
         case nulInBody = "nul_in_body"
         /// A 400 that echoes the request body back, as sent and percent-encoded; nothing applied.
         case echo
+        /// The request is applied; the 200's head comes at once, then Vero's answer one byte
+        /// every 200 ms (about 7 s).
+        case slowBody = "slow_body"
     }
 
     public init(token: String? = nil, failRate: Double = 0, failStatus: Int = 503, latencyMilliseconds: Int = 0,

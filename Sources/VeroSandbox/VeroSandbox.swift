@@ -182,6 +182,17 @@ public struct VeroSandbox: Sendable {
                                     try await writer.write(ByteBuffer(string: #"{"status":200,"mess"#))
                                     throw CancellationError() // the server drops the connection mid-body
                                 })
+            case .slowBody?:
+                state.record(method: method, path: path, body: body, status: 200)
+                let answer = Array(#"{"status":200,"message":"Success."}"#.utf8)
+                return Response(status: .ok, headers: [.contentType: "application/json"],
+                                body: .init { writer in
+                                    for byte in answer {
+                                        try await Task.sleep(for: .milliseconds(200))
+                                        try await writer.write(ByteBuffer(bytes: [byte]))
+                                    }
+                                    try await writer.finish(nil)
+                                })
             case .notJSON?, .notVero?, .nulInBody?, .echo?, nil: // (the first four answered above)
                 if path == "/api/v2/users/track" { emitWebhooks(for: object, state: state) }
                 return answer(200, "Success.")

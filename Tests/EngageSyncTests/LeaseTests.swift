@@ -1,5 +1,7 @@
 import EngageCore
+import EngageSync
 import Foundation
+import PostgresClient
 import Testing
 import TestSupport
 import VeroSandbox
@@ -105,6 +107,32 @@ struct LeaseTests {
             #expect(served.repeated == 0 && otherRepeated == 0)
             #expect(otherDelivered > 0, "the second worker shared the work")
             try await expectSentOnce(f)
+        }
+    }
+
+    @Test("a request outliving its lease while renewals are blocked is cut off before the lease runs out: retried, never counted delivered")
+    func requestCutAtLease() async throws {
+        // The sandbox takes 20 s to answer, the request timeout is 30 s, the lease 4 s.
+        try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 20_000), concurrency: 1) { f in
+            try await f.seedOutbox(count: 1)
+            let options = DeliveryOptions(leaseSeconds: 4, maxWaitSeconds: 0, requestTimeoutSeconds: 30)
+            let worker = Task { try await f.deliver(options) }
+            try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE locked_by IS NOT NULL", atLeast: 1, seconds: 120)
+            // Another session holds the row for 8 s: the worker's renewals wait, its lease runs
+            // down while the request is in flight.
+            let blocker = try await PostgresConnection.connect(f.url)
+            try await blocker.query("""
+                WITH held AS (SELECT id FROM engage.outbox FOR UPDATE) SELECT pg_sleep(8) FROM held
+                """)
+            await blocker.close()
+            let report = try await worker.value
+            #expect(report.delivered == 0 && report.retried == 1, "\(report.summary)")
+            #expect(try await f.count("""
+                SELECT count(*)::int AS c FROM engage.outbox
+                WHERE status = 'pending' AND attempts = 1 AND last_status_code IS NULL
+                  AND last_error = 'cut off: the row''s lease was about to run out (its renewals failed)'
+                """) == 1)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.ledger") == 0)
         }
     }
 }

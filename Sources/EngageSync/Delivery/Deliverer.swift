@@ -263,7 +263,7 @@ public struct Deliverer: Sendable {
                 return (DeliveryResult(id: row.id, kind: .released), 0)
             }
             let started = ContinuousClock.now
-            let response = await transport.send(request)
+            let response = await transport.send(request, checkEvery: keeper.checkEvery) { keeper.runningOut(row.id) }
             SyncMetrics.request(ContinuousClock.now - started, destination: destination.name)
             sent += 1
             last = response

@@ -10,8 +10,11 @@ import NIOConcurrencyHelpers
 /// another worker took is dropped. Before a row is sent the worker asks ``canSend(_:)``: the
 /// row must still be held, with at least half its lease left as last confirmed — renewals that
 /// fall behind (the database slow or unreachable) stop the sending before a lease can run out.
-/// A request in flight when renewals stop altogether is like one in flight at a crash: at most
-/// `concurrency` rows may be sent again by the worker that takes them over.
+/// A request in flight is watched too (``runningOut(_:)``): when renewals have stopped and its
+/// row has less than an eighth of its lease left, the request is cut off and the row retried,
+/// so the lease never runs out under a request still in flight and no other worker sends a row
+/// while this one is sending it. (What the destination did with a request cut off is unknown,
+/// as after a crash: the row is sent again, by whichever worker holds it next.)
 ///
 /// The deadlines are measured on this process's monotonic clock from the moment the statement
 /// that set them was sent, so they never run later than the lease the database holds.
@@ -43,6 +46,18 @@ final class LeaseKeeper: Sendable {
         let now = ContinuousClock.now, half = Duration.seconds(leaseSeconds / 2)
         return deadlines.withLockedValue { held in held[id].map { $0 - now >= half } ?? false }
     }
+
+    /// Why a request in flight for the row must end now: the row is no longer held, or less
+    /// than an eighth of its lease is left as last confirmed. Nil while it is safe to go on.
+    func runningOut(_ id: Int) -> String? {
+        let now = ContinuousClock.now, margin = Duration.seconds(leaseSeconds / 8)
+        guard let deadline = deadlines.withLockedValue({ $0[id] }) else { return "the row's lease was lost to another worker" }
+        return deadline - now < margin ? "the row's lease was about to run out (its renewals failed)" : nil
+    }
+
+    /// How often a request in flight asks ``runningOut(_:)``: a sixteenth of a lease, between
+    /// 50 ms and 1 s.
+    var checkEvery: Duration { .seconds(min(1, max(0.05, leaseSeconds / 16))) }
 
     /// How many rows are held now.
     var count: Int { deadlines.withLockedValue { $0.count } }
