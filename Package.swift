@@ -97,8 +97,11 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            ]
+            ],
+            plugins: ["BuildCommit"]
         ),
+        // `engage-sync --version` names the commit it was built from.
+        .plugin(name: "BuildCommit", capability: .buildTool()),
         // Test helpers: a fresh database per test, running the built executable.
         .target(name: "TestSupport", dependencies: ["PostgresClient", "EngageStore"], path: "Tests/TestSupport"),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "TestSupport"]),

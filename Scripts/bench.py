@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs the benchmark scenarios of issue 7 and prints each figure beside its floor.
+"""Runs the benchmark scenarios of docs/performance.md and prints each figure beside its floor.
 
 Driven by Scripts/bench.sh, which builds the release binary and starts a private PostgreSQL
 (DATABASE_URL). Everything here talks to that server with psql and runs the real binary.
@@ -165,7 +165,7 @@ def compiled(url, key, now):
 
 
 def floor_full(url, key, now):
-    """The full-sync floor (issue 16): the compiled query's rows into a (profile_id, value)
+    """The full-sync floor: the compiled query's rows into a (profile_id, value)
     table with a primary key. Returns (ms, WAL bytes)."""
     prepare, execute = compiled(url, key, now)
     psql(url, f"DROP TABLE IF EXISTS floor_{key}; CREATE TABLE floor_{key} (profile_id text PRIMARY KEY, value jsonb)")
@@ -190,7 +190,7 @@ def execute_as_select(prepare, execute):
 
 def floor_query_alone(url, key, now):
     """The compiled query alone over every profile (CREATE TEMP TABLE AS EXECUTE): the floor an
-    incremental run is held to (issue 13, at most 0.2× of it). Returns ms."""
+    incremental run is held to (at most 0.2× of it). Returns ms."""
     prepare, execute = compiled(url, key, now)
     _, times = psql(url, f"""
         {prepare}
@@ -219,7 +219,7 @@ def wrk(port, concurrency, seconds=10):
 
 def ingest_bench(work, events):
     """ingest of an NDJSON file into a fresh database, vs COPY of the same rows from CSV, and vs
-    the same ingest with the change-capture triggers disabled (issue 13: at least 90%)."""
+    the same ingest with the change-capture triggers disabled (at least 90%)."""
     path = os.path.join(work, "events.ndjson")
     csv = os.path.join(work, "events.csv")
     rnd = random.Random(7)
@@ -324,7 +324,7 @@ def cycle_definitions():
 
 
 def cycle_bench(template, profiles, t0, work, baseline_bin=None):
-    """Issue 13 (b): 50 definitions synced in full at t0 (the ledger confirmed); then 1% churn and
+    """The cron cycle: 50 definitions synced in full at t0 (the ledger confirmed); then 1% churn and
     one hour passed, and the whole `run` cron would start then is timed. "before" is the same
     cycle, from a copy of the same state, by the baseline binary when given (the engine before
     incremental evaluation, which evaluated every profile on every run), else by run --full."""
@@ -370,7 +370,7 @@ SQL_AUDIENCE = {"name": "SQL Accounts", "key": "sql_accounts", "type": "audience
 
 
 def sql_bench(url, profiles, t0, work):
-    """A SQL audience (issue 14) over a table of the user's own with a row per profile, all
+    """A SQL audience over a table of the user's own with a row per profile, all
     active: its full sync (evaluation + diff) beside the floor, the query alone into a table
     with a primary key. Returns the figures."""
     psql(url, f"""
@@ -396,7 +396,7 @@ PAGE_ROWS_PER_RUN = 1000
 
 
 def status_page_bench(work):
-    """The status page of a definition with 1,000 runs (issue 17), each run with 1,000 outbox rows
+    """The status page of a definition with 1,000 runs, each run with 1,000 outbox rows
     (1% failed or rejected): the median time of GET /definitions/KEY from `serve`, beside the
     median time of the same queries (those of StatusPageStore) in psql."""
     name = "bench_page"

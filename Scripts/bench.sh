@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (DESIGN §15): a release build on a private PostgreSQL; every figure is printed
+# Benchmarks (docs/performance.md): a release build on a private PostgreSQL; every figure is printed
 # beside its floor measured in the same run. Writes bench-results.json.
 #   Scripts/bench.sh [--profiles N] [--events-per-profile M] [--sizes 100000,300000,1000000]
 # BENCH_BUILD=debug uses the debug build instead (Scripts/test.sh's smoke run, so the script

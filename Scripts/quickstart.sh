@@ -65,7 +65,7 @@ FROM generate_series(1, 6000) g;
 INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
 SELECT 'open-' || g, 'user-' || (1 + floor(random() * 2400)::int), 'Email Opened', '{}', now() - random() * interval '90 days'
 FROM generate_series(1, 11000) g;
--- The application's own billing table, which SQL definitions read where it is (DESIGN §16).
+-- The application's own billing table, which SQL definitions read where it is.
 -- 40 subscribers are not engage profiles yet: the first SQL run creates them.
 CREATE SCHEMA demo;
 CREATE TABLE demo.subscriptions (user_id text PRIMARY KEY, email text, plan text NOT NULL, status text NOT NULL);

@@ -1,4 +1,4 @@
--- engage-sync: source tables (DESIGN §4) and settings.
+-- engage-sync: source tables (docs/operations.md#loading-data) and settings.
 -- The migrations runner creates schema engage and engage.schema_migrations before this runs.
 
 CREATE TABLE engage.settings (

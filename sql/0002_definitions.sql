@@ -1,4 +1,4 @@
--- Definitions of audiences and computed traits (DESIGN §5, §6).
+-- Definitions of audiences and computed traits (docs/definitions.md).
 
 CREATE TABLE engage.computations (
     id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -1,5 +1,5 @@
--- Destinations, the snapshot, the outbox, the ledger and runs (DESIGN §7, §10).
--- Every table keyed by profile carries profile_id so it can be distributed by it (DESIGN §14).
+-- Destinations, the snapshot, the outbox, the ledger and runs (docs/architecture.md#how-syncs-behave).
+-- Every table keyed by profile carries profile_id so it can be distributed by it (docs/performance.md).
 
 CREATE TABLE engage.destinations (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -1,4 +1,4 @@
--- Views for analysts (DESIGN §13). Plain SQL over the sync tables; documented in the README.
+-- Views for analysts (docs/analysts.md): plain SQL over the sync tables.
 
 CREATE INDEX outbox_computation_status_idx ON engage.outbox (computation_id, status);
 

@@ -1,4 +1,4 @@
--- Exits reach the Vero user who holds the value (issue 18).
+-- Exits reach the Vero user who holds the value.
 --
 -- What a destination holds is per Vero user, not per profile: a profile can be deleted, or
 -- change its user id, while Vero keeps what it was told. So every outbox row records the Vero

@@ -1,4 +1,4 @@
--- Incremental evaluation (DESIGN §17, issue 13): a run costs what changed.
+-- Incremental evaluation (docs/architecture.md#incremental-evaluation): a run costs what changed.
 
 -- Change capture. Statement-level triggers append, per statement, the profiles it touched
 -- (with the event name for engage.events; none for engage.profiles) as one row with parallel

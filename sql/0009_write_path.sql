@@ -1,9 +1,9 @@
--- The write path of a full sync (issue 16): a first sync or a resync writes the snapshot, its
+-- The write path of a full sync: a first sync or a resync writes the snapshot, its
 -- history and one backlog row per (definition, destination) — not one outbox row per member.
 -- Delivery turns the backlog into outbox rows a batch at a time, in profile order, as it sends
 -- (DiffEngine.expand). A definition's outbox row stores what varies per change (Vero id,
 -- email, value, which call); the Segment call is built from it and the run when the row is
--- claimed (AudienceCall). Measured: see the README's Performance section.
+-- claimed (AudienceCall). Measured: see docs/performance.md.
 
 -- Rows of definitions: no stored call (`message` stays for forwarded calls and older rows).
 ALTER TABLE engage.outbox

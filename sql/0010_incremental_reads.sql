@@ -1,5 +1,4 @@
--- Incremental runs read what changed, not what exists (issue 13, profiled at 1M profiles × 50
--- definitions).
+-- Incremental runs read what changed, not what exists.
 
 -- A pair's incremental diff reads its definition's history after its watermark. By id alone,
 -- that is every definition's history written since (a full sync of another definition is a

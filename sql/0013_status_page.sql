@@ -1,4 +1,4 @@
--- The status page's reads (issue 17), as functions: the page and an analyst in psql run the same
+-- The status page's reads, as functions: the page and an analyst in psql run the same
 -- SQL (`SELECT * FROM engage.definition_runs('vip')`). Each reads through an index: a pair's runs
 -- by sync_runs_pair_idx, a run's rows by outbox_run_idx, its failures by outbox_failed_idx;
 -- nothing scans the outbox whole.

@@ -11,7 +11,7 @@ import PostgresClient
 import Prometheus
 import ServiceLifecycle
 
-/// How `serve` runs (DESIGN §18).
+/// How `serve` runs (docs/operations.md#running-as-a-service-engage-sync-serve).
 public struct ServerConfiguration: Sendable {
     public var host = "127.0.0.1"
     public var port = 9464
@@ -34,7 +34,7 @@ public struct ServerConfiguration: Sendable {
 
 /// `engage-sync serve`: one process that schedules runs (``Scheduler``), delivers
 /// (``DeliveryWorker``), and answers `/healthz`, `/metrics` and `/webhooks/vero` (its routes),
-/// until SIGTERM or SIGINT (DESIGN §18). One connection pool and one HTTP client, the caller's,
+/// until SIGTERM or SIGINT (docs/operations.md#running-as-a-service-engage-sync-serve). One connection pool and one HTTP client, the caller's,
 /// serve every part. A graceful shutdown stops scheduling and claiming, lets the requests in
 /// flight finish and be recorded, and releases the rows claimed but not sent; a second signal
 /// exits at once (``ShutdownSignals``).

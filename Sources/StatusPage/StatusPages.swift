@@ -1,7 +1,7 @@
 import EngageStore
 import Foundation
 
-/// The status page (issue 17): server-rendered HTML and CSS, no script and nothing fetched from
+/// The status page: server-rendered HTML and CSS, no script and nothing fetched from
 /// elsewhere, from the store's reads (``StatusStore``, ``StatusPageStore``). Emails are masked.
 /// Elements carry `data-` attributes naming what they show, for scripts and tests.
 public enum StatusPages {

@@ -1,6 +1,6 @@
 import Foundation
 
-/// What a response (or its absence) means for the row that caused it (DESIGN §10).
+/// What a response (or its absence) means for the row that caused it (docs/architecture.md#how-syncs-behave).
 public enum Classification: Sendable, Equatable {
     /// 2xx: delivered.
     case success

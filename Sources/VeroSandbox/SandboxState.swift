@@ -2,7 +2,7 @@ import EngageCore
 import Foundation
 import NIOConcurrencyHelpers
 
-/// Fault injection and checks for the sandbox (DESIGN §11).
+/// Fault injection and checks for the sandbox (docs/operations.md#the-sandbox).
 public struct SandboxConfiguration: Sendable {
     /// When set, requests must carry exactly this auth token (else 401); when nil, any
     /// non-empty token is accepted.

@@ -5,7 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 
-/// A local Vero-compatible Track API (DESIGN §11): the endpoints the mapper uses, with Vero's
+/// A local Vero-compatible Track API (docs/operations.md#the-sandbox): the endpoints the mapper uses, with Vero's
 /// checks, users kept in memory, inspection endpoints and fault injection.
 ///
 /// - `POST /api/v2/users/track`, `PUT /api/v2/users/edit`, `PUT /api/v2/users/tags/edit`,

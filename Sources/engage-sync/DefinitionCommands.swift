@@ -154,5 +154,5 @@ func sqlRightsWarning(_ source: SQLSource, _ db: PostgresConnection) async throw
     }
     guard reader.superuser else { return nil }
     return "warning: SQL definitions run as \(reader.user), a superuser: their queries can read any table and call any function. "
-        + "Set ENGAGE_SQL_ROLE to a login that may only read what they need (README, SQL definitions: Safety)."
+        + "Set ENGAGE_SQL_ROLE to a login that may only read what they need (docs/definitions.md, SQL definitions: Safety)."
 }

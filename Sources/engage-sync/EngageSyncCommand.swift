@@ -10,12 +10,13 @@ struct EngageSyncCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engage-sync",
         abstract: "Sync audiences and computed traits from PostgreSQL to Vero.",
-        version: EngageSyncVersion.current,
+        version: "\(EngageSyncVersion.current) (\(buildCommit))",
         subcommands: [Migrate.self, Define.self, List.self, Preview.self, Remove.self, DestinationCommand.self,
                       Deliver.self, Forward.self, Sandbox.self, Run.self, Resync.self, Serve.self, Status.self, Metrics.self, Ingest.self]
     )
 }
 
+/// The release (see CHANGELOG.md); `--version` prints it with the commit of the build.
 enum EngageSyncVersion {
     static let current = "0.1.0"
 }

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 
-/// Exit statuses (DESIGN §12): 0 all good; 1 error; 2 usage or validation error;
+/// Exit statuses (docs/commands.md): 0 all good; 1 error; 2 usage or validation error;
 /// 3 the sync ran but some rows failed, were blocked or skipped.
 enum ExitStatus {
     static let error: Int32 = 1

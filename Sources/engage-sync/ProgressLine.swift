@@ -4,7 +4,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import PostgresClient
 
-/// Progress of a long command on standard error (issue 15): done of total, rate and time left.
+/// Progress of a long command on standard error: done of total, rate and time left.
 /// On a terminal, one line rewritten in place (at most five times a second); otherwise, when
 /// `ENGAGE_SYNC_LOG_LEVEL` is `info` or more verbose, a plain line every
 /// `ENGAGE_SYNC_PROGRESS_SECONDS` (default 10); otherwise nothing, so cron mail stays quiet.

@@ -2,7 +2,7 @@ import EngageCore
 import Foundation
 import Testing
 
-@Suite("The Vero mapper (DESIGN §9)")
+@Suite("The Vero mapper (docs/architecture.md#the-vero-mapping)")
 struct VeroMapperTests {
     func message(_ json: String) throws -> SegmentMessage { try SegmentMessage(line: json) }
 
@@ -172,7 +172,7 @@ struct VeroMapperTests {
     }
 }
 
-@Suite("The audience call of DESIGN §8, as EngageCore builds it")
+@Suite("The audience call of docs/architecture.md#how-syncs-behave, as EngageCore builds it")
 struct AudienceCallTests {
     @Test("an identify carries the trait, the email and context.personas; a track the event and properties; the mapper sends them")
     func exactJSON() throws {

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import VeroClient
 
-@Suite("Response classification (DESIGN §10)")
+@Suite("Response classification (docs/architecture.md#how-syncs-behave)")
 struct ClassificationTests {
     @Test("statuses", arguments: [
         (200, Classification.success), (201, .success), (204, .success),

@@ -6,7 +6,7 @@ import Testing
 import TestSupport
 import VeroSandbox
 
-/// Exits reach the Vero user who holds the value (issue 18): profiles deleted, user ids
+/// Exits reach the Vero user who holds the value: profiles deleted, user ids
 /// changed or reused, emails changed, rows whose fate at Vero is unknown, and timestamp
 /// bounds exact to the microsecond. Everything through the executable, against the sandbox.
 @Suite("Vero identity: exits reach the user who holds the value")

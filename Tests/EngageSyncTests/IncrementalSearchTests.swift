@@ -5,7 +5,7 @@ import PostgresClient
 import Testing
 import TestSupport
 
-/// A seeded search for the ways incremental evaluation can be wrong (issue 13): random
+/// A seeded search for the ways incremental evaluation can be wrong: random
 /// definitions over the whole grammar, random data changes made with plain SQL as a user's ETL
 /// would (events and profiles inserted, updated, deleted; user ids and emails changed; an
 /// anonymous profile given a user id), and clock moves from minutes to weeks that also land

@@ -6,7 +6,7 @@ import Testing
 import TestSupport
 import VeroSandbox
 
-/// Incremental evaluation (issue 13): what each run evaluates, when it evaluates in full, the
+/// Incremental evaluation: what each run evaluates, when it evaluates in full, the
 /// history, late commits, and destinations added later. The randomized search against a full
 /// evaluation is in IncrementalSearchTests.
 @Suite("Incremental evaluation")

@@ -8,7 +8,7 @@ import Testing
 import TestSupport
 import VeroSandbox
 
-/// Crashes, faults, concurrency, hostile input and secrets (issue 8). Each scenario is bounded
+/// Crashes, faults, concurrency, hostile input and secrets. Each scenario is bounded
 /// in time and works in its own database.
 @Suite("Reliability: nothing lost, nothing pretended")
 struct ReliabilityTests {

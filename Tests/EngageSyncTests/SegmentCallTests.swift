@@ -5,11 +5,11 @@ import PostgresClient
 import Testing
 import TestSupport
 
-/// Pins the Segment call of DESIGN §8 exactly, as a run writes it to the outbox: every field,
+/// Pins the Segment call of docs/architecture.md#how-syncs-behave exactly, as a run writes it to the outbox: every field,
 /// its type and its value, for an identify, a track (`send_as: "track"`) and a trait.
-@Suite("The Segment call of DESIGN §8")
+@Suite("The Segment call of docs/architecture.md#how-syncs-behave")
 struct SegmentCallTests {
-    @Test("identify, track and trait calls carry exactly the fields DESIGN §8 names")
+    @Test("identify, track and trait calls carry exactly the fields docs/architecture.md#how-syncs-behave names")
     func exactCalls() async throws {
         try await SyncFixture.with { f in
             try await f.db.execute("""

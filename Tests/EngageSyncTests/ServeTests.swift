@@ -6,7 +6,7 @@ import Testing
 import TestSupport
 import VeroSandbox
 
-/// `engage-sync serve` (issue 15) through the real binary: it runs due pairs and delivers with
+/// `engage-sync serve` through the real binary: it runs due pairs and delivers with
 /// no other command, answers /healthz and /metrics, and shuts down gracefully on SIGTERM.
 @Suite("serve: scheduler, delivery, /healthz, /metrics, graceful shutdown")
 struct ServeTests {

@@ -7,7 +7,7 @@ import StatusPage
 import Testing
 import TestSupport
 
-/// The status page served by `serve` (issue 17), read by a real browser: headless Chromium
+/// The status page served by `serve`, read by a real browser: headless Chromium
 /// (Debian's, installed by Scripts/test.sh) renders it and hands back its DOM.
 @Suite("status page: in headless Chromium, behind ENGAGE_UI_TOKEN beyond loopback")
 struct StatusPageTests {

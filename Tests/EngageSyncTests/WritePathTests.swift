@@ -5,7 +5,7 @@ import PostgresClient
 import Testing
 import TestSupport
 
-/// The write path of a full sync (issue 16): a first sync or a resync leaves its members to a
+/// The write path of a full sync: a first sync or a resync leaves its members to a
 /// backlog that delivery enqueues as it sends, and an outbox row stores what varies per change.
 @Suite("The write path: backlogs and lean outbox rows")
 struct WritePathTests {

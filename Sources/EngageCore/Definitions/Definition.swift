@@ -1,7 +1,7 @@
 import Foundation
 
 /// An audience (is this profile a member?) or a computed trait (a value per profile),
-/// as defined in JSON (DESIGN §5). Build one with ``DefinitionParser``.
+/// as defined in JSON (docs/definitions.md). Build one with ``DefinitionParser``.
 ///
 /// What a definition produces (``kind``) is kept apart from where it comes from (``source``):
 /// everything after evaluation — snapshot, diff, outbox, ledger — depends only on the first.
@@ -17,7 +17,7 @@ public struct Definition: Sendable, Hashable {
         case condition(Condition)
         /// A trait aggregated from events.
         case aggregate(TraitValue)
-        /// The rows of the user's own query (DESIGN §16): an audience's members, or a trait's
+        /// The rows of the user's own query (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables): an audience's members, or a trait's
         /// values.
         case sql(SQLQuery)
     }
@@ -32,7 +32,7 @@ public struct Definition: Sendable, Hashable {
     public var description: String?
     public var source: Source
     public var syncEvery: SyncDuration
-    /// How often an incremental snapshot is checked against a full evaluation (DESIGN §17).
+    /// How often an incremental snapshot is checked against a full evaluation (docs/architecture.md#incremental-evaluation).
     public var reconcileEvery: SyncDuration
     /// Destination names; nil means every enabled destination.
     public var destinations: [String]?
@@ -67,7 +67,7 @@ public struct Definition: Sendable, Hashable {
     }
 }
 
-/// A SQL definition's query (DESIGN §16): one SELECT over the user's own tables, run read-only
+/// A SQL definition's query (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables): one SELECT over the user's own tables, run read-only
 /// with a time limit.
 public struct SQLQuery: Sendable, Hashable {
     /// The query as given.
@@ -190,7 +190,7 @@ public enum Operator: Sendable, Hashable {
     case before(Timestamp), after(Timestamp)
     case withinLast(SyncDuration)
 
-    /// The operators' names in JSON, in the order DESIGN §5 lists them.
+    /// The operators' names in JSON, in the order docs/definitions.md lists them.
     public enum Name: String, Sendable, CaseIterable {
         case equals
         case notEquals = "not_equals"

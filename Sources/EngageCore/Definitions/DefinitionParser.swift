@@ -37,7 +37,7 @@ public struct DefinitionValidationError: Error, Sendable, CustomStringConvertibl
     }
 }
 
-/// Decodes and validates definition JSON (DESIGN §5), collecting every problem with its path.
+/// Decodes and validates definition JSON (docs/definitions.md), collecting every problem with its path.
 public struct DefinitionParser {
     /// Conditions may nest this deep; deeper is rejected (and never overflows the stack).
     public static let maxDepth = 32
@@ -223,7 +223,7 @@ public struct DefinitionParser {
     // MARK: - SQL
 
     /// `sql` and its `timeout`; nil (with the problems added) when absent or malformed. The
-    /// query itself is checked in the database by `define` (DESIGN §16).
+    /// query itself is checked in the database by `define` (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables).
     private mutating func sqlQuery(_ object: [String: JSONValue], _ path: String) -> SQLQuery? {
         var timeout = SQLQuery.defaultTimeoutSeconds
         if let raw = object["timeout"] {

@@ -1,7 +1,7 @@
 /// What a definition's result depends on, with referenced audiences followed (they are
 /// evaluated inline): which events it reads, which time windows move its result as the clock
 /// moves, and whether anything moves with the clock in a way only a full evaluation follows.
-/// The incremental evaluation's affected set is built from this (DESIGN §17).
+/// The incremental evaluation's affected set is built from this (docs/architecture.md#incremental-evaluation).
 public struct EvaluationInputs: Sendable, Hashable {
     /// A window over one event's `occurred_at`, relative to the evaluation instant.
     public struct Window: Sendable, Hashable {

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The key rule (DESIGN §6): how a definition's name becomes its trait key, and what a key may be.
+/// The key rule (docs/definitions.md#keys): how a definition's name becomes its trait key, and what a key may be.
 public enum Keys {
     /// Trait names the destination owns; a definition may not use them as its key.
     public static let reserved: Set<String> = ["id", "user_id", "email", "created_at", "tags", "timezone"]

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The Segment call of one audience or trait change (DESIGN §8), built from what the outbox
+/// The Segment call of one audience or trait change (docs/architecture.md#how-syncs-behave), built from what the outbox
 /// stores per row (the Vero id, the email, the value, which call) and what is constant for the
 /// run (the definition, the instant, the space). The one place the call's shape is written.
 public struct AudienceCall: Sendable, Hashable {
@@ -38,7 +38,7 @@ public struct AudienceCall: Sendable, Hashable {
         self.spaceID = spaceID
     }
 
-    /// The call as JSON, exactly as DESIGN §8 writes it.
+    /// The call as JSON, exactly as docs/architecture.md#how-syncs-behave writes it.
     public var json: JSONValue {
         let personas: JSONValue = [
             "computation_class": .string(computationClass.rawValue), "computation_id": .string(String(computationID)),

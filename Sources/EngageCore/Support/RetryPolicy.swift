@@ -1,4 +1,4 @@
-/// Exponential backoff with full jitter (DESIGN §10): attempt n waits a random time in
+/// Exponential backoff with full jitter (docs/architecture.md#how-syncs-behave): attempt n waits a random time in
 /// `[0, min(cap, base · 2^(n-1))]`, or at least the server's `Retry-After`.
 public struct RetryPolicy: Sendable, Hashable {
     public var baseSeconds: Double

@@ -44,7 +44,7 @@ public struct VeroRejection: Error, Sendable, Hashable, CustomStringConvertible 
 }
 
 /// Segment call → Vero requests, reproducing Segment's server-side Vero destination
-/// (DESIGN §9). Pure. The second request, when there is one, is the tags edit, to be sent
+/// (docs/architecture.md#the-vero-mapping). Pure. The second request, when there is one, is the tags edit, to be sent
 /// only after the first succeeded.
 public enum VeroMapper {
     public static func map(_ message: SegmentMessage) -> Result<[VeroRequest], VeroRejection> {

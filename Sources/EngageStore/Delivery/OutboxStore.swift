@@ -85,7 +85,7 @@ public struct RecordedCounts: Sendable {
     }
 }
 
-/// Claims outbox rows with leases and records delivery results (DESIGN §10).
+/// Claims outbox rows with leases and records delivery results (docs/architecture.md#how-syncs-behave).
 public struct OutboxStore: Sendable {
     public let db: PostgresConnection
     public init(_ db: PostgresConnection) { self.db = db }

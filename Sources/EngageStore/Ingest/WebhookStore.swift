@@ -2,7 +2,7 @@ import EngageCore
 import Foundation
 import PostgresClient
 
-/// Stores Vero's email events (DESIGN §19) as `engage.events`, on the profile with the
+/// Stores Vero's email events (docs/operations.md#email-events-from-vero) as `engage.events`, on the profile with the
 /// webhook's user id, else its email, created when there is none.
 public struct WebhookStore: Sendable {
     public let db: PostgresConnection

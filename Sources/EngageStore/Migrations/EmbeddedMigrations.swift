@@ -4,7 +4,7 @@ extension Migrations {
     /// Every migration under sql/, in order.
     static let embedded: [Migration] = [
         Migration(version: 1, name: "0001_init", sql: #"""
--- engage-sync: source tables (DESIGN §4) and settings.
+-- engage-sync: source tables (docs/operations.md#loading-data) and settings.
 -- The migrations runner creates schema engage and engage.schema_migrations before this runs.
 
 CREATE TABLE engage.settings (
@@ -43,7 +43,7 @@ CREATE INDEX events_event_time_idx ON engage.events (event, occurred_at) INCLUDE
 CREATE INDEX events_profile_idx ON engage.events (profile_id, event, occurred_at);
 """#),
         Migration(version: 2, name: "0002_definitions", sql: #"""
--- Definitions of audiences and computed traits (DESIGN §5, §6).
+-- Definitions of audiences and computed traits (docs/definitions.md).
 
 CREATE TABLE engage.computations (
     id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -77,8 +77,8 @@ END;
 $$;
 """#),
         Migration(version: 3, name: "0003_sync", sql: #"""
--- Destinations, the snapshot, the outbox, the ledger and runs (DESIGN §7, §10).
--- Every table keyed by profile carries profile_id so it can be distributed by it (DESIGN §14).
+-- Destinations, the snapshot, the outbox, the ledger and runs (docs/architecture.md#how-syncs-behave).
+-- Every table keyed by profile carries profile_id so it can be distributed by it (docs/performance.md).
 
 CREATE TABLE engage.destinations (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -167,7 +167,7 @@ CREATE TABLE engage.ledger (
 );
 """#),
         Migration(version: 4, name: "0004_views", sql: #"""
--- Views for analysts (DESIGN §13). Plain SQL over the sync tables; documented in the README.
+-- Views for analysts (docs/analysts.md): plain SQL over the sync tables.
 
 CREATE INDEX outbox_computation_status_idx ON engage.outbox (computation_id, status);
 
@@ -251,7 +251,7 @@ ALTER TABLE engage.outbox
 ALTER TABLE engage.memberships DROP CONSTRAINT memberships_computation_id_fkey;
 """#),
         Migration(version: 7, name: "0007_vero_identity", sql: #"""
--- Exits reach the Vero user who holds the value (issue 18).
+-- Exits reach the Vero user who holds the value.
 --
 -- What a destination holds is per Vero user, not per profile: a profile can be deleted, or
 -- change its user id, while Vero keeps what it was told. So every outbox row records the Vero
@@ -328,7 +328,7 @@ WHERE f.status IN ('failed', 'rejected', 'skipped')
         AND later.vero_id IN (now_id.user_id, now_id.email) AND later.status = 'pending' AND later.id > o.id);
 """#),
         Migration(version: 8, name: "0008_incremental", sql: #"""
--- Incremental evaluation (DESIGN §17, issue 13): a run costs what changed.
+-- Incremental evaluation (docs/architecture.md#incremental-evaluation): a run costs what changed.
 
 -- Change capture. Statement-level triggers append, per statement, the profiles it touched
 -- (with the event name for engage.events; none for engage.profiles) as one row with parallel
@@ -450,12 +450,12 @@ ALTER TABLE engage.sync_runs
     ADD COLUMN drift integer;      -- a reconciling run: profiles the incremental snapshot had wrong
 """#),
         Migration(version: 9, name: "0009_write_path", sql: #"""
--- The write path of a full sync (issue 16): a first sync or a resync writes the snapshot, its
+-- The write path of a full sync: a first sync or a resync writes the snapshot, its
 -- history and one backlog row per (definition, destination) — not one outbox row per member.
 -- Delivery turns the backlog into outbox rows a batch at a time, in profile order, as it sends
 -- (DiffEngine.expand). A definition's outbox row stores what varies per change (Vero id,
 -- email, value, which call); the Segment call is built from it and the run when the row is
--- claimed (AudienceCall). Measured: see the README's Performance section.
+-- claimed (AudienceCall). Measured: see docs/performance.md.
 
 -- Rows of definitions: no stored call (`message` stays for forwarded calls and older rows).
 ALTER TABLE engage.outbox
@@ -531,8 +531,7 @@ FROM engage.computations c
 WHERE c.removed_at IS NULL;
 """#),
         Migration(version: 10, name: "0010_incremental_reads", sql: #"""
--- Incremental runs read what changed, not what exists (issue 13, profiled at 1M profiles × 50
--- definitions).
+-- Incremental runs read what changed, not what exists.
 
 -- A pair's incremental diff reads its definition's history after its watermark. By id alone,
 -- that is every definition's history written since (a full sync of another definition is a
@@ -592,14 +591,14 @@ FROM engage.computations c
 WHERE c.removed_at IS NULL;
 """#),
         Migration(version: 11, name: "0011_sql_definitions", sql: #"""
--- SQL audiences and traits (DESIGN §16): a run of a SQL definition may create profiles (an
+-- SQL audiences and traits (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables): a run of a SQL definition may create profiles (an
 -- unknown user id or email in the query's rows); how many, per run.
 ALTER TABLE engage.sync_runs ADD COLUMN created_profiles integer NOT NULL DEFAULT 0;
 COMMENT ON COLUMN engage.sync_runs.created_profiles IS
     'Profiles this run''s SQL query created: user ids and emails engage.profiles did not know.';
 """#),
         Migration(version: 12, name: "0012_paused_destinations", sql: #"""
--- Paused destinations (DESIGN §18): a destination that answers 401/403 is paused — nothing is
+-- Paused destinations (docs/operations.md#running-as-a-service-engage-sync-serve): a destination that answers 401/403 is paused — nothing is
 -- claimed for it — until its settings change or `engage-sync destination resume NAME`.
 ALTER TABLE engage.destinations
     ADD COLUMN paused_at     timestamptz,
@@ -632,7 +631,7 @@ LEFT JOIN LATERAL (SELECT max(coalesce(r.instant, r.started_at)) AS instant FROM
 WHERE c.removed_at IS NULL AND d.enabled AND (c.destinations IS NULL OR d.name = ANY (c.destinations));
 """#),
         Migration(version: 13, name: "0013_status_page", sql: #"""
--- The status page's reads (issue 17), as functions: the page and an analyst in psql run the same
+-- The status page's reads, as functions: the page and an analyst in psql run the same
 -- SQL (`SELECT * FROM engage.definition_runs('vip')`). Each reads through an index: a pair's runs
 -- by sync_runs_pair_idx, a run's rows by outbox_run_idx, its failures by outbox_failed_idx;
 -- nothing scans the outbox whole.

@@ -35,7 +35,7 @@ public struct EvaluationOutcome: Sendable {
 }
 
 /// Keeps a definition's snapshot (`engage.memberships`) equal to its result at the run's
-/// instant, evaluating only the profiles whose result can have changed (DESIGN §17):
+/// instant, evaluating only the profiles whose result can have changed (docs/architecture.md#incremental-evaluation):
 /// profiles in the change log that the last evaluation could not see (with the events the
 /// definition reads), profiles with a matching event that crossed a window edge between the
 /// last instant and this one, and every new or changed profile. Each snapshot change is

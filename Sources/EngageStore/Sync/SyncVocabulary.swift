@@ -1,6 +1,6 @@
 import PostgresClient
 
-/// How a run treats the ledger (DESIGN §7); `engage.sync_runs.mode`.
+/// How a run treats the ledger (docs/architecture.md#how-syncs-behave); `engage.sync_runs.mode`.
 public enum RunMode: String, Sendable, CaseIterable, PostgresEncodable, PostgresDecodable {
     /// The first sync of a pair: every current member / value (the ledger is empty).
     case full
@@ -47,7 +47,7 @@ public enum OutboxOp: String, Sendable, CaseIterable {
     case forward
 }
 
-/// Counts a run records (DESIGN §7).
+/// Counts a run records (docs/architecture.md#how-syncs-behave).
 public struct RunCounts: Sendable, Equatable {
     public var members = 0
     public var entered = 0
@@ -59,7 +59,7 @@ public struct RunCounts: Sendable, Equatable {
     public init() {}
 }
 
-/// The exit guardrail (DESIGN §7): an incremental run that would exit more than
+/// The exit guardrail (docs/architecture.md#how-syncs-behave): an incremental run that would exit more than
 /// `maxExitRatio` of an audience's delivered members, when there are at least
 /// ``minimumMembers``, is blocked, so an emptied events table cannot exit everyone.
 public struct Guardrail: Sendable {

@@ -10,7 +10,7 @@ public struct MissingToken: Error, Sendable, CustomStringConvertible {
 }
 
 /// Vero answered 401/403: the credentials are wrong. Delivery to that destination stopped at once
-/// and the destination is paused (DESIGN §18).
+/// and the destination is paused (docs/operations.md#running-as-a-service-engage-sync-serve).
 public struct CredentialsRejected: Error, Sendable, CustomStringConvertible {
     public var destination: String
     public var status: Int
