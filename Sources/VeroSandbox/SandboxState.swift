@@ -21,7 +21,7 @@ public struct SandboxConfiguration: Sendable {
 
     /// Answers a misbehaving server gives.
     public enum ResponseFault: String, Sendable, CaseIterable {
-        /// The request is applied; the 200 answer is 8 MiB long.
+        /// The request is applied; the 200 answer is 1 MiB long (16 times what a client reads).
         case huge
         /// The request is not applied; the answer is a 502 HTML page from a proxy.
         case notJSON = "not_json"
@@ -34,7 +34,7 @@ public struct SandboxConfiguration: Sendable {
         /// A 400 that echoes the request body back, as sent and percent-encoded; nothing applied.
         case echo
         /// The request is applied; the 200's head comes at once, then Vero's answer one byte
-        /// every 200 ms (about 7 s).
+        /// every 500 ms (about 17 s).
         case slowBody = "slow_body"
     }
 

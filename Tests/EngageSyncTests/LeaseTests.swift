@@ -112,14 +112,17 @@ struct LeaseTests {
 
     @Test("a request outliving its lease while renewals are blocked is cut off before the lease runs out: retried, never counted delivered")
     func requestCutAtLease() async throws {
-        // The sandbox takes 20 s to answer, the request timeout is 30 s, the lease 4 s.
-        try await SyncFixture.with(sandbox: SandboxConfiguration(latencyMilliseconds: 20_000), concurrency: 1) { f in
+        // The sandbox applies the request and answers its head at once, then trickles Vero's
+        // answer over 17 s; the request timeout is 30 s, the lease 4 s.
+        try await SyncFixture.with(sandbox: SandboxConfiguration(responseFault: .slowBody), concurrency: 1) { f in
             try await f.seedOutbox(count: 1)
             let options = DeliveryOptions(leaseSeconds: 4, maxWaitSeconds: 0, requestTimeoutSeconds: 30)
             let worker = Task { try await f.deliver(options) }
-            try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE locked_by IS NOT NULL", atLeast: 1, seconds: 120)
+            // The request is in flight once the sandbox has it.
+            let deadline = Date().addingTimeInterval(120)
+            while try await f.sandboxRequests().requests.isEmpty, Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
             // Another session holds the row for 8 s: the worker's renewals wait, its lease runs
-            // down while the request is in flight.
+            // down while the answer trickles in.
             let blocker = try await PostgresConnection.connect(f.url)
             try await blocker.query("""
                 WITH held AS (SELECT id FROM engage.outbox FOR UPDATE) SELECT pg_sleep(8) FROM held

@@ -146,15 +146,18 @@ struct ServeTests {
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'pending' AND locked_until > now()") == 0)
 
             // A second serve finishes the rest, each row sent once.
-            let (second, out2, err2, _) = try await serve(f, ["--lease", "5"])
+            let (second, out2, err2, _) = try await serve(f, ["--lease", "5"], environment: ["ENGAGE_SYNC_LOG_LEVEL": "info"])
             defer { if second.isRunning { second.terminate() } } // also when an expectation throws
             try await eventually(seconds: 120, "every row delivered") {
                 try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") == 400
             }
             kill(second.processIdentifier, SIGTERM)
-            #expect(await CLI.collect(second, out2, err2).status == 0)
+            let log = await CLI.collect(second, out2, err2)
+            #expect(log.status == 0)
             let requests = try await f.sandboxRequests().requests.filter { $0.status == 200 }
-            #expect(requests.count == 400)
+            let rows = try await f.db.query("SELECT status, attempts, left(coalesce(last_error, ''), 80) AS e, count(*)::int AS n FROM engage.outbox GROUP BY 1, 2, 3")
+                .map { $0.values.map { $0 ?? "NULL" }.joined(separator: " ") }
+            #expect(requests.count == 400, "outbox: \(rows)\nthe second serve said: \(log.stderr.suffix(4000))")
             #expect(Set(requests.compactMap(\.userID)).count == 400)
         }
     }

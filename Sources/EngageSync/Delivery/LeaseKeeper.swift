@@ -11,7 +11,7 @@ import NIOConcurrencyHelpers
 /// row must still be held, with at least half its lease left as last confirmed — renewals that
 /// fall behind (the database slow or unreachable) stop the sending before a lease can run out.
 /// A request in flight is watched too (``runningOut(_:)``): when renewals have stopped and its
-/// row has less than an eighth of its lease left, the request is cut off and the row retried,
+/// row has less than a sixteenth of its lease left, the request is cut off and the row retried,
 /// so the lease never runs out under a request still in flight and no other worker sends a row
 /// while this one is sending it. (What the destination did with a request cut off is unknown,
 /// as after a crash: the row is sent again, by whichever worker holds it next.)
@@ -48,16 +48,16 @@ final class LeaseKeeper: Sendable {
     }
 
     /// Why a request in flight for the row must end now: the row is no longer held, or less
-    /// than an eighth of its lease is left as last confirmed. Nil while it is safe to go on.
+    /// than a sixteenth of its lease is left as last confirmed. Nil while it is safe to go on.
     func runningOut(_ id: Int) -> String? {
-        let now = ContinuousClock.now, margin = Duration.seconds(leaseSeconds / 8)
+        let now = ContinuousClock.now, margin = Duration.seconds(leaseSeconds / 16)
         guard let deadline = deadlines.withLockedValue({ $0[id] }) else { return "the row's lease was lost to another worker" }
         return deadline - now < margin ? "the row's lease was about to run out (its renewals failed)" : nil
     }
 
-    /// How often a request in flight asks ``runningOut(_:)``: a sixteenth of a lease, between
-    /// 50 ms and 1 s.
-    var checkEvery: Duration { .seconds(min(1, max(0.05, leaseSeconds / 16))) }
+    /// How often a request in flight asks ``runningOut(_:)``: a thirty-second of a lease,
+    /// between 50 ms and 1 s.
+    var checkEvery: Duration { .seconds(min(1, max(0.05, leaseSeconds / 32))) }
 
     /// How many rows are held now.
     var count: Int { deadlines.withLockedValue { $0.count } }
