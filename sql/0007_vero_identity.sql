@@ -42,34 +42,3 @@ COMMENT ON COLUMN engage.ledger.profile_id IS 'the profile that owned vero_id wh
 DROP INDEX engage.outbox_open_idx;
 CREATE INDEX outbox_open_idx ON engage.outbox (destination_id, computation_id, vero_id, profile_id)
     WHERE status IN ('pending', 'skipped', 'failed');
-
--- The changelog names the Vero id each row was addressed to (not the profile's id today).
-CREATE OR REPLACE VIEW engage.sync_changelog AS
-SELECT o.run_id, c.key, d.name AS destination, o.profile_id,
-       coalesce(o.vero_id, o.message ->> 'userId') AS user_id,
-       o.op, o.value, o.status, o.reason, o.attempts, o.last_status_code, o.last_error,
-       o.created_at, o.delivered_at, o.id AS outbox_id
-FROM engage.outbox o
-JOIN engage.destinations d ON d.id = o.destination_id
-LEFT JOIN engage.computations c ON c.id = o.computation_id;
-
--- Only what is still unresolved: a failed, rejected or skipped row is resolved by a later
--- change for the same destination, definition and Vero user that was delivered (the ledger
--- holds a later confirmation) or is pending. A row skipped for want of a Vero id is resolved
--- by the same for the id its profile has now. The history stays in engage.sync_changelog.
-CREATE OR REPLACE VIEW engage.delivery_failures AS
-SELECT f.run_id, f.key, f.destination, f.profile_id, f.user_id, f.op, f.value, f.status,
-       coalesce(f.reason, f.last_error) AS reason, f.attempts, f.last_status_code, f.last_error, f.created_at
-FROM engage.sync_changelog f
-JOIN engage.outbox o ON o.id = f.outbox_id
-LEFT JOIN engage.profiles p ON o.vero_id IS NULL AND p.profile_id = o.profile_id
-CROSS JOIN LATERAL (SELECT coalesce(o.vero_id, p.user_id) AS user_id, CASE WHEN o.vero_id IS NULL THEN p.email END AS email) now_id
-WHERE f.status IN ('failed', 'rejected', 'skipped')
-  AND NOT EXISTS (
-      SELECT 1 FROM engage.ledger l
-      WHERE l.destination_id = o.destination_id AND l.computation_id = o.computation_id
-        AND l.vero_id IN (now_id.user_id, now_id.email) AND l.outbox_id > o.id)
-  AND NOT EXISTS (
-      SELECT 1 FROM engage.outbox later
-      WHERE later.destination_id = o.destination_id AND later.computation_id = o.computation_id
-        AND later.vero_id IN (now_id.user_id, now_id.email) AND later.status = 'pending' AND later.id > o.id);

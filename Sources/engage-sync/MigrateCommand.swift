@@ -10,10 +10,11 @@ extension EngageSyncCommand {
 
         func run() async throws {
             let report = try await database.withConnection { try await Migrations.migrate($0) }
-            if report.applied.isEmpty {
+            for name in report.applied { print("applied \(name)") }
+            for name in report.readSide { print("created engage.\(name) (new or changed)") }
+            if report.applied.isEmpty && report.readSide.isEmpty {
                 print("schema engage is up to date (version \(report.version))")
             } else {
-                for name in report.applied { print("applied \(name)") }
                 print("schema engage is at version \(report.version)")
             }
         }

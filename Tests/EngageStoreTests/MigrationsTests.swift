@@ -17,6 +17,55 @@ struct MigrationsTests {
             let text = try String(contentsOf: sqlDir.appendingPathComponent(file), encoding: .utf8)
             #expect(text == migration.sql + "\n" || text == migration.sql, "\(file) differs from the embedded copy")
         }
+        let views = sqlDir.appendingPathComponent("views")
+        let readSide = try FileManager.default.contentsOfDirectory(atPath: views.path).filter { $0.hasSuffix(".sql") }.sorted()
+        #expect(readSide.map { String($0.dropLast(4)) } == Migrations.readSide.map(\.file))
+        for (file, object) in zip(readSide, Migrations.readSide) {
+            let text = try String(contentsOf: views.appendingPathComponent(file), encoding: .utf8)
+            #expect(text == object.sql + "\n" || text == object.sql, "views/\(file) differs from the embedded copy")
+        }
+    }
+
+    @Test("each view and function is defined in one file under sql/, its own in sql/views/, never in a numbered migration")
+    func readSideHasOneHome() throws {
+        let definition = #/CREATE\s+(?:OR\s+REPLACE\s+)?(VIEW|FUNCTION)\s+engage\.([a-z_]+)/#
+        var homes: [String: [String]] = [:]
+        for migration in Migrations.all {
+            for match in migration.sql.matches(of: definition) { homes[String(match.output.2), default: []].append(migration.name) }
+        }
+        for object in Migrations.readSide {
+            let defined = object.sql.matches(of: definition).map { String($0.output.2) }
+            #expect(defined == [object.name], "views/\(object.file) defines \(defined)")
+            homes[object.name, default: []].append("views/\(object.file)")
+        }
+        let twice = homes.filter { $0.value.count > 1 }
+        #expect(twice.isEmpty, "defined in more than one file: \(twice)")
+        // Only the triggers' functions and a cast helper, part of the tables they serve, stay numbered.
+        let numbered = Set(homes.filter { $0.value.allSatisfy { !$0.hasPrefix("views/") } }.keys)
+        #expect(numbered == ["try_timestamptz", "log_event_changes", "log_profile_changes"], "\(numbered)")
+    }
+
+    @Test("a view whose definition changed is created again by the next migrate; an unchanged one is left alone")
+    func readSideReapplied() async throws {
+        try await TestDatabase.with(migrated: false) { db, _ in
+            let first = try await Migrations.migrate(db)
+            #expect(first.readSide == Migrations.readSide.map(\.name))
+            // As after an upgrade whose sync_status differs from the installed one.
+            try await db.execute("""
+                UPDATE engage.schema_read_side SET checksum = 'older' WHERE name = 'sync_status';
+                DROP VIEW engage.sync_status;
+                CREATE VIEW engage.sync_status AS SELECT 1 AS stale;
+                """)
+            let second = try await Migrations.migrate(db)
+            #expect(second.applied.isEmpty && second.readSide == ["sync_status"])
+            let columns = try await db.query("""
+                SELECT count(*)::int AS c FROM information_schema.columns
+                WHERE table_schema = 'engage' AND table_name = 'sync_status' AND column_name IN ('key', 'destination', 'pending')
+                """).first?.decode(Int.self, "c")
+            #expect(columns == 3)
+            let third = try await Migrations.migrate(db)
+            #expect(third.applied.isEmpty && third.readSide.isEmpty)
+        }
     }
 
     @Test("migrate twice: the second call applies nothing and changes nothing")
@@ -27,7 +76,7 @@ struct MigrationsTests {
             let spaceID = try await db.query("SELECT value FROM engage.settings WHERE key = 'space_id'").first?
                 .decode(String.self, "value")
             let second = try await Migrations.migrate(db)
-            #expect(second.applied.isEmpty)
+            #expect(second.applied.isEmpty && second.readSide.isEmpty)
             let again = try await db.query("SELECT value FROM engage.settings WHERE key = 'space_id'").first?
                 .decode(String.self, "value")
             #expect(spaceID != nil && spaceID == again)

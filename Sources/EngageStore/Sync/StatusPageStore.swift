@@ -109,7 +109,7 @@ public struct StatusCodeFailures: Sendable {
     public var lastAt: String
 }
 
-/// The reads of the status page: the functions of migration 0013, which an analyst
+/// The reads of the status page: the functions in sql/views/ (`engage.definition_runs`, …), which an analyst
 /// can call in psql for the same answers.
 public struct StatusPageStore: Sendable {
     public let db: PostgresConnection
