@@ -11,12 +11,12 @@ struct DeliveryFlags: ParsableArguments {
         Default: 30; 0 for serve, which looks again every tick.
         """)
     var maxWait: Double?
-    @Option(help: "Seconds one request may take, the answer's body included.") var requestTimeout: Int64 = 30
+    @Option(help: "Seconds one request may take, the answer's body included.") var requestTimeout: Int64 = DeliveryOptions.defaultRequestTimeoutSeconds
     @Option(help: """
         Seconds a worker leases the rows it claims; a live worker renews the lease of what it holds every quarter \
         of it, and a crashed worker's rows return after it.
         """)
-    var lease: Double = 120
+    var lease: Double = DeliveryOptions.defaultLeaseSeconds
 
     /// The options, with `maxWait` when the flag is not given.
     func options(maxWait defaultMaxWait: Double = 30) -> DeliveryOptions {

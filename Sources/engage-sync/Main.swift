@@ -3,7 +3,7 @@ import Foundation
 import Logging
 
 /// Exit statuses (docs/commands.md): 0 all good; 1 error; 2 usage or validation error;
-/// 3 the sync ran but some rows failed, were blocked or skipped.
+/// 3 the sync ran but some rows failed or a run was blocked (skipped rows too with `--strict`).
 enum ExitStatus {
     static let error: Int32 = 1
     static let usage: Int32 = 2

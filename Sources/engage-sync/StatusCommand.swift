@@ -6,7 +6,7 @@ import Foundation
 extension EngageSyncCommand {
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Per definition and destination: members, delivered, pending, failed, last run, next due, paused.")
+            abstract: "Per definition and destination: members, delivered, pending, failed, skipped, last run, next due, paused.")
         @OptionGroup var database: DatabaseOptions
         @Flag(help: "Print JSON (one object per pair).") var json = false
 
@@ -20,7 +20,7 @@ extension EngageSyncCommand {
                 func text(_ s: String?) -> JSONValue { s.map { .string($0) } ?? .null }
                 return [("key", .string(p.key)), ("destination", .string(p.destination)), ("type", .string(p.type)),
                         ("members", .int(p.members)), ("delivered_true", .int(p.deliveredTrue)), ("pending", .int(p.pending)),
-                        ("failed", .int(p.failed)), ("last_run_at", text(p.lastRunAt)),
+                        ("failed", .int(p.failed)), ("skipped", .int(p.skipped)), ("last_run_at", text(p.lastRunAt)),
                         ("last_run_status", text(p.lastRunStatus)), ("next_due", text(p.nextDue)),
                         ("destination_paused_at", text(p.destinationPausedAt))]
             }

@@ -26,14 +26,19 @@ func report(_ outcomes: [PairOutcome], dryRun: Bool) throws {
             if c.superseded > 0 { line += ", \(c.superseded) superseded" }
             line += "; delivered \(o.delivered), failed \(o.failed), pending \(o.pending)"
             let evaluation = o.evaluation.map { " \($0.kind.rawValue) of \($0.affected)" } ?? ""
-            line += String(format: " [evaluate %.2fs%@, diff %.2fs, deliver %.2fs]", o.timings.evaluate, evaluation,
-                           o.timings.diff, o.timings.deliver)
+            line += String(format: " [evaluate %.2fs%@, diff %.2fs]", o.timings.evaluate, evaluation, o.timings.diff)
             if let drift = o.evaluation?.drift, drift > 0 {
                 line += "\n    warning: the incremental snapshot differed from a full evaluation for \(drift) profiles (corrected)"
             }
             if let message = o.message { line += "\n    error: \(message)" }
         }
         print(line)
+    }
+    // Delivery serves every pair of a destination at once: its time is printed once.
+    var delivered: [String] = []
+    for o in outcomes where o.runID != nil && o.timings.deliver > 0 && !delivered.contains(o.destination) {
+        delivered.append(o.destination)
+        print(String(format: "delivery to %@: %.2fs", o.destination, o.timings.deliver))
     }
     if let failed = outcomes.first(where: { $0.status == .failed }) {
         printError("error: \(failed.key) → \(failed.destination): \(failed.message ?? "failed")")
@@ -51,7 +56,8 @@ extension EngageSyncCommand {
             discussion: """
                 A pair is due when it never ran or its last successful run started at least sync_every ago.
                 Safe to start every minute: overlapping invocations skip pairs another process is running.
-                Exit status: 0 all good, 1 error, 2 usage, 3 some rows failed, were skipped or a run was blocked.
+                Exit status: 0 all good, 1 error, 2 usage, 3 some rows failed or a run was blocked (with --strict,
+                also rows skipped for want of a Vero user id).
                 """)
         @OptionGroup var database: DatabaseOptions
         @OptionGroup var flags: DeliveryFlags
@@ -62,6 +68,7 @@ extension EngageSyncCommand {
         @Flag(help: "Enqueue only; send later with `engage-sync deliver`.") var noDeliver = false
         @Flag(help: "Let a run through that the exit guardrail would block.") var force = false
         @Flag(help: "Evaluate every profile instead of the changed ones (a check; incremental runs are exact).") var full = false
+        @Flag(help: "Count rows skipped for want of a Vero user id as a partial run (exit 3).") var strict = false
 
         func run() async throws {
             var request = SyncRequest()
@@ -72,6 +79,7 @@ extension EngageSyncCommand {
             request.noDeliver = noDeliver
             request.force = force
             request.fullEvaluation = full
+            request.strict = strict
             request.delivery = flags.options()
             let now = try RunInstant.now()
             let outcomes = try await database.withServices { pool, client in
@@ -88,11 +96,13 @@ extension EngageSyncCommand {
         @OptionGroup var flags: DeliveryFlags
         @Option(name: .customLong("key"), help: "Only this definition (repeatable).") var keys: [String] = []
         @Option(help: "Only this destination.") var destination: String?
+        @Flag(help: "Count rows skipped for want of a Vero user id as a partial run (exit 3).") var strict = false
 
         func run() async throws {
             var request = SyncRequest()
             request.keys = keys
             request.destination = destination
+            request.strict = strict
             request.mode = .resync
             request.delivery = flags.options()
             let now = try RunInstant.now()

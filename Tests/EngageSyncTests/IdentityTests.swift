@@ -155,7 +155,7 @@ struct IdentityTests {
             try await seed(f, profiles: 2)
             try await f.db.execute(#"INSERT INTO engage.profiles (profile_id, email, traits) VALUES ('anon', 'a@example.com', '{"plan": "pro"}')"#)
             try await f.define(Self.pro)
-            let first = try await f.cli(["run"])
+            let first = try await f.cli(["run", "--strict"]) // the skip counts: exit 3
             #expect(first.status == 3, "\(first.stdout)")
             #expect(try await f.db.query("SELECT profile_id, reason FROM engage.delivery_failures").map { "\($0["profile_id"] ?? "")|\($0["reason"] ?? "")" }
                 == ["anon|missing_user_id"])

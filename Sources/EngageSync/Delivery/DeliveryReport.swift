@@ -30,18 +30,23 @@ public struct DeliveryReport: Sendable {
 
 /// Tuning of a delivery pass.
 public struct DeliveryOptions: Sendable {
+    /// The lease and request timeout every command and `serve` start from.
+    public static let defaultLeaseSeconds = 120.0
+    public static let defaultRequestTimeoutSeconds: Int64 = 30
+
     /// Rows claimed per lease.
-    public var batchSize = 1_000
+    public var batchSize: Int
     /// How long a claim holds rows; after that a crashed worker's rows return. A live worker
     /// renews the lease of what it holds every quarter of it (``LeaseKeeper``).
-    public var leaseSeconds = 120.0
+    public var leaseSeconds: Double
     /// After the due rows are done, wait for rows scheduled for retry when the next one is
     /// due within this many seconds; 0 stops as soon as nothing is due.
-    public var maxWaitSeconds = 30.0
-    public var retry = RetryPolicy()
-    public var requestTimeoutSeconds: Int64 = 30
-    public init(batchSize: Int = 1_000, leaseSeconds: Double = 120, maxWaitSeconds: Double = 30,
-                retry: RetryPolicy = RetryPolicy(), requestTimeoutSeconds: Int64 = 30) {
+    public var maxWaitSeconds: Double
+    public var retry: RetryPolicy
+    /// Bounds a whole request, the answer's body included.
+    public var requestTimeoutSeconds: Int64
+    public init(batchSize: Int = 1_000, leaseSeconds: Double = defaultLeaseSeconds, maxWaitSeconds: Double = 30,
+                retry: RetryPolicy = RetryPolicy(), requestTimeoutSeconds: Int64 = defaultRequestTimeoutSeconds) {
         self.batchSize = batchSize
         self.leaseSeconds = leaseSeconds
         self.maxWaitSeconds = maxWaitSeconds

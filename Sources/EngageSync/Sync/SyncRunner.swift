@@ -22,6 +22,10 @@ public struct SyncRequest: Sendable {
     public var mode: RunMode?
     /// Evaluate every profile instead of the changed ones (`run --full`).
     public var fullEvaluation = false
+    /// Count rows skipped for want of a Vero user id as undelivered: the run is `partial`. By
+    /// default they are an expected outcome (listed in `engage.delivery_failures`) and the run
+    /// `succeeded` with its skipped count.
+    public var strict = false
     /// Only these pairs, due or not (`serve` hands out the due pairs this way).
     public var pairs: Set<PairKey>?
     public var delivery = DeliveryOptions()
@@ -177,8 +181,9 @@ public struct SyncRunner: Sendable {
             outcomes[i].pending = rows.pending
             if outcomes[i].status != .failed {
                 // Pending rows without an error are on their way (another worker holds them, or
-                // --no-deliver); only failures, skips and rows waiting for a retry make it partial.
-                let clean = rows.failed == 0 && rows.skipped == 0 && rows.retrying == 0
+                // --no-deliver); only failures and rows waiting for a retry make it partial, and
+                // skips (no Vero user id) with --strict.
+                let clean = rows.failed == 0 && rows.retrying == 0 && (!request.strict || rows.skipped == 0)
                 outcomes[i].status = clean ? .succeeded : .partial
             }
             try await runs.finish(id: runID, status: outcomes[i].status.runStatus,
