@@ -1,3 +1,5 @@
+import EngageCore
+import EngageStore
 import Foundation
 
 /// Small helpers for pages written as text: escaping, masking, numbers, the page shell.
@@ -51,21 +53,35 @@ enum HTML {
 
     /// An ISO-8601 instant as `2026-11-30 06:10:17` (every page says its times are UTC), in a
     /// `<time>` element.
-    static func time(_ iso: String?) -> String {
-        guard let iso else { return "<span class=muted>–</span>" }
+    static func time(_ date: Date?) -> String {
+        guard let date else { return "<span class=muted>–</span>" }
+        let iso = self.iso(date)
         let shown = iso.replacingOccurrences(of: "T", with: " ").replacingOccurrences(of: "Z", with: "")
         return "<time datetime=\"\(escape(iso))\">\(escape(shown))</time>"
     }
 
-    /// A status word in a badge coloured by what it means.
-    static func badge(_ status: String?) -> String {
+    /// An instant as ISO-8601 UTC to the second (`2026-11-30T06:10:17Z`).
+    static func iso(_ date: Date) -> String { Timestamp(date).iso8601Seconds }
+
+    /// A run's status in a badge coloured by what it means; "never" for a pair that never ran.
+    static func badge(_ status: RunStatus?) -> String {
         guard let status else { return "<span class=muted>never</span>" }
         let tone = switch status {
-        case "succeeded", "delivered": "ok"
-        case "partial", "skipped", "pending", "running": "warn"
-        default: "bad"
+        case .succeeded: "ok"
+        case .partial, .skipped, .running: "warn"
+        case .failed, .blocked: "bad"
         }
-        return "<span class=\"badge \(tone)\">\(escape(status))</span>"
+        return "<span class=\"badge \(tone)\">\(status.rawValue)</span>"
+    }
+
+    /// An outbox row's status in a badge coloured by what it means.
+    static func badge(_ status: OutboxStatus) -> String {
+        let tone = switch status {
+        case .delivered: "ok"
+        case .pending, .skipped, .superseded: "warn"
+        case .failed, .rejected: "bad"
+        }
+        return "<span class=\"badge \(tone)\">\(status.rawValue)</span>"
     }
 
     /// A path segment (a key or a destination name) for a link.

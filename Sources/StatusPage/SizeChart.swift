@@ -28,8 +28,8 @@ enum SizeChart {
             + "<text x=\(f(left - 6)) y=\(f(top + membersHeight + 4)) text-anchor=end>0</text>"
             + "<text x=\(f(left - 6)) y=\(f(barsMiddle - barsHalf + 8)) text-anchor=end>+\(HTML.number(maxMoves))</text>"
             + "<text x=\(f(left - 6)) y=\(f(barsMiddle + barsHalf)) text-anchor=end>−\(HTML.number(maxMoves))</text>"
-            + "<text x=\(f(left)) y=\(f(height - 2))>\(HTML.escape(runs[0].startedAt))</text>"
-            + "<text x=\(f(width - right)) y=\(f(height - 2)) text-anchor=end>\(HTML.escape(runs[runs.count - 1].startedAt))</text></g>\n"
+            + "<text x=\(f(left)) y=\(f(height - 2))>\(HTML.iso(runs[0].startedAt))</text>"
+            + "<text x=\(f(width - right)) y=\(f(height - 2)) text-anchor=end>\(HTML.iso(runs[runs.count - 1].startedAt))</text></g>\n"
         svg += "<line x1=\(f(left)) y1=\(f(top + membersHeight)) x2=\(f(width - right)) y2=\(f(top + membersHeight)) stroke=\"#e3e6ea\"/>"
             + "<line x1=\(f(left)) y1=\(f(barsMiddle)) x2=\(f(width - right)) y2=\(f(barsMiddle)) stroke=\"#e3e6ea\"/>\n"
         // Entries up in green, exits down in red.
@@ -51,7 +51,7 @@ enum SizeChart {
         svg += "<polyline fill=none stroke=\"#0b5fff\" stroke-width=1.5 points=\"\(line)\"/>\n<g class=points fill=\"#0b5fff\">"
         for (i, run) in runs.enumerated() {
             svg += "<circle data-run=\"\(run.id)\" data-members=\"\(run.members)\" cx=\(f(x(i))) cy=\(f(y(run.members))) r=2.5>"
-                + "<title>run \(run.id) · \(HTML.escape(run.startedAt)) · \(HTML.escape(run.mode)) to \(HTML.escape(run.destination)): "
+                + "<title>run \(run.id) · \(HTML.iso(run.startedAt)) · \(run.mode.rawValue) to \(HTML.escape(run.destination)): "
                 + "\(HTML.number(run.members)) members, +\(HTML.number(run.entered)) −\(HTML.number(run.exited))</title></circle>"
         }
         svg += "</g></svg>\n<p class=\"legend muted\"><span style=\"color:#0b5fff\">● members after the run</span>"

@@ -36,13 +36,13 @@ public enum StatusPages {
             body += "<tr data-key=\"\(HTML.escape(p.key))\" data-destination=\"\(HTML.escape(p.destination))\""
                 + (isPaused ? " class=paused" : "") + ">"
                 + "<td><a href=\"/definitions/\(HTML.path(p.key))\">\(HTML.escape(p.key))</a>"
-                + (p.type == "trait" ? " <span class=muted>trait</span>" : "") + "</td>"
+                + (p.type == .trait ? " <span class=muted>trait</span>" : "") + "</td>"
                 + "<td><a href=\"/destinations/\(HTML.path(p.destination))\">\(HTML.escape(p.destination))</a>"
                 + (isPaused ? " <span class=\"badge bad\">paused</span>" : "") + "</td>"
                 + cell("members", p.members) + cell("delivered", p.deliveredTrue) + cell("pending", p.pending)
                 + cell("failed", p.failed) + cell("skipped", p.skipped)
                 + "<td class=nowrap><span data-field=\"last-run-status\">\(HTML.badge(p.lastRunStatus))</span> "
-                + "<span class=muted data-field=\"last-run-mode\">\(HTML.escape(p.lastRunMode ?? ""))</span></td>"
+                + "<span class=muted data-field=\"last-run-mode\">\(HTML.escape(p.lastRunMode?.rawValue ?? ""))</span></td>"
                 + "<td class=n>\(HTML.seconds(p.lastRunSeconds))</td><td>\(HTML.time(p.lastRunAt))</td>"
                 + "<td>\(p.nextDue == nil ? "disabled" : HTML.time(p.nextDue))</td></tr>\n"
         }
@@ -58,7 +58,7 @@ public enum StatusPages {
     public static func definition(_ d: DefinitionSummary, runs: [DefinitionRun], changes: [RecentChange],
                                   failures: [FailureGroup]) -> String {
         var body = "<p><a href=\"/\">← all syncs</a></p><h1>\(HTML.escape(d.name)) <span class=muted>\(HTML.escape(d.key))"
-            + " · \(HTML.escape(d.type)) · every \(HTML.escape(d.syncEvery))\(d.enabled ? "" : " · disabled")</span></h1>\n"
+            + " · \(d.type.rawValue) · every \(HTML.escape(d.syncEvery))\(d.enabled ? "" : " · disabled")</span></h1>\n"
         body += "<div class=totals><div data-total=\"members\"><span class=muted>Members now</span><b>\(HTML.number(d.members))</b></div>"
             + "<div data-total=\"runs\"><span class=muted>Runs shown</span><b>\(HTML.number(runs.count))</b></div></div>\n"
         body += "<h2>Size over time</h2>\n" + SizeChart.svg(runs)
@@ -71,7 +71,7 @@ public enum StatusPages {
             """
         for r in recent {
             body += "<tr data-run=\"\(r.id)\"><td>\(r.id)</td><td>\(HTML.escape(r.destination))</td>"
-                + "<td>\(HTML.escape(r.mode))\(r.evaluation.flatMap { $0 == r.mode ? nil : " <span class=muted>(\(HTML.escape($0)) evaluation)</span>" } ?? "")</td>"
+                + "<td>\(r.mode.rawValue)\(r.evaluation.flatMap { $0.rawValue == r.mode.rawValue ? nil : " <span class=muted>(\($0.rawValue) evaluation)</span>" } ?? "")</td>"
                 + "<td>\(HTML.badge(r.status))\(r.error.map { " <span class=bad>\(HTML.user($0))</span>" } ?? "")</td>"
                 + cell("members", r.members) + cell("entered", r.entered) + cell("exited", r.exited)
                 + cell("changed", r.changed) + cell("skipped", r.skipped)
@@ -86,7 +86,7 @@ public enum StatusPages {
             body += "<table id=failures><thead><tr><th>Destination</th><th>Status</th><th>Reason</th><th class=n>HTTP</th>"
                 + "<th class=n>Rows</th><th>Examples</th><th>Latest</th></tr></thead><tbody>\n"
             for f in failures {
-                body += "<tr data-status=\"\(HTML.escape(f.status))\"><td>\(HTML.escape(f.destination))</td><td>\(HTML.badge(f.status))</td>"
+                body += "<tr data-status=\"\(f.status.rawValue)\"><td>\(HTML.escape(f.destination))</td><td>\(HTML.badge(f.status))</td>"
                     + "<td data-field=\"reason\">\(HTML.user(f.reason))</td><td class=n>\(f.statusCode.map(String.init) ?? "–")</td>"
                     + cell("rows", f.rows) + "<td>\(f.examples.map { HTML.user($0) }.joined(separator: ", "))</td>"
                     + "<td>\(HTML.time(f.lastAt))</td></tr>\n"
@@ -101,7 +101,7 @@ public enum StatusPages {
                 + "<th>Status</th><th>Written</th></tr></thead><tbody>\n"
             for c in changes {
                 body += "<tr><td>\(c.runID)</td><td>\(HTML.escape(c.destination))</td><td>\(HTML.user(c.userID))</td>"
-                    + "<td>\(HTML.escape(c.op))</td><td><code>\(HTML.user(c.value))</code></td>"
+                    + "<td>\(c.op.rawValue)</td><td><code>\(HTML.user(c.value))</code></td>"
                     + "<td>\(HTML.badge(c.status))\(c.reason.map { " <span class=muted>\(HTML.user($0))</span>" } ?? "")</td>"
                     + "<td>\(HTML.time(c.createdAt))</td></tr>\n"
             }
@@ -134,7 +134,7 @@ public enum StatusPages {
             """
         for r in runs {
             body += "<tr data-run=\"\(r.id)\"><td>\(r.id)</td><td>\(r.key.map { "<a href=\"/definitions/\(HTML.path($0))\">\(HTML.escape($0))</a>" } ?? "forward")</td>"
-                + "<td>\(HTML.escape(r.mode))</td><td>\(HTML.badge(r.status))</td>"
+                + "<td>\(r.mode.rawValue)</td><td>\(HTML.badge(r.status))</td>"
                 + cell("rows", r.rows) + cell("delivered", r.delivered) + cell("pending", r.pending) + cell("failed", r.failed)
                 + cell("rejected", r.rejected) + cell("skipped", r.skipped)
                 + "<td class=n>\(r.perSecond.map { String(format: "%.0f/s", $0) } ?? "–")</td>"
@@ -148,7 +148,7 @@ public enum StatusPages {
             body += "<table id=failures><thead><tr><th class=n>HTTP</th><th>Status</th><th class=n>Rows</th><th>Latest reason</th>"
                 + "<th>Latest</th></tr></thead><tbody>\n"
             for f in failures {
-                body += "<tr data-code=\"\(f.statusCode.map(String.init) ?? "none")\"><td class=n>\(f.statusCode.map(String.init) ?? (f.status == "skipped" ? "not sent" : "no answer"))</td>"
+                body += "<tr data-code=\"\(f.statusCode.map(String.init) ?? "none")\"><td class=n>\(f.statusCode.map(String.init) ?? (f.status == .skipped ? "not sent" : "no answer"))</td>"
                     + "<td>\(HTML.badge(f.status))</td>" + cell("rows", f.rows)
                     + "<td data-field=\"reason\">\(HTML.user(f.reason))</td><td>\(HTML.time(f.lastAt))</td></tr>\n"
             }

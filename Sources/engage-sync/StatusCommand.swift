@@ -18,11 +18,12 @@ extension EngageSyncCommand {
             if let warning { printError(warning) }
             let rows: [[(column: String, value: JSONValue)]] = pairs.map { p in
                 func text(_ s: String?) -> JSONValue { s.map { .string($0) } ?? .null }
-                return [("key", .string(p.key)), ("destination", .string(p.destination)), ("type", .string(p.type)),
+                func instant(_ d: Date?) -> JSONValue { text(d.map { Timestamp($0).iso8601Seconds }) }
+                return [("key", .string(p.key)), ("destination", .string(p.destination)), ("type", .string(p.type.rawValue)),
                         ("members", .int(p.members)), ("delivered_true", .int(p.deliveredTrue)), ("pending", .int(p.pending)),
-                        ("failed", .int(p.failed)), ("skipped", .int(p.skipped)), ("last_run_at", text(p.lastRunAt)),
-                        ("last_run_status", text(p.lastRunStatus)), ("next_due", text(p.nextDue)),
-                        ("destination_paused_at", text(p.destinationPausedAt))]
+                        ("failed", .int(p.failed)), ("skipped", .int(p.skipped)), ("last_run_at", instant(p.lastRunAt)),
+                        ("last_run_status", text(p.lastRunStatus?.rawValue)), ("next_due", instant(p.nextDue)),
+                        ("destination_paused_at", instant(p.destinationPausedAt))]
             }
             if json {
                 print(JSONValue.array(rows.map { .object(Dictionary(uniqueKeysWithValues: $0.map { ($0.column, $0.value) })) }).jsonString)

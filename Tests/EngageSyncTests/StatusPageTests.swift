@@ -248,10 +248,11 @@ struct StatusPageTests {
 
     @Test("emails are masked and user text is escaped")
     func masking() {
-        let definition = DefinitionSummary(key: "k", name: "<b>K</b>", type: "audience", enabled: true, definitionJSON: "{}",
+        let definition = DefinitionSummary(key: "k", name: "<b>K</b>", type: .audience, enabled: true, definitionJSON: "{}",
                                            sql: nil, syncEvery: "01:00:00", members: 1)
-        let change = RecentChange(runID: 1, destination: "vero", userID: "alice@example.com", op: "enter", value: "true",
-                                  status: "failed", reason: "HTTP 400: bob.smith@corp.example is not valid", createdAt: "2026-11-30T06:00:00Z")
+        let change = RecentChange(runID: 1, destination: "vero", userID: "alice@example.com", op: .enter, value: "true",
+                                  status: .failed, reason: "HTTP 400: bob.smith@corp.example is not valid",
+                                  createdAt: Date(timeIntervalSince1970: 1_796_018_400))
         let html = StatusPages.definition(definition, runs: [], changes: [change], failures: [])
         #expect(html.contains("a***@example.com") && html.contains("b***@corp.example"))
         #expect(!html.contains("alice@") && !html.contains("bob.smith@"))

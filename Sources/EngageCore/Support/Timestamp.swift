@@ -141,5 +141,8 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
             + "\(pad(sodInt % 60, 2)).\(pad(Int(us), 6))Z"
     }
 
+    /// ISO-8601 in UTC to the second, as status reads show instants: `2026-08-21T07:16:15Z`.
+    public var iso8601Seconds: String { String(iso8601.prefix { $0 != "." }) + "Z" }
+
     public var description: String { iso8601 }
 }

@@ -6,3 +6,6 @@ import PostgresClient
 extension Timestamp: PostgresEncodable {
     public var postgresBind: PostgresBind { PostgresBind(text: iso8601, type: .timestamptz) }
 }
+
+/// A definition's kind as `engage.computations.type` stores it.
+extension Definition.Kind: PostgresDecodable {}

@@ -1,10 +1,12 @@
+import EngageCore
+import Foundation
 import PostgresClient
 
 /// One (definition, destination) pair as `engage-sync status` shows it (`engage.sync_status`).
 public struct PairStatus: Sendable {
     public var key: String
     public var destination: String
-    public var type: String
+    public var type: Definition.Kind
     public var members: Int
     /// Vero users the destination confirmed `true` (or a trait value) for.
     public var deliveredTrue: Int
@@ -12,17 +14,15 @@ public struct PairStatus: Sendable {
     public var failed: Int
     /// Outbox rows skipped (for instance for want of a Vero user id), resolved or not.
     public var skipped: Int
-    /// ISO-8601 UTC, to the second.
-    public var lastRunAt: String?
-    public var lastRunStatus: String?
-    /// `full`, `incremental`, `resync` or `remove`.
-    public var lastRunMode: String?
+    public var lastRunAt: Date?
+    public var lastRunStatus: RunStatus?
+    public var lastRunMode: RunMode?
     /// The last run's wall time; nil while it runs.
     public var lastRunSeconds: Double?
-    /// ISO-8601 UTC, to the second; nil for a disabled definition.
-    public var nextDue: String?
-    /// Since when delivery to the destination is paused (ISO-8601 UTC), or nil.
-    public var destinationPausedAt: String?
+    /// Nil for a disabled definition.
+    public var nextDue: Date?
+    /// Since when delivery to the destination is paused, or nil.
+    public var destinationPausedAt: Date?
     /// Why it is paused (e.g. the HTTP 401 that paused it).
     public var destinationPausedReason: String?
 }
@@ -38,11 +38,8 @@ public struct StatusStore: Sendable {
             SELECT s.key, s.destination, s.type, s.members::int, s.delivered_true::int, s.pending::int, s.failed::int,
                    (SELECT count(*) FROM engage.outbox o
                     WHERE o.computation_id = c.id AND o.destination_id = d.id AND o.status = 'skipped')::int AS skipped,
-                   to_char(s.last_run_at AT TIME ZONE 'UTC', \(unescaped: Self.iso)) AS last_run_at, s.last_run_status,
-                   last_run.mode AS last_run_mode, last_run.seconds AS last_run_seconds,
-                   to_char(s.next_due AT TIME ZONE 'UTC', \(unescaped: Self.iso)) AS next_due,
-                   to_char(s.destination_paused_at AT TIME ZONE 'UTC', \(unescaped: Self.iso)) AS paused_at,
-                   d.paused_reason
+                   s.last_run_at, s.last_run_status, last_run.mode AS last_run_mode, last_run.seconds AS last_run_seconds,
+                   s.next_due, s.destination_paused_at AS paused_at, d.paused_reason
             FROM engage.sync_status s
             JOIN engage.computations c ON c.key = s.key
             JOIN engage.destinations d ON d.name = s.destination
@@ -52,14 +49,14 @@ public struct StatusStore: Sendable {
             ORDER BY s.key, s.destination
             """).map { row in
             PairStatus(key: try row.decode(String.self, "key"), destination: try row.decode(String.self, "destination"),
-                       type: try row.decode(String.self, "type"), members: try row.decode(Int.self, "members"),
+                       type: try row.decode(Definition.Kind.self, "type"), members: try row.decode(Int.self, "members"),
                        deliveredTrue: try row.decode(Int.self, "delivered_true"), pending: try row.decode(Int.self, "pending"),
                        failed: try row.decode(Int.self, "failed"), skipped: try row.decode(Int.self, "skipped"),
-                       lastRunAt: try row.decode(String?.self, "last_run_at"),
-                       lastRunStatus: try row.decode(String?.self, "last_run_status"),
-                       lastRunMode: try row.decode(String?.self, "last_run_mode"),
+                       lastRunAt: try row.decode(Date?.self, "last_run_at"),
+                       lastRunStatus: try row.decode(RunStatus?.self, "last_run_status"),
+                       lastRunMode: try row.decode(RunMode?.self, "last_run_mode"),
                        lastRunSeconds: try row.decode(Double?.self, "last_run_seconds"),
-                       nextDue: try row.decode(String?.self, "next_due"), destinationPausedAt: try row.decode(String?.self, "paused_at"),
+                       nextDue: try row.decode(Date?.self, "next_due"), destinationPausedAt: try row.decode(Date?.self, "paused_at"),
                        destinationPausedReason: try row.decode(String?.self, "paused_reason"))
         }
     }
@@ -71,10 +68,6 @@ public struct StatusStore: Sendable {
             SELECT \(Self.waiting)::int AS n FROM engage.destinations d WHERE d.name = \(name)
             """).first?.decode(Int.self, "n") ?? 0
     }
-
-    /// The `to_char` format of an instant as ISO-8601 UTC to the second (`2026-11-30T06:10:17Z`),
-    /// for every instant the status reads return.
-    static let iso = #"'YYYY-MM-DD"T"HH24:MI:SS"Z"'"#
 
     /// The changes waiting for destination `d`, as an expression: pending outbox rows and the
     /// members its backlogs have still to enqueue. One definition for `status`, the progress

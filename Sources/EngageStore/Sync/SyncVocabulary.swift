@@ -36,7 +36,7 @@ public enum OutboxStatus: String, Sendable, CaseIterable, PostgresDecodable {
 }
 
 /// What an outbox row tells the destination; `engage.outbox.op`.
-public enum OutboxOp: String, Sendable, CaseIterable {
+public enum OutboxOp: String, Sendable, CaseIterable, PostgresDecodable {
     /// An audience member (`true`).
     case enter
     /// No longer a member (`false`).
