@@ -21,7 +21,7 @@ public struct SandboxConfiguration: Sendable {
 
     /// Answers a misbehaving server gives.
     public enum ResponseFault: String, Sendable, CaseIterable {
-        /// The request is applied; the 200 answer is 1 MiB long (16 times what a client reads).
+        /// The request is applied; the 200 answer is 256 KiB long (4 times what a client reads).
         case huge
         /// The request is not applied; the answer is a 502 HTML page from a proxy.
         case notJSON = "not_json"

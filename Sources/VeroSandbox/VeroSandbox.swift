@@ -169,12 +169,12 @@ public struct VeroSandbox: Sendable {
         case nil:
             switch configuration.responseFault {
             case .huge?:
-                // Vero's answer, then 1 MiB of whitespace: valid JSON however far it is read.
+                // Vero's answer, then 256 KiB of whitespace: valid JSON however far it is read.
                 state.record(method: method, path: path, body: body, status: 200)
                 let chunk = ByteBuffer(repeating: UInt8(ascii: " "), count: 64 << 10)
                 return Response(status: .ok, headers: [.contentType: "application/json"],
                                 body: .init(contentsOf: [ByteBuffer(string: #"{"status":200,"message":"Success."}"#)]
-                                            + Array(repeating: chunk, count: 16)))
+                                            + Array(repeating: chunk, count: 4)))
             case .truncated?:
                 state.record(method: method, path: path, body: body, status: 200)
                 return Response(status: .ok, headers: [.contentType: "application/json", .contentLength: "100"],

@@ -113,28 +113,31 @@ struct LeaseTests {
     @Test("a request outliving its lease while renewals are blocked is cut off before the lease runs out: retried, never counted delivered")
     func requestCutAtLease() async throws {
         // The sandbox applies the request and answers its head at once, then trickles Vero's
-        // answer over 17 s; the request timeout is 30 s, the lease 4 s.
+        // answer over 17 s; the request timeout is 30 s, the lease 8 s.
         try await SyncFixture.with(sandbox: SandboxConfiguration(responseFault: .slowBody), concurrency: 1) { f in
             try await f.seedOutbox(count: 1)
-            let options = DeliveryOptions(leaseSeconds: 4, maxWaitSeconds: 0, requestTimeoutSeconds: 30)
+            let options = DeliveryOptions(leaseSeconds: 8, maxWaitSeconds: 0, requestTimeoutSeconds: 30)
             let worker = Task { try await f.deliver(options) }
             // The request is in flight once the sandbox has it.
             let deadline = Date().addingTimeInterval(120)
             while try await f.sandboxRequests().requests.isEmpty, Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
-            // Another session holds the row for 8 s: the worker's renewals wait, its lease runs
+            // Another session holds the row for 14 s: the worker's renewals wait, its lease runs
             // down while the answer trickles in.
             let blocker = try await PostgresConnection.connect(f.url)
             try await blocker.query("""
-                WITH held AS (SELECT id FROM engage.outbox FOR UPDATE) SELECT pg_sleep(8) FROM held
+                WITH held AS (SELECT id FROM engage.outbox FOR UPDATE) SELECT pg_sleep(14) FROM held
                 """)
             await blocker.close()
             let report = try await worker.value
-            #expect(report.delivered == 0 && report.retried == 1, "\(report.summary)")
+            let row = try await f.db.query("SELECT status, attempts, last_error, locked_by FROM engage.outbox")
+                .map { $0.values.map { $0 ?? "NULL" }.joined(separator: " | ") }
+            let sent = try await f.sandboxRequests().requests.count
+            #expect(report.delivered == 0 && report.retried == 1, "\(report.summary); outbox: \(row); the sandbox got \(sent)")
             #expect(try await f.count("""
                 SELECT count(*)::int AS c FROM engage.outbox
                 WHERE status = 'pending' AND attempts = 1 AND last_status_code IS NULL
                   AND last_error = 'cut off: the row''s lease was about to run out (its renewals failed)'
-                """) == 1)
+                """) == 1, "outbox: \(row)")
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.ledger") == 0)
         }
     }

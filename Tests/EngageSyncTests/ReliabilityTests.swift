@@ -175,13 +175,13 @@ struct ReliabilityTests {
         try await SyncFixture.with(sandbox: SandboxConfiguration(responseFault: fault)) { f in
             try await f.seedOutbox(count: 50)
             let fast = RetryPolicy(baseSeconds: 0.05, capSeconds: 0.5)
-            // The 5 s timeout bounds the whole answer: a 1 MiB one gets 60 s (a loaded machine
+            // The 5 s timeout bounds the whole answer: a 256 KiB one gets 60 s (a loaded machine
             // takes seconds to serve it).
             let timeout: Int64 = fault == .huge ? 60 : 5
             let first = try await f.deliver(DeliveryOptions(maxWaitSeconds: 0, retry: fast, requestTimeoutSeconds: timeout))
             switch fault {
             case .huge:
-                // A 1 MiB answer to a 200: the status decides; only the first KiB is kept. (On a
+                // A 256 KiB answer to a 200: the status decides; only the first KiB is kept. (On a
                 // loaded machine some answers take longer than the timeout: those are retried.)
                 print("hostileResponses(.huge): \(first.summary)")
                 #expect(first.delivered > 0 && first.delivered + first.retried == 50, "\(first.summary)")
