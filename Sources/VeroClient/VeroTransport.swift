@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import EngageCore
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
@@ -99,35 +100,33 @@ public struct VeroTransport: Sendable {
         http.headers.add(name: "User-Agent", value: "engage-sync")
         http.body = .bytes(ByteBuffer(bytes: encodedBody(request)))
         let prepared = http, timeout = endpoint.requestTimeout
-        let deadline = ContinuousClock.now + .nanoseconds(timeout.nanoseconds)
-        // The exchange races a watchdog; whichever ends first ends the other (cancelling the
-        // exchange closes its connection). A watchdog cancelled by the exchange's end says nil.
-        return await withTaskGroup(of: VeroResponse?.self) { group in
-            group.addTask { await exchange(prepared, timeout: timeout) }
-            group.addTask {
-                while !Task.isCancelled {
-                    let now = ContinuousClock.now
-                    if now >= deadline { return VeroResponse(status: nil, detail: Self.timeoutDetail(timeout), retryAfter: nil) }
-                    if let reason = cutOff?() { return VeroResponse(status: nil, detail: "cut off: \(reason)", retryAfter: nil) }
-                    try? await Task.sleep(for: cutOff == nil ? deadline - now : min(deadline - now, checkEvery))
-                }
-                return nil
-            }
-            var outcome: VeroResponse?
-            for await ended in group where outcome == nil {
-                if let ended {
-                    outcome = ended
-                    group.cancelAll()
-                }
-            }
-            return outcome ?? VeroResponse(status: nil, detail: "network error: cancelled", retryAfter: nil)
+        let deadline = NIODeadline.now() + timeout
+        // The exchange runs in a task of its own; an event-loop timer (cheaper than a second
+        // task: no thread hop when the answer comes) checks the deadline and `cutOff`, and
+        // cancels the exchange (closing its connection) when either says so.
+        let exchange = Task { await self.exchange(prepared, deadline: deadline) }
+        let cut = NIOLockedValueBox<String?>(nil)
+        let every = TimeAmount.nanoseconds(checkEvery.components.seconds * 1_000_000_000 + checkEvery.components.attoseconds / 1_000_000_000)
+        let check = cutOff == nil ? timeout : min(every, timeout)
+        let watch = client.eventLoopGroup.any().scheduleRepeatedTask(initialDelay: check, delay: check) { task in
+            // (A timer may fire a hair early: within 5 ms of the deadline counts as reached.)
+            let late = NIODeadline.now() + .milliseconds(5) >= deadline
+            let reason = late ? Self.timeoutDetail(timeout) : cutOff?().map { "cut off: \($0)" }
+            guard let reason else { return }
+            cut.withLockedValue { $0 = $0 ?? reason }
+            exchange.cancel()
+            task.cancel()
         }
+        let answer = await withTaskCancellationHandler { await exchange.value } onCancel: { exchange.cancel() }
+        watch.cancel()
+        if let reason = cut.withLockedValue({ $0 }) { return VeroResponse(status: nil, detail: reason, retryAfter: nil) }
+        return answer
     }
 
     /// One request's exchange, the whole body read.
-    private func exchange(_ http: HTTPClientRequest, timeout: TimeAmount) async -> VeroResponse {
+    private func exchange(_ http: HTTPClientRequest, deadline: NIODeadline) async -> VeroResponse {
         do {
-            let response = try await client.execute(http, timeout: timeout)
+            let response = try await client.execute(http, deadline: deadline)
             // Keep the first 64 KiB (Vero's answers are a few dozen bytes) and drain the rest,
             // however large the body, noting whether anything but whitespace follows.
             var kept = ByteBuffer()
