@@ -1,4 +1,5 @@
--- Paused destinations (docs/operations.md#running-as-a-service-engage-sync-serve): a destination that answers 401/403 is paused — nothing is
+-- Paused destinations (docs/operations.md#running-as-a-service-engage-sync-serve): a destination
+-- that answers 401/403 is paused — nothing is
 -- claimed for it — until its settings change or `engage-sync destination resume NAME`.
 ALTER TABLE engage.destinations
     ADD COLUMN paused_at     timestamptz,

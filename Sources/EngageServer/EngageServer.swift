@@ -34,7 +34,8 @@ public struct ServerConfiguration: Sendable {
 
 /// `engage-sync serve`: one process that schedules runs (``Scheduler``), delivers
 /// (``DeliveryWorker``), and answers `/healthz`, `/metrics` and `/webhooks/vero` (its routes),
-/// until SIGTERM or SIGINT (docs/operations.md#running-as-a-service-engage-sync-serve). One connection pool and one HTTP client, the caller's,
+/// until SIGTERM or SIGINT (docs/operations.md#running-as-a-service-engage-sync-serve). One
+/// connection pool and one HTTP client, the caller's,
 /// serve every part. A graceful shutdown stops scheduling and claiming, lets the requests in
 /// flight finish and be recorded, and releases the rows claimed but not sent; a second signal
 /// exits at once (``ShutdownSignals``).

@@ -8,7 +8,8 @@ extension EngageServer {
     /// `GET /healthz`: 200 `{"status":"ok"}` when PostgreSQL answers, else 503 with the
     /// reason. `GET /metrics`: the counters of runs, changes and deliveries, the request
     /// latency histogram, and the database-held gauges, in Prometheus text. `POST
-    /// /webhooks/vero`: Vero's email events (docs/operations.md#email-events-from-vero), when a secret is set. The status
+    /// /webhooks/vero`: Vero's email events (docs/operations.md#email-events-from-vero), when a
+    /// secret is set. The status
     /// page (``addPages(to:pool:token:host:)``).
     static func router(pool: PostgresConnectionPool, registry: PrometheusCollectorRegistry,
                        configuration: ServerConfiguration) -> Router<BasicRequestContext> {

@@ -4,7 +4,8 @@ import Logging
 import NIOConcurrencyHelpers
 import ServiceLifecycle
 
-/// SIGTERM and SIGINT for `serve` (docs/operations.md#running-as-a-service-engage-sync-serve): the first starts the service group's graceful
+/// SIGTERM and SIGINT for `serve` (docs/operations.md#running-as-a-service-engage-sync-serve): the
+/// first starts the service group's graceful
 /// shutdown, a second exits at once with status 1 (whoever signals twice will not wait; rows
 /// claimed and not recorded return when their lease expires, as after a crash).
 ///

@@ -1,7 +1,8 @@
 import Foundation
 import Metrics
 
-/// The counters a run and a delivery pass report through swift-metrics (docs/operations.md#running-as-a-service-engage-sync-serve). Without a
+/// The counters a run and a delivery pass report through swift-metrics
+/// (docs/operations.md#running-as-a-service-engage-sync-serve). Without a
 /// metrics backend (every command but `serve`) they cost next to nothing; `serve` exports them
 /// on `/metrics`.
 enum SyncMetrics {

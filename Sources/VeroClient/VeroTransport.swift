@@ -100,17 +100,22 @@ public struct VeroTransport: Sendable {
         http.headers.add(name: "User-Agent", value: "engage-sync")
         http.body = .bytes(ByteBuffer(bytes: encodedBody(request)))
         let prepared = http, timeout = endpoint.requestTimeout
-        let deadline = NIODeadline.now() + timeout
         // The exchange runs in a task of its own; an event-loop timer (cheaper than a second
         // task: no thread hop when the answer comes) checks the deadline and `cutOff`, and
-        // cancels the exchange (closing its connection) when either says so.
-        let exchange = Task { await self.exchange(prepared, deadline: deadline) }
+        // cancels the exchange (closing its connection) when either says so. The deadline runs
+        // from the moment the exchange starts (a busy machine may start it late).
+        let deadline = NIOLockedValueBox<NIODeadline?>(nil)
+        let exchange = Task {
+            let due = NIODeadline.now() + timeout
+            deadline.withLockedValue { $0 = due }
+            return await self.exchange(prepared, deadline: due)
+        }
         let cut = NIOLockedValueBox<String?>(nil)
         let every = TimeAmount.nanoseconds(checkEvery.components.seconds * 1_000_000_000 + checkEvery.components.attoseconds / 1_000_000_000)
-        let check = cutOff == nil ? timeout : min(every, timeout)
+        let check = min(every, timeout)
         let watch = client.eventLoopGroup.any().scheduleRepeatedTask(initialDelay: check, delay: check) { task in
             // (A timer may fire a hair early: within 5 ms of the deadline counts as reached.)
-            let late = NIODeadline.now() + .milliseconds(5) >= deadline
+            let late = deadline.withLockedValue { $0 }.map { NIODeadline.now() + .milliseconds(5) >= $0 } ?? false
             let reason = late ? Self.timeoutDetail(timeout) : cutOff?().map { "cut off: \($0)" }
             guard let reason else { return }
             cut.withLockedValue { $0 = $0 ?? reason }

@@ -34,7 +34,7 @@ public struct SandboxConfiguration: Sendable {
         /// A 400 that echoes the request body back, as sent and percent-encoded; nothing applied.
         case echo
         /// The request is applied; the 200's head comes at once, then Vero's answer one byte
-        /// every 500 ms (about 17 s).
+        /// a second (about 35 s).
         case slowBody = "slow_body"
     }
 

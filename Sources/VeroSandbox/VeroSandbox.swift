@@ -188,7 +188,7 @@ public struct VeroSandbox: Sendable {
                 return Response(status: .ok, headers: [.contentType: "application/json"],
                                 body: .init { writer in
                                     for byte in answer {
-                                        try await Task.sleep(for: .milliseconds(500))
+                                        try await Task.sleep(for: .seconds(1))
                                         try await writer.write(ByteBuffer(bytes: [byte]))
                                     }
                                     try await writer.finish(nil)

@@ -6,7 +6,7 @@ import Foundation
 
 extension UnknownKey: UserError {}
 
-/// Prints one line per pair and turns the outcomes into the exit status of docs/commands.md
+/// Prints one line per pair and turns the outcomes into the exit status docs/commands.md lists.
 func report(_ outcomes: [PairOutcome], dryRun: Bool) throws {
     if outcomes.isEmpty { print(dryRun ? "nothing to plan" : "nothing is due") }
     for o in outcomes {

@@ -113,19 +113,20 @@ struct LeaseTests {
     @Test("a request outliving its lease while renewals are blocked is cut off before the lease runs out: retried, never counted delivered")
     func requestCutAtLease() async throws {
         // The sandbox applies the request and answers its head at once, then trickles Vero's
-        // answer over 17 s; the request timeout is 30 s, the lease 8 s.
+        // answer over 35 s; the request timeout is 60 s, the lease 20 s (a loaded machine took
+        // more than 4 s from claim to send: with less than half a lease left a row is not sent).
         try await SyncFixture.with(sandbox: SandboxConfiguration(responseFault: .slowBody), concurrency: 1) { f in
             try await f.seedOutbox(count: 1)
-            let options = DeliveryOptions(leaseSeconds: 8, maxWaitSeconds: 0, requestTimeoutSeconds: 30)
+            let options = DeliveryOptions(leaseSeconds: 20, maxWaitSeconds: 0, requestTimeoutSeconds: 60)
             let worker = Task { try await f.deliver(options) }
             // The request is in flight once the sandbox has it.
             let deadline = Date().addingTimeInterval(120)
             while try await f.sandboxRequests().requests.isEmpty, Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
-            // Another session holds the row for 14 s: the worker's renewals wait, its lease runs
+            // Another session holds the row for 26 s: the worker's renewals wait, its lease runs
             // down while the answer trickles in.
             let blocker = try await PostgresConnection.connect(f.url)
             try await blocker.query("""
-                WITH held AS (SELECT id FROM engage.outbox FOR UPDATE) SELECT pg_sleep(14) FROM held
+                WITH held AS (SELECT id FROM engage.outbox FOR UPDATE) SELECT pg_sleep(26) FROM held
                 """)
             await blocker.close()
             let report = try await worker.value

@@ -2,7 +2,8 @@ import Foundation
 import PostgresClient
 import Testing
 
-/// `engage-sync metrics` (docs/operations.md#running-as-a-service-engage-sync-serve, for cron users): the gauges held in the database, in
+/// `engage-sync metrics` (docs/operations.md#running-as-a-service-engage-sync-serve, for cron
+/// users): the gauges held in the database, in
 /// Prometheus text, equal to what the tables say.
 @Suite("metrics: the database's gauges in Prometheus text")
 struct MetricsTests {

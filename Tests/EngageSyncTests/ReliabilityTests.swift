@@ -222,7 +222,7 @@ struct ReliabilityTests {
                        OR NOT (last_error LIKE 'HTTP 502: %' OR (last_status_code IS NULL AND last_error LIKE 'timeout%'))
                     """) == 0)
             case .slowBody:
-                // The head came at once, the body would take 17 s: the 5 s request timeout bounds
+                // The head came at once, the body would take 35 s: the 5 s request timeout bounds
                 // the whole answer, so none is confirmed; each is retried (Vero applied it: the
                 // retry sends the same value again).
                 #expect(first.delivered == 0 && first.retried == 50, "\(first.summary)")

@@ -6,7 +6,8 @@ import Testing
 import TestSupport
 import VeroSandbox
 
-/// SQL audiences and traits (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables) over the user's own tables, through the
+/// SQL audiences and traits (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables) over
+/// the user's own tables, through the
 /// CLI: syncing and resyncing what the tables say, safety, failures that stay in their pair,
 /// identity, the guardrail, references and preview.
 @Suite("SQL audiences and traits")

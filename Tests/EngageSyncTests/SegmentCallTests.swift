@@ -5,7 +5,8 @@ import PostgresClient
 import Testing
 import TestSupport
 
-/// Pins the Segment call of docs/architecture.md#how-syncs-behave exactly, as a run writes it to the outbox: every field,
+/// Pins the Segment call of docs/architecture.md#how-syncs-behave exactly, as a run writes it to
+/// the outbox: every field,
 /// its type and its value, for an identify, a track (`send_as: "track"`) and a trait.
 @Suite("The Segment call of docs/architecture.md#how-syncs-behave")
 struct SegmentCallTests {

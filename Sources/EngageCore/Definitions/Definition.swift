@@ -17,7 +17,9 @@ public struct Definition: Sendable, Hashable {
         case condition(Condition)
         /// A trait aggregated from events.
         case aggregate(TraitValue)
-        /// The rows of the user's own query (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables): an audience's members, or a trait's
+        /// The rows of the user's own query
+        /// (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables): an audience's
+        /// members, or a trait's
         /// values.
         case sql(SQLQuery)
     }
@@ -32,7 +34,8 @@ public struct Definition: Sendable, Hashable {
     public var description: String?
     public var source: Source
     public var syncEvery: SyncDuration
-    /// How often an incremental snapshot is checked against a full evaluation (docs/architecture.md#incremental-evaluation).
+    /// How often an incremental snapshot is checked against a full evaluation
+    /// (docs/architecture.md#incremental-evaluation).
     public var reconcileEvery: SyncDuration
     /// Destination names; nil means every enabled destination.
     public var destinations: [String]?
@@ -67,7 +70,8 @@ public struct Definition: Sendable, Hashable {
     }
 }
 
-/// A SQL definition's query (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables): one SELECT over the user's own tables, run read-only
+/// A SQL definition's query (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables): one
+/// SELECT over the user's own tables, run read-only
 /// with a time limit.
 public struct SQLQuery: Sendable, Hashable {
     /// The query as given.

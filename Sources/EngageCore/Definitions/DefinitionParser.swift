@@ -223,7 +223,8 @@ public struct DefinitionParser {
     // MARK: - SQL
 
     /// `sql` and its `timeout`; nil (with the problems added) when absent or malformed. The
-    /// query itself is checked in the database by `define` (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables).
+    /// query itself is checked in the database by `define`
+    /// (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables).
     private mutating func sqlQuery(_ object: [String: JSONValue], _ path: String) -> SQLQuery? {
         var timeout = SQLQuery.defaultTimeoutSeconds
         if let raw = object["timeout"] {

@@ -1,6 +1,7 @@
 import Foundation
 
-/// A Vero webhook call mapped to an email event (docs/operations.md#email-events-from-vero), named as Segment's Vero source
+/// A Vero webhook call mapped to an email event (docs/operations.md#email-events-from-vero), named
+/// as Segment's Vero source
 /// names them, with Segment's email-spec properties.
 public struct VeroWebhookEvent: Sendable, Equatable {
     /// Stable across Vero's retries of the same call: a hash of what identifies it.

@@ -137,7 +137,8 @@ public struct DefinitionRepository: Sendable {
         }
     }
 
-    /// Checks SQL definitions' queries in the database (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables): each must plan, wrapped
+    /// Checks SQL definitions' queries in the database
+    /// (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables): each must plan, wrapped
     /// and limited to no rows, in a read-only transaction, and return the columns the contract
     /// asks for. One issue per bad query, at `location.sql`, with PostgreSQL's message and the
     /// position in the query.

@@ -3,7 +3,8 @@ import Foundation
 import PostgresClient
 
 /// A SQL definition's query could not be used: it failed, timed out, was refused, or returned
-/// rows that break the column contract (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables). Fails that pair only.
+/// rows that break the column contract
+/// (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables). Fails that pair only.
 public struct SQLDefinitionError: Error, Sendable, CustomStringConvertible {
     /// The definition's key.
     public var key: String

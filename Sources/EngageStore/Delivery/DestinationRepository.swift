@@ -54,7 +54,8 @@ public struct UnknownDestination: Error, Sendable, CustomStringConvertible {
     public var description: String { "no destination is named \(name.debugDescription) (see `engage-sync destination list`)" }
 }
 
-/// Delivery to a destination is paused (docs/operations.md#running-as-a-service-engage-sync-serve): nothing is claimed for it.
+/// Delivery to a destination is paused (docs/operations.md#running-as-a-service-engage-sync-serve):
+/// nothing is claimed for it.
 public struct DestinationPaused: Error, Sendable, CustomStringConvertible {
     public var destination: String
     public var reason: String

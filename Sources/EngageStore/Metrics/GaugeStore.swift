@@ -1,7 +1,8 @@
 import EngageCore
 import PostgresClient
 
-/// The gauges whose truth lives in the database (docs/operations.md#running-as-a-service-engage-sync-serve), for `engage-sync metrics` (cron
+/// The gauges whose truth lives in the database
+/// (docs/operations.md#running-as-a-service-engage-sync-serve), for `engage-sync metrics` (cron
 /// and node_exporter's textfile collector) and, later, `serve`'s `/metrics`.
 public struct GaugeStore: Sendable {
     public let db: PostgresConnection

@@ -417,14 +417,16 @@ UPDATE engage.evaluations e SET members = (SELECT count(*) FROM engage.membershi
 ALTER TABLE engage.evaluations ALTER COLUMN members SET NOT NULL;
 """#),
         Migration(version: 11, name: "0011_sql_definitions", sql: #"""
--- SQL audiences and traits (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables): a run of a SQL definition may create profiles (an
+-- SQL audiences and traits (docs/definitions.md#sql-audiences-and-sql-traits-your-own-tables): a
+-- run of a SQL definition may create profiles (an
 -- unknown user id or email in the query's rows); how many, per run.
 ALTER TABLE engage.sync_runs ADD COLUMN created_profiles integer NOT NULL DEFAULT 0;
 COMMENT ON COLUMN engage.sync_runs.created_profiles IS
     'Profiles this run''s SQL query created: user ids and emails engage.profiles did not know.';
 """#),
         Migration(version: 12, name: "0012_paused_destinations", sql: #"""
--- Paused destinations (docs/operations.md#running-as-a-service-engage-sync-serve): a destination that answers 401/403 is paused — nothing is
+-- Paused destinations (docs/operations.md#running-as-a-service-engage-sync-serve): a destination
+-- that answers 401/403 is paused — nothing is
 -- claimed for it — until its settings change or `engage-sync destination resume NAME`.
 ALTER TABLE engage.destinations
     ADD COLUMN paused_at     timestamptz,

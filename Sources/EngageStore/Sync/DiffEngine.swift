@@ -529,7 +529,8 @@ public struct DiffEngine: Sendable {
 
     /// Inserts one outbox row per change (two with `send_as: both`: an identify and a track
     /// call), addressed to the change's Vero id. The row holds what varies per change; the
-    /// Segment call of docs/architecture.md#how-syncs-behave is built from it when the row is claimed (``AudienceCall``).
+    /// Segment call of docs/architecture.md#how-syncs-behave is built from it when the row is
+    /// claimed (``AudienceCall``).
     /// A change already waiting in a pending row for that id, or parked in a failed one
     /// (outside a resync), is not enqueued again. Members Vero cannot address are inserted as
     /// `skipped` with reason `missing_user_id`, once per value while they stay so. With

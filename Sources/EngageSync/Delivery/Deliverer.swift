@@ -6,7 +6,8 @@ import NIOConcurrencyHelpers
 import PostgresClient
 import VeroClient
 
-/// Sends a destination's pending outbox rows (docs/architecture.md#how-syncs-behave): claim a batch with a lease, map each
+/// Sends a destination's pending outbox rows (docs/architecture.md#how-syncs-behave): claim a batch
+/// with a lease, map each
 /// Segment call to Vero requests, send with bounded concurrency and a token-bucket rate,
 /// record the results (and advance the ledger) by group commit. Claiming the next batch
 /// overlaps with sending.

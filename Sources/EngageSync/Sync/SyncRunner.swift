@@ -99,7 +99,8 @@ public struct SyncProgress: Sendable {
     public init() {}
 }
 
-/// Runs syncs (docs/architecture.md#how-syncs-behave): picks the due (definition, destination) pairs, evaluates and diffs
+/// Runs syncs (docs/architecture.md#how-syncs-behave): picks the due (definition, destination)
+/// pairs, evaluates and diffs
 /// each inside PostgreSQL under a per-pair advisory lock, commits the outbox rows, delivers, and
 /// records every run in `engage.sync_runs`.
 public struct SyncRunner: Sendable {
