@@ -24,7 +24,7 @@ cleanup() {
   pg_private_stop "$PWD/.data/pg"
 }
 trap cleanup EXIT INT TERM
-psql "$DATABASE_URL" -X -q -c "DROP DATABASE IF EXISTS engage_demo" -c "CREATE DATABASE engage_demo"
+PGOPTIONS="-c client_min_messages=warning" psql "$DATABASE_URL" -X -q -c "DROP DATABASE IF EXISTS engage_demo" -c "CREATE DATABASE engage_demo"
 export DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT_PRIVATE/engage_demo"
 echo "private cluster in .data/pg on 127.0.0.1:$PGPORT_PRIVATE, database engage_demo"
 
@@ -74,8 +74,17 @@ SELECT 'user-' || i, NULL, (ARRAY['free', 'pro', 'enterprise'])[1 + i % 3], CASE
 FROM generate_series(1, 3000, 4) i;
 INSERT INTO demo.subscriptions
 SELECT 'partner-' || i, 'partner' || i || '@example.com', 'enterprise', 'active' FROM generate_series(1, 40) i;
+-- SQL definitions log in as a role that may read demo's tables and nothing else.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'engage_demo_sql') THEN
+        CREATE ROLE engage_demo_sql LOGIN PASSWORD 'quickstart-sql-password';
+    END IF;
+END $$;
+GRANT USAGE ON SCHEMA demo TO engage_demo_sql;
+GRANT SELECT ON ALL TABLES IN SCHEMA demo TO engage_demo_sql;
 ANALYZE;
 SQL
+export ENGAGE_SQL_ROLE=engage_demo_sql ENGAGE_SQL_PASSWORD=quickstart-sql-password
 
 say "engage-sync define examples/definitions.json examples/sql-definitions.json"
 es define examples/definitions.json examples/sql-definitions.json
