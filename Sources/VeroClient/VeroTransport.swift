@@ -111,8 +111,7 @@ public struct VeroTransport: Sendable {
             return await self.exchange(prepared, deadline: due)
         }
         let cut = NIOLockedValueBox<String?>(nil)
-        let every = TimeAmount.nanoseconds(checkEvery.components.seconds * 1_000_000_000 + checkEvery.components.attoseconds / 1_000_000_000)
-        let check = min(every, timeout)
+        let check = min(TimeAmount(checkEvery), timeout)
         let watch = client.eventLoopGroup.any().scheduleRepeatedTask(initialDelay: check, delay: check) { task in
             // (A timer may fire a hair early: within 5 ms of the deadline counts as reached.)
             let late = deadline.withLockedValue { $0 }.map { NIODeadline.now() + .milliseconds(5) >= $0 } ?? false

@@ -35,9 +35,8 @@ func report(_ outcomes: [PairOutcome], dryRun: Bool) throws {
         print(line)
     }
     // Delivery serves every pair of a destination at once: its time is printed once.
-    var delivered: [String] = []
-    for o in outcomes where o.runID != nil && o.timings.deliver > 0 && !delivered.contains(o.destination) {
-        delivered.append(o.destination)
+    var printed: Set<String> = []
+    for o in outcomes where o.runID != nil && o.timings.deliver > 0 && printed.insert(o.destination).inserted {
         print(String(format: "delivery to %@: %.2fs", o.destination, o.timings.deliver))
     }
     if let failed = outcomes.first(where: { $0.status == .failed }) {

@@ -80,7 +80,7 @@ struct IsolationTests {
             let (process, out, err, _) = try await serving.serve(f)
             defer { if process.isRunning { process.terminate() } }
             // Three ticks' worth of runs of the broken pair (one per tick once it is due again).
-            try await serving.eventually("the broken pair failed three times and the nine delivered") {
+            try await eventually("the broken pair failed three times and the nine delivered") {
                 let failures = try await f.count("""
                     SELECT count(*)::int AS c FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id
                     WHERE c.key = 'broken' AND r.status = 'failed'

@@ -120,8 +120,9 @@ struct LeaseTests {
             let options = DeliveryOptions(leaseSeconds: 20, maxWaitSeconds: 0, requestTimeoutSeconds: 60)
             let worker = Task { try await f.deliver(options) }
             // The request is in flight once the sandbox has it.
-            let deadline = Date().addingTimeInterval(120)
-            while try await f.sandboxRequests().requests.isEmpty, Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            try await eventually(seconds: 120, every: .milliseconds(50), "the request in flight") {
+                try await !f.sandboxRequests().requests.isEmpty
+            }
             // Another session holds the row for 26 s: the worker's renewals wait, its lease runs
             // down while the answer trickles in.
             let blocker = try await PostgresConnection.connect(f.url)

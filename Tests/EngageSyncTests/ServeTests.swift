@@ -42,15 +42,6 @@ struct ServeTests {
             .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } }
     }
 
-    /// Polls until `condition` holds (a bounded wait).
-    func eventually(seconds: Double = 300, _ what: String, _ condition: () async throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try await condition() { return }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-        Issue.record("timed out waiting for \(what)")
-    }
 
     @Test("serve syncs what is due and delivers it, answers /healthz and /metrics, and exits 0 on SIGTERM")
     func syncsAndShutsDown() async throws {

@@ -70,12 +70,7 @@ struct SyncFixture {
 
     /// Polls until `sql` (a count named `c`) returns at least `atLeast` (a bounded wait).
     func waitFor(_ sql: PostgresQuery, atLeast: Int, seconds: Double = 300) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try await count(sql) >= atLeast { return }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        Issue.record("timed out waiting for \(sql) >= \(atLeast)")
+        try await eventually(seconds: seconds, every: .milliseconds(50), "\(sql) >= \(atLeast)") { try await count(sql) >= atLeast }
     }
 
     /// `engage-sync define` of one JSON document; expects success.
@@ -172,4 +167,16 @@ struct SyncFixture {
 extension SandboxRequest {
     /// The Vero user id a request is about.
     var userID: String? { body["id"]?.stringValue ?? body["identity"]?["id"]?.stringValue }
+}
+
+/// Polls until `condition` holds, recording an issue naming `what` if it never does (a bounded
+/// wait, not a timing assertion).
+func eventually(seconds: Double = 300, every interval: Duration = .milliseconds(200), _ what: String,
+                _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: interval)
+    }
+    Issue.record("timed out waiting for \(what)")
 }

@@ -41,18 +41,22 @@ final class LeaseKeeper: Sendable {
         deadlines.withLockedValue { _ = $0.removeValue(forKey: id) }
     }
 
+    /// What is left of the row's lease as last confirmed; nil when the row is not held.
+    private func left(_ id: Int) -> Duration? {
+        let now = ContinuousClock.now
+        return deadlines.withLockedValue { $0[id] }.map { $0 - now }
+    }
+
     /// Whether the row is still held with at least half its lease left.
     func canSend(_ id: Int) -> Bool {
-        let now = ContinuousClock.now, half = Duration.seconds(leaseSeconds / 2)
-        return deadlines.withLockedValue { held in held[id].map { $0 - now >= half } ?? false }
+        left(id).map { $0 >= .seconds(leaseSeconds / 2) } ?? false
     }
 
     /// Why a request in flight for the row must end now: the row is no longer held, or less
     /// than a sixteenth of its lease is left as last confirmed. Nil while it is safe to go on.
     func runningOut(_ id: Int) -> String? {
-        let now = ContinuousClock.now, margin = Duration.seconds(leaseSeconds / 16)
-        guard let deadline = deadlines.withLockedValue({ $0[id] }) else { return "the row's lease was lost to another worker" }
-        return deadline - now < margin ? "the row's lease was about to run out (its renewals failed)" : nil
+        guard let left = left(id) else { return "the row's lease was lost to another worker" }
+        return left < .seconds(leaseSeconds / 16) ? "the row's lease was about to run out (its renewals failed)" : nil
     }
 
     /// How often a request in flight asks ``runningOut(_:)``: a thirty-second of a lease,
