@@ -434,7 +434,7 @@ def status_page_bench(work):
     queries = """
         SELECT c.key, c.name, c.type, c.enabled, jsonb_pretty(c.definition) AS definition, c.definition ->> 'sql' AS sql,
                c.sync_every::text AS sync_every,
-               (SELECT count(*) FROM engage.memberships m WHERE m.computation_id = c.id)::int AS members
+               coalesce((SELECT e.members FROM engage.evaluations e WHERE e.computation_id = c.id), 0)::int AS members
         FROM engage.computations c WHERE c.key = 'page_audience' AND c.removed_at IS NULL;
         SELECT run_id, destination, mode, status, evaluation, members, entered, exited, changed, skipped,
                to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS started,
@@ -565,6 +565,181 @@ def bench_size(profiles, per_profile, work, full_report, cycle=False, baseline_b
     return result
 
 
+OLD_STATUS_VIEW = """
+SELECT c.key, d.name AS destination, c.type, c.enabled,
+       (SELECT count(*) FROM engage.memberships m WHERE m.computation_id = c.id) AS members,
+       (SELECT count(*) FROM engage.ledger l
+        WHERE l.computation_id = c.id AND l.destination_id = d.id
+          AND l.value <> 'false'::jsonb AND l.value <> 'null'::jsonb) AS delivered_true,
+       (SELECT count(*) FROM engage.outbox o
+        WHERE o.computation_id = c.id AND o.destination_id = d.id AND o.status = 'pending')
+       + (SELECT count(*) FROM engage.sync_changelog ch
+          WHERE ch.outbox_id IS NULL AND ch.status = 'pending' AND ch.key = c.key AND ch.destination = d.name) AS pending,
+       (SELECT count(*) FROM engage.outbox o
+        WHERE o.computation_id = c.id AND o.destination_id = d.id AND o.status = 'failed') AS failed,
+       last_run.started_at AS last_run_at, last_run.status AS last_run_status,
+       CASE WHEN c.enabled THEN coalesce(last_ok.instant + c.sync_every, now()) END AS next_due,
+       d.paused_at AS destination_paused_at
+FROM engage.computations c
+CROSS JOIN engage.destinations d
+LEFT JOIN LATERAL (SELECT r.started_at, r.status FROM engage.sync_runs r
+                   WHERE r.computation_id = c.id AND r.destination_id = d.id
+                   ORDER BY r.started_at DESC, r.id DESC LIMIT 1) last_run ON true
+LEFT JOIN LATERAL (SELECT max(coalesce(r.instant, r.started_at)) AS instant FROM engage.sync_runs r
+                   WHERE r.computation_id = c.id AND r.destination_id = d.id
+                     AND r.status IN ('succeeded', 'partial')) last_ok ON true
+WHERE c.removed_at IS NULL AND d.enabled AND (c.destinations IS NULL OR d.name = ANY (c.destinations));
+"""
+
+# The reads before kept figures (main at d723858): `status` (engage.sync_status as it counted,
+# and the skipped rows) and `metrics` (the destination gauges), as they were, for comparison.
+STATUS_BEFORE = """
+SELECT s.*, (SELECT count(*) FROM engage.outbox o JOIN engage.computations c ON c.id = o.computation_id
+             JOIN engage.destinations d ON d.id = o.destination_id
+             WHERE c.key = s.key AND d.name = s.destination AND o.status = 'skipped') AS skipped
+FROM (
+""" + OLD_STATUS_VIEW.rstrip().rstrip(";") + """
+) s ORDER BY s.key, s.destination;
+"""
+METRICS_BEFORE = """
+SELECT d.name,
+       ((SELECT count(*) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'pending')
+        + (SELECT count(*) FROM engage.sync_changelog ch
+           WHERE ch.outbox_id IS NULL AND ch.status = 'pending' AND ch.destination = d.name)) AS pending,
+       (SELECT count(*) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'failed') AS failed,
+       (SELECT min(o.created_at) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'pending') AS oldest
+FROM engage.destinations d ORDER BY d.name;
+SELECT c.key, (SELECT count(*) FROM engage.memberships m WHERE m.computation_id = c.id) AS members
+FROM engage.computations c ORDER BY c.key;
+"""
+# Ten audiences of every size up to every profile, for the status reads.
+STATUS_SIZES = [1_000, 3_000, 10_000, 30_000, 100_000, 200_000, 300_000, 500_000, 700_000, 1_000_000]
+
+
+def status_reads_bench(work, profiles):
+    """`status`, `metrics`, serve's GET /metrics and GET / at `profiles` profiles with ten
+    audiences of every size up to all of them, in three states: every first sync's backlog
+    pending, half of each delivered, all delivered. Delivery is written by SQL as the engine
+    writes it (outbox rows delivered, ledger rows, each backlog moved past them): sending 3.8M
+    requests would measure the sandbox, not these reads. Beside each: the same reads as they
+    were before kept figures (STATUS_BEFORE, METRICS_BEFORE) in psql, and the full count of
+    engage.figure_drift, which must come back empty."""
+    name = "bench_status"
+    psql(BASE_URL, f"DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name};")
+    url = db_url(name)
+    engage(url, ["migrate"])
+    engage(url, ["destination", "add", "vero", "--base-url", "http://127.0.0.1:9", "--token-env", "BENCH_TOKEN"])
+    log(f"   {profiles:,} profiles, ten audiences of {', '.join(f'{n:,}' for n in STATUS_SIZES)} members")
+    psql(url, f"""
+        INSERT INTO engage.profiles (profile_id, user_id, email, traits)
+        SELECT 'p' || lpad(i::text, 8, '0'), 'u' || i, 'u' || i || '@example.com', jsonb_build_object('n', i)
+        FROM generate_series(1, {profiles}) i;
+        VACUUM ANALYZE engage.profiles;
+    """)
+    defs = os.path.join(work, "status-definitions.json")
+    with open(defs, "w") as f:
+        json.dump([{"name": f"Size {n}", "key": f"size_{n}", "type": "audience",
+                    "condition": {"trait": "n", "lte": n}} for n in STATUS_SIZES if n <= profiles], f)
+    engage(url, ["define", defs])
+    largest = max(n for n in STATUS_SIZES if n <= profiles)
+    _, seconds, _ = engage(url, ["run", "--all", "--no-deliver"])
+    log(f"   first syncs written in {seconds:.1f} s")
+    # No run is due while serve answers (a disabled definition's backlog waits; its pair shows).
+    psql(url, "UPDATE engage.computations SET enabled = false; VACUUM ANALYZE;")
+
+    def deliver_to(fraction):
+        # Each backlog's next members up to `fraction` of its definition's snapshot: delivered
+        # outbox rows, their ledger rows, and the backlog past them (or gone), in one transaction.
+        psql(url, f"""
+            BEGIN;
+            CREATE TEMP TABLE reached ON COMMIT DROP AS
+            SELECT b.destination_id, b.computation_id, b.run_id, c.key, m.profile_id, p.user_id, p.email
+            FROM engage.backlogs b JOIN engage.computations c ON c.id = b.computation_id
+            CROSS JOIN LATERAL (SELECT m.profile_id FROM engage.memberships m
+                                WHERE m.computation_id = b.computation_id AND m.profile_id > coalesce(b.after_profile, '')
+                                ORDER BY m.profile_id
+                                LIMIT greatest(0, (SELECT e.members FROM engage.evaluations e WHERE e.computation_id = b.computation_id)
+                                                  * {fraction} - ((SELECT e.members FROM engage.evaluations e
+                                                                   WHERE e.computation_id = b.computation_id) - b.remaining))::bigint) m
+            JOIN engage.profiles p ON p.profile_id = m.profile_id;
+            WITH sent AS (
+                INSERT INTO engage.outbox (run_id, destination_id, computation_id, profile_id, vero_id, email, op, value, call,
+                                           status, attempts, last_status_code, delivered_at)
+                SELECT run_id, destination_id, computation_id, profile_id, user_id, email, 'enter', 'true', 'identify',
+                       'delivered', 1, 200, now()
+                FROM reached RETURNING id, destination_id, computation_id, profile_id, vero_id, email)
+            INSERT INTO engage.ledger (destination_id, computation_id, vero_id, profile_id, email, value, confirmed_at, outbox_id)
+            SELECT destination_id, computation_id, vero_id, profile_id, email, 'true', now(), id FROM sent;
+            UPDATE engage.backlogs b SET after_profile = r.last, remaining = b.remaining - r.n
+            FROM (SELECT destination_id, computation_id, max(profile_id) AS last, count(*) AS n FROM reached GROUP BY 1, 2) r
+            WHERE b.destination_id = r.destination_id AND b.computation_id = r.computation_id;
+            DELETE FROM engage.backlogs WHERE remaining = 0;
+            COMMIT;
+            VACUUM ANALYZE;
+        """)
+
+    proc = subprocess.Popen([BIN, "serve", "--port", "0", "--tick", "3600", "--database-url", url], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, BENCH_TOKEN=TOKEN))
+    import urllib.request
+    states = {}
+    try:
+        port = int(re.search(r":(\d+)$", proc.stdout.readline().strip()).group(1))
+
+        def median(f, n=11):
+            times = []
+            for _ in range(n):
+                started = time.monotonic()
+                f()
+                times.append((time.monotonic() - started) * 1000)
+            return sorted(times)[len(times) // 2]
+
+        def get(path):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=600).read()
+
+        def before(sql):
+            runs = []
+            for _ in range(3):
+                _, times = psql(url, sql, timing=True)
+                runs.append(sum(times))
+            return sorted(runs)[1]
+
+        for state, fraction in (("backlog pending", None), ("half delivered", 0.5), ("all delivered", 1.0)):
+            if fraction is not None:
+                log(f"   delivering to {fraction:.0%}")
+                deliver_to(fraction)
+            log(f"   reads: {state}")
+            out, _ = psql(url, "SELECT count(*) FROM engage.figure_drift;", timing=False)
+            _, count_ms = psql(url, "SELECT count(*) FROM engage.figure_drift;", timing=True)
+            pending, _ = psql(url, "SELECT sum(pending) FROM engage.sync_status;")
+            states[state] = {
+                "drift": int(out.strip()), "pending": int(pending.strip() or 0), "full_count_ms": sum(count_ms),
+                "status_ms": median(lambda: engage(url, ["status"])), "metrics_ms": median(lambda: engage(url, ["metrics"])),
+                "get_metrics_ms": median(lambda: get("/metrics")), "get_overview_ms": median(lambda: get("/")),
+                "get_definition_ms": median(lambda: get(f"/definitions/size_{largest}"), 5),
+                "get_destination_ms": median(lambda: get("/destinations/vero"), 5),
+                "status_before_ms": before(STATUS_BEFORE), "metrics_before_ms": before(METRICS_BEFORE)}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    psql(BASE_URL, f"DROP DATABASE IF EXISTS {name};")
+    return {"profiles": profiles, "states": states}
+
+
+def print_status_reads(r):
+    print(f"\nstatus reads at {r['profiles']:,} profiles, ten audiences up to every profile (target ≤100 ms each; "
+          f"'before': the same reads counted, as before kept figures, in psql):")
+    for state, s in r["states"].items():
+        print(f"  {state} ({s['pending']:,} pending; the full count of engage.figure_drift {s['full_count_ms']:.0f} ms, "
+              f"{s['drift']} figures differ{'' if s['drift'] == 0 else ' MISS'}):")
+        for label, ours, was in (("engage-sync status", s["status_ms"], s["status_before_ms"]),
+                                 ("engage-sync metrics", s["metrics_ms"], s["metrics_before_ms"]),
+                                 ("GET /metrics", s["get_metrics_ms"], s["metrics_before_ms"]),
+                                 ("GET / (the status page's overview)", s["get_overview_ms"], s["status_before_ms"])):
+            print(f"    {label:<40} {ours:8.1f} ms   before {was:9.1f} ms{'' if ours <= 100 else '  MISS'}")
+        print(f"    {'GET /definitions/KEY (the largest)':<40} {s['get_definition_ms']:8.1f} ms")
+        print(f"    {'GET /destinations/vero':<40} {s['get_destination_ms']:8.1f} ms")
+
+
 def ratio(a, b):
     return a / b if b else float("inf")
 
@@ -576,13 +751,17 @@ def main():
     parser.add_argument("--events-per-profile", type=int, default=10)
     parser.add_argument("--sizes", default=None, help="comma-separated profile counts for the growth table")
     parser.add_argument("--no-cycle", action="store_true", help="skip the 50-definition cycle")
-    parser.add_argument("--only", choices=["status-page"], default=None, help="run one benchmark alone")
+    parser.add_argument("--only", choices=["status-page", "status-reads"], default=None, help="run one benchmark alone")
     parser.add_argument("--baseline-bin", default=None,
                         help="an engage-sync binary to time the cycle's 'before' with (default: run --full)")
     args = parser.parse_args()
     if args.only == "status-page":
         log("== the status page")
         print_status_page(status_page_bench(args.work))
+        return
+    if args.only == "status-reads":
+        log("== status reads")
+        print_status_reads(status_reads_bench(args.work, args.profiles))
         return
     largest = args.profiles
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else \
@@ -597,6 +776,8 @@ def main():
     top = results["sizes"][str(largest)]
     log("== the status page")
     results["status_page"] = status_page_bench(args.work)
+    log("== status reads")
+    results["status_reads"] = status_reads_bench(args.work, largest)
 
     rows = []
     for key, d in top["definitions"].items():
@@ -646,6 +827,7 @@ def main():
         print(f"{'cron cycle of 50 definitions, 1% churn + 1 h (' + str(c['after']['runs']) + ' runs)':<92} {after:>10.1f} s {'60.00':>10} s {after / 60:>6.2f}× {'≤60 s':>7}{'' if after <= 60 else ' MISS'}")
         print(f"{'  the same before (' + label + ')':<92} {before:>10.1f} s {'':>12} {before / after:>6.1f}× {'≥5× faster':>10}{'' if before >= 5 * after else ' MISS'}")
     print_status_page(results["status_page"])
+    print_status_reads(results["status_reads"])
     print("\nfull sync of an every-profile audience (all_customers), at each size:")
     for size in sizes:
         f = results["sizes"][str(size)]["definitions"]["all_customers"]["full"]

@@ -21,7 +21,7 @@ extension EngageSyncCommand {
                 func instant(_ d: Date?) -> JSONValue { text(d.map { Timestamp($0).iso8601Seconds }) }
                 return [("key", .string(p.key)), ("destination", .string(p.destination)), ("type", .string(p.type.rawValue)),
                         ("members", .int(p.members)), ("delivered_true", .int(p.deliveredTrue)), ("pending", .int(p.pending)),
-                        ("failed", .int(p.failed)), ("skipped", .int(p.skipped)), ("last_run_at", instant(p.lastRunAt)),
+                        ("backlog", .int(p.backlog)), ("failed", .int(p.failed)), ("skipped", .int(p.skipped)), ("last_run_at", instant(p.lastRunAt)),
                         ("last_run_status", text(p.lastRunStatus?.rawValue)), ("next_due", instant(p.nextDue)),
                         ("destination_paused_at", instant(p.destinationPausedAt))]
             }

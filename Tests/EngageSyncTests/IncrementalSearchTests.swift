@@ -403,6 +403,10 @@ private struct World {
                   AND r.status IN ('succeeded', 'partial') AND r.members <> held.n
                 """).map { "\($0["key"] ?? "") counted \($0["members"] ?? "") of \($0["held"] ?? "")" }
             #expect(miscounted.isEmpty, "\(label), step \(step): \(miscounted)")
+            // What status and metrics read is kept by the statements that change it: it must
+            // equal a full count after every run and its delivery.
+            let figures = try await f.figureDrift()
+            #expect(figures.isEmpty, "\(label), step \(step): kept figures differ from a count: \(figures)")
             for definition in definitions where !isDisabled(definition) {
                 guard try await check(definition, sandbox: delivered, label: "\(label), step \(step) at \(now.iso8601)") else {
                     return (runs, incremental, edits)

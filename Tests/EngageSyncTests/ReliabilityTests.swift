@@ -77,12 +77,17 @@ struct ReliabilityTests {
                 try await killWhen()
                 kill(process.processIdentifier, SIGKILL)
                 _ = await CLI.collect(process, out, err)
+                // The killed transaction took its figures back with it.
+                let afterKill = try await f.figureDrift()
+                #expect(afterKill.isEmpty, "killed \(stage): \(afterKill)")
                 let run = try await CLI.run(converge, environment: env)
                 #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
                 let delivered = try await converged(f, members: members, exited: exited, since: sent)
                 #expect(delivered >= changes)
                 #expect(delivered - changes <= concurrency, "sent twice: \(delivered - changes)")
                 print("crashAnywhere: killed \(stage); sent twice: \(delivered - changes)")
+                let figures = try await f.figureDrift()
+                #expect(figures.isEmpty, "converged after \(stage): \(figures)")
                 sent += delivered
             }
 
@@ -301,6 +306,8 @@ struct ReliabilityTests {
             #expect(Set(keys).count == 9_000)
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'running'") == 0)
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status <> 'delivered'") == 0)
+            let figures = try await f.figureDrift()
+            #expect(figures.isEmpty, "\(figures)")
         }
     }
 

@@ -97,6 +97,15 @@ struct SyncFixture {
         try await db.query(sql).first?.decode(Int.self, "c") ?? -1
     }
 
+    /// The kept figures `status` and `metrics` read that differ from a full count of the outbox,
+    /// the ledger and the snapshot (`engage.figure_drift`), as "pair 1/2 pending: kept k,
+    /// counted n". Empty when they agree.
+    func figureDrift() async throws -> [String] {
+        try await db.query("SELECT scope, figure, kept, counted FROM engage.figure_drift").map { r in
+            "\(r["scope"] ?? "") \(r["figure"] ?? ""): kept \(r["kept"] ?? ""), counted \(r["counted"] ?? "")"
+        }
+    }
+
     // MARK: - The sandbox's view
 
     /// The Vero ids whose value for `key` differs from what it should be: for an id some

@@ -1,16 +1,15 @@
--- One row per definition: current members, how many a destination confirmed, what is waiting
--- (pending includes the members a backlog has still to enqueue, as sync_changelog lists them).
+-- One row per definition: current members, how many Vero users the destinations confirmed, what
+-- is waiting (pending includes the members a backlog has not reached yet), from kept figures.
 CREATE VIEW engage.audience_sizes AS
 SELECT c.key, c.type,
-       (SELECT count(*) FROM engage.memberships m WHERE m.computation_id = c.id) AS members,
-       (SELECT count(*) FROM engage.ledger l
-        WHERE l.computation_id = c.id AND l.value <> 'false'::jsonb AND l.value <> 'null'::jsonb) AS delivered_true,
-       (SELECT count(*) FROM engage.destinations d JOIN engage.outbox o ON o.destination_id = d.id
-        WHERE o.computation_id = c.id AND o.status = 'pending')
-       + (SELECT count(*) FROM engage.sync_changelog ch
-          WHERE ch.outbox_id IS NULL AND ch.status = 'pending' AND ch.key = c.key) AS pending,
-       (SELECT count(*) FROM engage.destinations d JOIN engage.outbox o ON o.destination_id = d.id
-        WHERE o.computation_id = c.id AND o.status = 'failed') AS failed,
-       (SELECT max(r.started_at) FROM engage.sync_runs r WHERE r.computation_id = c.id) AS last_run_at
+       coalesce(e.members, 0) AS members,
+       coalesce((SELECT sum(f.confirmed) FROM engage.pair_figures f WHERE f.computation_id = c.id), 0)::bigint AS delivered_true,
+       coalesce((SELECT sum(f.pending) FROM engage.pair_figures f WHERE f.computation_id = c.id), 0)::bigint
+       + coalesce((SELECT sum(b.remaining) FROM engage.backlogs b WHERE b.computation_id = c.id), 0)::bigint AS pending,
+       coalesce((SELECT sum(f.failed) FROM engage.pair_figures f WHERE f.computation_id = c.id), 0)::bigint AS failed,
+       (SELECT max(last.started_at) FROM engage.destinations d
+        CROSS JOIN LATERAL (SELECT max(r.started_at) AS started_at FROM engage.sync_runs r
+                            WHERE r.computation_id = c.id AND r.destination_id = d.id) last) AS last_run_at
 FROM engage.computations c
+LEFT JOIN engage.evaluations e ON e.computation_id = c.id
 WHERE c.removed_at IS NULL;

@@ -8,17 +8,19 @@ public struct GaugeStore: Sendable {
     public let db: PostgresConnection
     public init(_ db: PostgresConnection) { self.db = db }
 
-    /// Per destination: rows waiting (outbox rows and the members a backlog has still to
-    /// enqueue, as `engage.sync_status` counts them), failed rows, and the age of the oldest
-    /// waiting one, and whether it is paused; per pair: when it last succeeded and how often it should run; per
-    /// definition: the snapshot's size.
+    /// Per destination: rows waiting (outbox rows and the members a backlog has not reached,
+    /// as `engage.sync_status` counts them), failed rows, the age of the oldest waiting one,
+    /// and whether it is paused; per pair: when it last succeeded and how often it should run;
+    /// per definition: the snapshot's size. Every figure is kept (``StatusStore``) or the first
+    /// entry of an index: the gauges cost the same at any size.
     public func gauges() async throws -> [Gauge] {
         let destinations = try await db.query("""
             SELECT d.name,
                    \(StatusStore.waiting)::float8 AS pending,
-                   (SELECT count(*) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'failed')::float8 AS failed,
+                   coalesce((SELECT sum(f.failed) FROM engage.pair_figures f WHERE f.destination_id = d.id), 0)::float8 AS failed,
                    coalesce(extract(epoch FROM now() - least(
-                       (SELECT min(o.created_at) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'pending'),
+                       (SELECT o.created_at FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'pending'
+                        ORDER BY o.created_at LIMIT 1),
                        (SELECT min(b.created_at) FROM engage.backlogs b WHERE b.destination_id = d.id))), 0)::float8 AS oldest,
                    (d.paused_at IS NOT NULL)::int::float8 AS paused
             FROM engage.destinations d ORDER BY d.name

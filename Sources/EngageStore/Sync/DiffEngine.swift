@@ -109,7 +109,7 @@ public struct DiffEngine: Sendable {
                 case .audience: outcome.counts.entered = counts.addressable
                 case .trait: outcome.counts.changed = counts.addressable
                 }
-                try await saveBacklog(runID: runID, resync: false, members: true, db)
+                try await saveBacklog(runID: runID, resync: false, members: counts.members, db)
                 try await saveWatermark(seen: seen, db)
                 outcome.diffSeconds = (ContinuousClock.now - clock).seconds
                 return outcome
@@ -150,7 +150,8 @@ public struct DiffEngine: Sendable {
                 if scope != nil { outcome.counts.skipped = enqueued.skipped }
             }
             if scope == nil, let runID = request.runID {
-                try await saveBacklog(runID: runID, resync: request.mode == .resync, members: request.mode != .remove, db)
+                try await saveBacklog(runID: runID, resync: request.mode == .resync,
+                                      members: request.mode == .remove ? nil : outcome.evaluation.members, db)
             }
             try await saveWatermark(seen: seen, db)
             outcome.diffSeconds = (ContinuousClock.now - clock).seconds
@@ -300,17 +301,19 @@ public struct DiffEngine: Sendable {
                        afterProfile: try row.decode(String?.self, "after_profile"))
     }
 
-    /// A full diff's members go to a (new) backlog; a removal has none, and drops any.
-    private func saveBacklog(runID: Int, resync: Bool, members: Bool, _ db: PostgresConnection) async throws {
-        guard members else {
+    /// A full diff's members (the snapshot's `members` rows) go to a (new) backlog; a removal
+    /// (nil) has none, and drops any.
+    private func saveBacklog(runID: Int, resync: Bool, members: Int?, _ db: PostgresConnection) async throws {
+        guard let members else {
             try await db.query("DELETE FROM engage.backlogs b WHERE \(pair("b"))")
             return
         }
         try await db.query("""
-            INSERT INTO engage.backlogs (destination_id, computation_id, run_id, resync)
-            VALUES (\(destination.id), \(computationID), \(runID), \(resync))
+            INSERT INTO engage.backlogs (destination_id, computation_id, run_id, resync, remaining)
+            VALUES (\(destination.id), \(computationID), \(runID), \(resync), \(members))
             ON CONFLICT (destination_id, computation_id) DO UPDATE SET
-                run_id = EXCLUDED.run_id, resync = EXCLUDED.resync, after_profile = NULL, created_at = now()
+                run_id = EXCLUDED.run_id, resync = EXCLUDED.resync, after_profile = NULL, created_at = now(),
+                remaining = EXCLUDED.remaining
             """)
     }
 
@@ -348,7 +351,15 @@ public struct DiffEngine: Sendable {
             if covered < limit {
                 try await db.query("DELETE FROM engage.backlogs b WHERE \(pair("b"))")
             } else {
-                try await db.query("UPDATE engage.backlogs b SET after_profile = \(try row?.decode(String?.self, "last")) WHERE \(pair("b"))")
+                // Past the members it read, and any whose profile row is gone (not read, passed).
+                let last = try row?.decode(String?.self, "last")
+                try await db.query("""
+                    UPDATE engage.backlogs b SET after_profile = \(last),
+                        remaining = b.remaining - (SELECT count(*) FROM engage.memberships m
+                                                   WHERE m.computation_id = \(computationID)
+                                                     AND m.profile_id > \(after)::text AND m.profile_id <= \(last)::text)
+                    WHERE \(pair("b"))
+                    """)
             }
             return (covered, leased)
         }

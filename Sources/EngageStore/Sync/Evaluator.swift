@@ -140,6 +140,14 @@ struct Evaluator {
         let counts = FillCounts(members: try row?.decode(Int.self, "members") ?? 0,
                                 addressable: try row?.decode(Int.self, "addressable") ?? 0,
                                 unaddressable: try row?.decode(Int.self, "unaddressable") ?? 0)
+        // Another destination's backlog of this definition, written while the snapshot was
+        // empty, has these members to reach now (rare: counted, not tracked).
+        try await db.query("""
+            UPDATE engage.backlogs b
+            SET remaining = (SELECT count(*) FROM engage.memberships m
+                             WHERE m.computation_id = b.computation_id AND m.profile_id > coalesce(b.after_profile, ''))
+            WHERE b.computation_id = \(computationID)
+            """)
         try await saveState(seen: seen, full: true, members: outcome.members, db)
         return (outcome, counts)
     }
@@ -309,6 +317,17 @@ struct Evaluator {
             INSERT INTO engage.memberships (computation_id, profile_id, value, since)
             SELECT \(computationID), profile_id, value, \(now) FROM engage_changes WHERE value IS NOT NULL
             ON CONFLICT (computation_id, profile_id) DO UPDATE SET value = EXCLUDED.value, since = EXCLUDED.since
+            """)
+        // Open backlogs of this definition have the entries past their cursor still to reach,
+        // and no longer the exits.
+        try await db.query("""
+            UPDATE engage.backlogs b SET remaining = b.remaining + moved.n
+            FROM (SELECT b2.destination_id,
+                         count(*) FILTER (WHERE c.previous_value IS NULL) - count(*) FILTER (WHERE c.value IS NULL) AS n
+                  FROM engage.backlogs b2 JOIN engage_changes c ON c.profile_id > coalesce(b2.after_profile, '')
+                  WHERE b2.computation_id = \(computationID)
+                  GROUP BY 1) moved
+            WHERE b.computation_id = \(computationID) AND b.destination_id = moved.destination_id AND moved.n <> 0
             """)
         return applied
     }

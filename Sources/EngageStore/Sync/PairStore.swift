@@ -63,12 +63,13 @@ public struct PairStore: Sendable {
     }
 
     public func rowOutcome(runID: Int) async throws -> RowOutcome {
-        // A full sync's members its backlog has not reached yet are on their way: pending.
+        // A full sync's members its backlog has not reached yet are on their way: pending (its
+        // kept count, as `status` shows it).
         let rows = try await db.query("""
             SELECT status, last_error IS NOT NULL AS errored, count(*)::int AS n
             FROM engage.outbox WHERE run_id = \(runID) GROUP BY 1, 2
             UNION ALL
-            SELECT 'pending', false, count(*)::int FROM engage.sync_changelog WHERE run_id = \(runID) AND outbox_id IS NULL
+            SELECT 'pending', false, remaining::int FROM engage.backlogs WHERE run_id = \(runID)
             """)
         var outcome = RowOutcome()
         for row in rows {

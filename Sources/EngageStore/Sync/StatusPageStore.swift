@@ -119,7 +119,7 @@ public struct StatusPageStore: Sendable {
         try await db.query("""
             SELECT c.key, c.name, c.type, c.enabled, jsonb_pretty(c.definition) AS definition, c.definition ->> 'sql' AS sql,
                    c.sync_every::text AS sync_every,
-                   (SELECT count(*) FROM engage.memberships m WHERE m.computation_id = c.id)::int AS members
+                   coalesce((SELECT e.members FROM engage.evaluations e WHERE e.computation_id = c.id), 0)::int AS members
             FROM engage.computations c WHERE c.key = \(key) AND c.removed_at IS NULL
             """).first.map { row in
             DefinitionSummary(key: try row.decode(String.self, "key"), name: try row.decode(String.self, "name"),

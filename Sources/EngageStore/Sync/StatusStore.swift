@@ -10,10 +10,14 @@ public struct PairStatus: Sendable {
     public var members: Int
     /// Vero users the destination confirmed `true` (or a trait value) for.
     public var deliveredTrue: Int
+    /// Pending outbox rows, and the members a backlog has not reached yet (``backlog``).
     public var pending: Int
     public var failed: Int
     /// Outbox rows skipped (for instance for want of a Vero user id), resolved or not.
     public var skipped: Int
+    /// Members of a full sync or resync its backlog has not reached yet (counted in `pending`;
+    /// some may turn out unchanged at the destination, or without a Vero id).
+    public var backlog: Int
     public var lastRunAt: Date?
     public var lastRunStatus: RunStatus?
     public var lastRunMode: RunMode?
@@ -36,9 +40,7 @@ public struct StatusStore: Sendable {
     public func pairs() async throws -> [PairStatus] {
         try await db.query("""
             SELECT s.key, s.destination, s.type, s.members::int, s.delivered_true::int, s.pending::int, s.failed::int,
-                   (SELECT count(*) FROM engage.outbox o
-                    WHERE o.computation_id = c.id AND o.destination_id = d.id AND o.status = 'skipped')::int AS skipped,
-                   s.last_run_at, s.last_run_status, last_run.mode AS last_run_mode, last_run.seconds AS last_run_seconds,
+                   s.skipped::int, s.backlog::int, s.last_run_at, s.last_run_status, last_run.mode AS last_run_mode, last_run.seconds AS last_run_seconds,
                    s.next_due, s.destination_paused_at AS paused_at, d.paused_reason
             FROM engage.sync_status s
             JOIN engage.computations c ON c.key = s.key
@@ -52,6 +54,7 @@ public struct StatusStore: Sendable {
                        type: try row.decode(Definition.Kind.self, "type"), members: try row.decode(Int.self, "members"),
                        deliveredTrue: try row.decode(Int.self, "delivered_true"), pending: try row.decode(Int.self, "pending"),
                        failed: try row.decode(Int.self, "failed"), skipped: try row.decode(Int.self, "skipped"),
+                       backlog: try row.decode(Int.self, "backlog"),
                        lastRunAt: try row.decode(Date?.self, "last_run_at"),
                        lastRunStatus: try row.decode(RunStatus?.self, "last_run_status"),
                        lastRunMode: try row.decode(RunMode?.self, "last_run_mode"),
@@ -62,19 +65,19 @@ public struct StatusStore: Sendable {
     }
 
     /// Changes waiting for a destination: pending outbox rows and the members its backlogs
-    /// have still to enqueue (as `engage.sync_status` counts them).
+    /// have not reached yet (as `engage.sync_status` counts them).
     public func waiting(destination name: String) async throws -> Int {
         try await db.query("""
             SELECT \(Self.waiting)::int AS n FROM engage.destinations d WHERE d.name = \(name)
             """).first?.decode(Int.self, "n") ?? 0
     }
 
-    /// The changes waiting for destination `d`, as an expression: pending outbox rows and the
-    /// members its backlogs have still to enqueue. One definition for `status`, the progress
-    /// line and the `engage_sync_outbox_pending` gauge.
+    /// The changes waiting for destination `d`, as an expression over kept figures: pending
+    /// outbox rows (forwarded calls included) and the members its backlogs have not reached
+    /// yet. One definition for `status`, the progress line and the `engage_sync_outbox_pending`
+    /// gauge.
     static let waiting: PostgresQuery = """
-        ((SELECT count(*) FROM engage.outbox o WHERE o.destination_id = d.id AND o.status = 'pending')
-         + (SELECT count(*) FROM engage.sync_changelog ch
-            WHERE ch.outbox_id IS NULL AND ch.status = 'pending' AND ch.destination = d.name))
+        (coalesce((SELECT sum(f.pending) FROM engage.pair_figures f WHERE f.destination_id = d.id), 0)
+         + coalesce((SELECT sum(b.remaining) FROM engage.backlogs b WHERE b.destination_id = d.id), 0))
         """
 }
