@@ -10,7 +10,10 @@ LANGUAGE sql STABLE AS $$
     CROSS JOIN LATERAL (SELECT r.id, r.destination_id, r.started_at FROM engage.sync_runs r
                         WHERE r.computation_id = c.id ORDER BY r.started_at DESC, r.id DESC LIMIT 5) r
     JOIN engage.destinations d ON d.id = r.destination_id
-    CROSS JOIN LATERAL (SELECT * FROM engage.outbox o WHERE o.run_id = r.id ORDER BY o.run_id DESC, o.id DESC LIMIT n) o
+    -- A range, not run_id = r.id, so that the run's newest rows come from the end of its
+    -- (run_id, id) index (engage.destination_runs says why).
+    CROSS JOIN LATERAL (SELECT * FROM engage.outbox o WHERE o.run_id >= r.id AND o.run_id < r.id + 1
+                        ORDER BY o.run_id DESC, o.id DESC LIMIT n) o
     WHERE c.key = definition_key
     ORDER BY r.started_at DESC, o.id DESC
     LIMIT n

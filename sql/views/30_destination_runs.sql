@@ -1,7 +1,7 @@
 -- A destination's last n runs: rows written and what became of them (kept: engage.run_figures),
 -- the delivery rate (delivered rows over the time from the first 2xx to the last) and the time
--- from a change written to Vero's 2xx (median and 95th percentile, over up to 10,000 of the
--- run's delivered rows: a full sync's run can hold millions).
+-- from a change written to Vero's 2xx (median and 95th percentile, over the run's newest 10,000
+-- delivered rows, read from the end of its (run_id, id) index: a full sync's run can hold millions).
 CREATE FUNCTION engage.destination_runs(destination_name text, n integer DEFAULT 20)
 RETURNS TABLE (run_id bigint, key text, mode text, status text, started_at timestamptz, rows bigint,
                delivered bigint, pending bigint, failed bigint, rejected bigint, skipped bigint,
@@ -22,7 +22,10 @@ LANGUAGE sql STABLE AS $$
         SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50_ms,
                percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95_ms
         FROM (SELECT extract(epoch FROM o.delivered_at - o.created_at) * 1000 AS ms FROM engage.outbox o
-              WHERE o.run_id = r.id AND o.status = 'delivered' LIMIT 10000) sample) l
+              -- A range, not run_id = r.id: with an equality the planner drops run_id from the order
+              -- and may walk the primary key backwards through every later run's rows instead.
+              WHERE o.run_id >= r.id AND o.run_id < r.id + 1 AND o.status = 'delivered'
+              ORDER BY o.run_id DESC, o.id DESC LIMIT 10000) sample) l
     WHERE d.name = destination_name
     ORDER BY r.started_at DESC, r.id DESC
 $$;
