@@ -87,18 +87,23 @@ struct MigrationsTests {
         }
     }
 
+    /// An installation as it was before migration `version`: the numbered migrations below it.
+    func applyMigrations(below version: Int, _ db: PostgresConnection) async throws {
+        try await db.execute("""
+            CREATE SCHEMA engage;
+            CREATE TABLE engage.schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                                                   applied_at timestamptz NOT NULL DEFAULT now());
+            """)
+        for migration in Migrations.all where migration.version < version {
+            try await db.execute(PostgresQuery(unsafeSQL: migration.sql))
+            try await db.query("INSERT INTO engage.schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))")
+        }
+    }
+
     @Test("0007 re-keys a ledger written before it by the Vero id each value was confirmed for")
     func ledgerByVeroID() async throws {
         try await TestDatabase.with(migrated: false) { db, _ in
-            try await db.execute("""
-                CREATE SCHEMA engage;
-                CREATE TABLE engage.schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
-                                                       applied_at timestamptz NOT NULL DEFAULT now());
-                """)
-            for migration in Migrations.all where migration.version < 7 {
-                try await db.execute(PostgresQuery(unsafeSQL: migration.sql))
-                try await db.query("INSERT INTO engage.schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))")
-            }
+            try await applyMigrations(below: 7, db)
             // Two profiles once sent with the same email id; p1 has since changed its user id.
             try await db.execute("""
                 INSERT INTO engage.destinations (name) VALUES ('vero');
@@ -116,6 +121,49 @@ struct MigrationsTests {
             let rows = try await db.query("SELECT vero_id, profile_id, email, value::text AS value FROM engage.ledger ORDER BY vero_id")
                 .map { "\($0["vero_id"] ?? "")|\($0["profile_id"] ?? "")|\($0["email"] ?? "")|\($0["value"] ?? "")" }
             #expect(rows == ["s@x.io|p3|s@x.io|false", "u1|p1|a@x.io|true"])
+        }
+    }
+
+    @Test("0016 turns the history of changes into superseded values with since and until, losing none; pairs re-read what they had not")
+    func snapshotHistory() async throws {
+        try await TestDatabase.with(migrated: false) { db, _ in
+            try await applyMigrations(below: 16, db)
+            // p1 entered at 10:00, left at 11:00, entered again at 12:00; p2 held a trait before the
+            // history began (changed at 11:00), then changed at 12:00. A pair read up to the 11:00 rows.
+            try await db.execute("""
+                INSERT INTO engage.destinations (name) VALUES ('vero');
+                INSERT INTO engage.computations (key, name, type, definition) VALUES ('k', 'K', 'audience', '{}');
+                INSERT INTO engage.memberships (computation_id, profile_id, value, since) VALUES
+                    (1, 'p1', 'true', '2026-03-01T12:00:00Z'), (1, 'p2', '3', '2026-03-01T12:00:00Z');
+                INSERT INTO engage.membership_history (computation_id, profile_id, value, previous_value, changed_at, run_id) VALUES
+                    (1, 'p1', 'true', NULL, '2026-03-01T10:00:00Z', 1),
+                    (1, 'p1', NULL, 'true', '2026-03-01T11:00:00Z', 2),
+                    (1, 'p2', '2', '1', '2026-03-01T11:00:00Z', 2),
+                    (1, 'p1', 'true', NULL, '2026-03-01T12:00:00Z', 3),
+                    (1, 'p2', '3', '2', '2026-03-01T12:00:00Z', 3);
+                INSERT INTO engage.pair_watermarks (destination_id, computation_id, history_id, seen) VALUES (1, 1, 3, pg_current_snapshot());
+                """)
+            let report = try await Migrations.migrate(db)
+            #expect(report.applied.first == "0016_snapshot_history")
+            let history = try await db.query("""
+                SELECT profile_id, value::text AS value, to_char(since AT TIME ZONE 'UTC', 'HH24:MI') AS since,
+                       to_char(until AT TIME ZONE 'UTC', 'HH24:MI') AS until, since_run, until_run
+                FROM engage.membership_history ORDER BY profile_id, until
+                """).map { "\($0["profile_id"] ?? "")=\($0["value"] ?? "") \($0["since"] ?? "?")-\($0["until"] ?? "") runs \($0["since_run"] ?? "?")-\($0["until_run"] ?? "")" }
+            #expect(history == ["p1=true 10:00-11:00 runs 1-2", "p2=1 ?-11:00 runs ?-2", "p2=2 11:00-12:00 runs 2-3"])
+            #expect(try await db.query("SELECT profile_id, since_run FROM engage.memberships ORDER BY profile_id")
+                .map { "\($0["profile_id"] ?? "")@\($0["since_run"] ?? "")" } == ["p1@3", "p2@3"])
+            // Who held what at 10:30 (p2 since before the history) and at 11:30.
+            let at1030 = try await db.query("SELECT profile_id, value::text AS value FROM engage.members_at('k', '2026-03-01T10:30:00Z') ORDER BY 1")
+                .map { "\($0["profile_id"] ?? "")=\($0["value"] ?? "")" }
+            #expect(at1030 == ["p1=true", "p2=1"])
+            let at1130 = try await db.query("SELECT profile_id, value::text AS value FROM engage.members_at('k', '2026-03-01T11:30:00Z') ORDER BY 1")
+                .map { "\($0["profile_id"] ?? "")=\($0["value"] ?? "")" }
+            #expect(at1130 == ["p2=2"])
+            // The pair had not read the 12:00 changes: they wait for it as changed profiles.
+            #expect(try await db.query("SELECT change_id FROM engage.pair_watermarks").first?.decode(Int.self, "change_id") == 0)
+            #expect(try await db.query("SELECT profile_ids FROM engage.snapshot_changes").map { try $0.decode([String].self, "profile_ids").sorted() }
+                    == [["p1", "p2"]])
         }
     }
 

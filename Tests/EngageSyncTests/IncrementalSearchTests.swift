@@ -9,10 +9,12 @@ import TestSupport
 /// definitions over the whole grammar, random data changes made with plain SQL as a user's ETL
 /// would (events and profiles inserted, updated, deleted; user ids and emails changed; an
 /// anonymous profile given a user id), and clock moves from minutes to weeks that also land
-/// exactly on window edges. Some runs leave rows pending (not delivered, or failing and waiting
+/// exactly on window edges, and now and then back. Some runs leave rows pending (not delivered, or failing and waiting
 /// for a retry) for the runs after them. After every run, each definition's snapshot must
 /// equal a full evaluation at the same instant, and after every run that delivered, what the
-/// sandbox holds must equal the snapshot.
+/// sandbox holds must equal the snapshot. At the end of each scenario, the history
+/// (`engage.members_at`: the snapshot and the superseded values) must answer "who held what at
+/// instant t" as the evaluations decided, for instants on, just before and between them.
 ///
 /// `ENGAGE_SYNC_SEED=N` replays one seed; the seed is printed either way.
 @Suite("Incremental evaluation equals a full evaluation (randomized)")
@@ -76,6 +78,12 @@ private struct World {
     var referable: [String] = []
     /// What `editDefinitions` did, by kind, for the summary.
     var edits: [String: Int] = [:]
+    /// Each definition's evaluations as they were decided, in order: the instant (µs) and the
+    /// snapshot after it (profile → value). A later evaluation decides every instant from its
+    /// own on (the clock can move back).
+    var decided: [String: [(instant: Int64, snapshot: [String: String])]] = [:]
+    /// The last evaluation seen of each definition (`engage.evaluations.seen`).
+    var lastEvaluation: [String: String] = [:]
 
     static let events = ["Order Completed", "Product Viewed", "Email Opened"]
     static let durations = ["1h", "6h", "1d", "3d", "7d", "14d", "30d"]
@@ -276,6 +284,14 @@ private struct World {
     /// Minutes to weeks, often exactly onto (or one microsecond past) the window edge of an
     /// event a definition reads, the instant its membership may flip.
     mutating func moveClock() async throws {
+        if chance(0.06) {
+            // Now and then back (a host's clock corrected, ENGAGE_SYNC_NOW set earlier): the
+            // next evaluation is full, and it decides every instant from its own on.
+            let seconds = pick([600, 3_600, 86_400, 3 * 86_400])
+            now = Timestamp(microsecondsSinceEpoch: now.microsecondsSinceEpoch - Int64(seconds) * 1_000_000 - Int64(int(0...999)))
+            edits["clock moved back", default: 0] += 1
+            return
+        }
         if chance(0.5), !windows.isEmpty {
             let w = pick(windows)
             let edgeMicros = Int64(w.edge.seconds) * 1_000_000
@@ -341,6 +357,7 @@ private struct World {
         default:
             let key = definitions[pick(live)].key
             let remove = try await f.cli(["remove", key, "--max-wait", "0"], environment: ["ENGAGE_SYNC_NOW": now.iso8601])
+            try await recordEvaluations()
             if remove.status == 0 || remove.status == 3 { // 3: some holders had no user id (skipped)
                 removed.insert(key)
                 edits["removed", default: 0] += 1
@@ -383,6 +400,7 @@ private struct World {
             let before = try await f.count("SELECT coalesce(max(id), 0)::int AS c FROM engage.sync_runs")
             let run = try await f.cli(arguments, environment: ["ENGAGE_SYNC_NOW": now.iso8601])
             if mode == 9 { try await f.setFaults(#"{"fail_rate": 0}"#) }
+            try await recordEvaluations()
             let delivered = mode < 8
             // 3: profiles with an email but no user id were skipped (missing_user_id), or retries wait.
             #expect(run.status == 0 || run.status == 3, "\(label), step \(step): \(run.stdout)\n\(run.stderr)")
@@ -413,7 +431,55 @@ private struct World {
                 }
             }
         }
+        try await checkHistory(label: label)
         return (runs, incremental, edits)
+    }
+
+    /// Appends each evaluation committed since the last call to `decided`, with the snapshot it left.
+    mutating func recordEvaluations() async throws {
+        for row in try await f.db.query("""
+            SELECT c.key, c.id, (extract(epoch FROM e.evaluated_at) * 1000000)::bigint AS micros, e.seen::text AS seen
+            FROM engage.evaluations e JOIN engage.computations c ON c.id = e.computation_id
+            """) {
+            let key = try row.decode(String.self, "key")
+            let seen = try row.decode(String.self, "seen")
+            guard lastEvaluation[key] != seen else { continue }
+            lastEvaluation[key] = seen
+            var snapshot: [String: String] = [:]
+            for member in try await f.db.query("""
+                SELECT profile_id, value::text AS value FROM engage.memberships WHERE computation_id = \(try row.decode(Int.self, "id"))
+                """) {
+                snapshot[try member.decode(String.self, "profile_id")] = try member.decode(String.self, "value")
+            }
+            decided[key, default: []].append((try row.decode(Int64.self, "micros"), snapshot))
+        }
+    }
+
+    /// `engage.members_at(key, t)` equals what the last evaluation deciding `t` left (none: no
+    /// one), at each evaluation's instant, a microsecond before it, and between two of them.
+    func checkHistory(label: String) async throws {
+        for (key, evaluations) in decided.sorted(by: { $0.key < $1.key }) {
+            let instants = Set(evaluations.map(\.instant))
+            var probes = instants.union(instants.map { $0 - 1 })
+            let sorted = instants.sorted()
+            for (a, b) in zip(sorted, sorted.dropFirst()) { probes.insert(a + (b - a) / 2) }
+            for t in probes.sorted() {
+                let expected = evaluations.last { $0.instant <= t }?.snapshot ?? [:]
+                let at = Timestamp(microsecondsSinceEpoch: t).iso8601
+                let rows = try await f.db.query("""
+                    SELECT profile_id, value::text AS value FROM engage.members_at(\(key), \(at)::timestamptz)
+                    """)
+                var held: [String: String] = [:]
+                for row in rows { held[try row.decode(String.self, "profile_id")] = try row.decode(String.self, "value") }
+                let differing = Set(expected.keys).union(held.keys).filter { expected[$0] != held[$0] }.sorted()
+                #expect(rows.count == held.count, "\(label): \(key) at \(at): a profile holds two values at once")
+                #expect(differing.isEmpty, """
+                    \(label): \(key) at \(at): the history differs from the evaluations for \(differing.prefix(5).map {
+                        "\($0) (decided \(expected[$0] ?? "none"), history \(held[$0] ?? "none"))" })
+                    """)
+                if !differing.isEmpty { return }
+            }
+        }
     }
 
     /// The snapshot equals a full evaluation at the same instant; the sandbox equals the

@@ -76,14 +76,32 @@ struct IncrementalTests {
             #expect(users["u1"]?.data["recent_buyers"] == .bool(false))
             #expect(users["u100"]?.data["recent_buyers"] == .bool(true))
 
-            // The history: p1 entered with the first run and left with the last.
+            // The history: p1 entered with the first run and left with the last. Its value, held
+            // from the first run's instant to the last's, left the snapshot for the history; p100
+            // entered at 13:00 and holds it still: the snapshot says since when.
+            let firstRun = try await f.count("SELECT min(r.id)::int AS c FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id WHERE c.key = 'recent_buyers'")
+            let lastRunID = try await f.count("SELECT max(r.id)::int AS c FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id WHERE c.key = 'recent_buyers'")
             let history = try await f.db.query("""
-                SELECT h.value::text AS value, h.previous_value::text AS previous, h.changed_at, h.run_id
+                SELECT h.value::text AS value, h.since, h.until, h.since_run, h.until_run
                 FROM engage.membership_history h JOIN engage.computations c ON c.id = h.computation_id
-                WHERE c.key = 'recent_buyers' AND h.profile_id = 'p1' ORDER BY h.id
+                WHERE c.key = 'recent_buyers' AND h.profile_id = 'p1'
                 """)
-            #expect(history.map { "\($0["previous"] ?? "-")→\($0["value"] ?? "-")" } == ["-→true", "true→-"])
-            #expect(try history.rows.last.map { Timestamp(try $0.decode(Date.self, "changed_at")) } == Timestamp.parse("2026-06-07T12:00:00.000001Z"))
+            #expect(history.count == 1)
+            let held = try #require(history.rows.first)
+            #expect(held["value"] == "true")
+            #expect(Timestamp(try held.decode(Date.self, "since")) == Timestamp.parse(Self.t0))
+            #expect(Timestamp(try held.decode(Date.self, "until")) == Timestamp.parse("2026-06-07T12:00:00.000001Z"))
+            #expect(try held.decode(Int?.self, "since_run") == firstRun)
+            #expect(try held.decode(Int?.self, "until_run") == lastRunID)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.audience_members WHERE key = 'recent_buyers' AND profile_id = 'p1'") == 0)
+            let p100 = try #require(try await f.db.query("SELECT since FROM engage.audience_members WHERE key = 'recent_buyers' AND profile_id = 'p100'").first)
+            #expect(Timestamp(try p100.decode(Date.self, "since")) == Timestamp.parse("2026-06-01T13:00:00Z"))
+            // Who was in at an instant: p1 on June 3, not on June 8; p100 not at 12:59, then.
+            let june3 = Set(try await f.db.query("SELECT profile_id FROM engage.members_at('recent_buyers', '2026-06-03T00:00:00Z')").map { try $0.decode(String.self, "profile_id") })
+            #expect(june3.count == 51 && june3.contains("p1") && june3.contains("p100"))
+            let beforeP100 = Set(try await f.db.query("SELECT profile_id FROM engage.members_at('recent_buyers', '2026-06-01T12:59:59Z')").map { try $0.decode(String.self, "profile_id") })
+            #expect(beforeP100.count == 50 && !beforeP100.contains("p100"))
+            #expect(Set(try await f.db.query("SELECT profile_id FROM engage.members_at('recent_buyers', '2026-06-08T00:00:00Z')").map { try $0.decode(String.self, "profile_id") }) == ["p100"])
 
             // The log keeps only what some evaluation or pair has not seen yet.
             try await f.db.execute("INSERT INTO engage.events (message_id, profile_id, event, occurred_at) VALUES ('n2', 'p101', 'Order Completed', '2026-06-07T12:00:00Z')")

@@ -62,7 +62,7 @@ public struct DiffOutcome: Sendable {
 ///
 /// The snapshot is per definition; the diff is per pair. A pair's diff covers every profile on
 /// its first sync, a resync or a removal, and otherwise the profiles whose snapshot row changed
-/// since its last run (`membership_history`), whose profile row changed (a new user id, a
+/// since its last run (`snapshot_changes`), whose profile row changed (a new user id, a
 /// deletion), or which have a row that may have reached Vero unconfirmed.
 ///
 /// What a destination holds is per **Vero user**, so the diff is by Vero id: each id a member
@@ -161,7 +161,8 @@ public struct DiffEngine: Sendable {
 
     /// How far this pair's diff has read.
     struct Watermark {
-        var historyID: Int
+        /// The last `snapshot_changes` row read.
+        var changeID: Int
         var seen: String
         /// The exit value the pair's last diff told leavers (nil: not recorded).
         var exitValue: JSONValue?
@@ -169,22 +170,28 @@ public struct DiffEngine: Sendable {
 
     private func loadWatermark(_ db: PostgresConnection) async throws -> Watermark? {
         guard let row = try await db.query("""
-            SELECT history_id, seen::text AS seen, exit_value::text AS exit_value
+            SELECT change_id, seen::text AS seen, exit_value::text AS exit_value
             FROM engage.pair_watermarks WHERE \(pair("engage.pair_watermarks"))
             """).first else { return nil }
-        return Watermark(historyID: try row.decode(Int.self, "history_id"), seen: try row.decode(String.self, "seen"),
+        return Watermark(changeID: try row.decode(Int.self, "change_id"), seen: try row.decode(String.self, "seen"),
                          exitValue: try row.decode(String?.self, "exit_value").map { try JSONValue.parse($0) })
     }
 
     private func saveWatermark(seen: String, _ db: PostgresConnection) async throws {
         try await db.query("""
-            INSERT INTO engage.pair_watermarks (destination_id, computation_id, history_id, seen, exit_value)
-            -- Every history row of this definition up to the sequence's last value is committed:
+            INSERT INTO engage.pair_watermarks (destination_id, computation_id, change_id, seen, exit_value)
+            -- Every change row of this definition up to the sequence's last value is committed:
             -- they are written under its snapshot lock, which this transaction holds.
-            SELECT \(destination.id), \(computationID), coalesce(pg_sequence_last_value('engage.membership_history_id_seq'), 0),
+            SELECT \(destination.id), \(computationID), coalesce(pg_sequence_last_value('engage.snapshot_changes_id_seq'), 0),
                    \(seen)::pg_snapshot, \(exitValue)::jsonb
-            ON CONFLICT (destination_id, computation_id) DO UPDATE SET history_id = EXCLUDED.history_id, seen = EXCLUDED.seen,
+            ON CONFLICT (destination_id, computation_id) DO UPDATE SET change_id = EXCLUDED.change_id, seen = EXCLUDED.seen,
                 exit_value = EXCLUDED.exit_value
+            """)
+        // The changes every pair of the definition has read are needed no more.
+        try await db.query("""
+            DELETE FROM engage.snapshot_changes
+            WHERE computation_id = \(computationID)
+              AND id <= (SELECT min(change_id) FROM engage.pair_watermarks WHERE computation_id = \(computationID))
             """)
     }
 
@@ -194,8 +201,11 @@ public struct DiffEngine: Sendable {
     private func diffScope(_ mode: RunMode, _ watermark: Watermark?, _ db: PostgresConnection) async throws -> String? {
         guard mode == .incremental || mode == .full, let watermark else { return nil }
         if let told = watermark.exitValue, told != definition.exitValue { return nil }
+        // Every profile, too, after an evaluation that did not list the profiles it changed.
         let whole = try await db.query("""
-            SELECT EXISTS (SELECT 1 FROM engage.profile_changes c
+            SELECT EXISTS (SELECT 1 FROM engage.snapshot_changes s
+                           WHERE s.computation_id = \(computationID) AND s.id > \(watermark.changeID) AND s.profile_ids IS NULL)
+                OR EXISTS (SELECT 1 FROM engage.profile_changes c
                            WHERE c.source = 'profiles' AND c.profile_ids IS NULL
                              AND c.xid >= pg_snapshot_xmin(\(watermark.seen)::pg_snapshot)
                              AND NOT pg_visible_in_snapshot(c.xid, \(watermark.seen)::pg_snapshot))
@@ -206,8 +216,8 @@ public struct DiffEngine: Sendable {
         if whole { return nil }
         try await db.query("""
             CREATE TEMP TABLE engage_candidates ON COMMIT DROP AS
-            SELECT profile_id FROM engage.membership_history
-            WHERE computation_id = \(computationID) AND id > \(watermark.historyID)
+            SELECT unnest(s.profile_ids) AS profile_id FROM engage.snapshot_changes s
+            WHERE s.computation_id = \(computationID) AND s.id > \(watermark.changeID)
             UNION
             SELECT u.profile_id
             FROM engage.profile_changes c CROSS JOIN LATERAL unnest(c.profile_ids) AS u(profile_id)

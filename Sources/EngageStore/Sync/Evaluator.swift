@@ -17,7 +17,7 @@ public struct EvaluationOutcome: Sendable {
     public var fullBecause: String?
     /// Profiles evaluated: the affected set, or every profile with a value.
     public var affected = 0
-    /// Snapshot rows that changed (each is a `membership_history` row).
+    /// Snapshot rows that changed (entered, left or took another value).
     public var changed = 0
     /// Profiles the snapshot holds after the evaluation (members, or profiles with a value).
     public var members = 0
@@ -38,9 +38,11 @@ public struct EvaluationOutcome: Sendable {
 /// instant, evaluating only the profiles whose result can have changed (docs/architecture.md#incremental-evaluation):
 /// profiles in the change log that the last evaluation could not see (with the events the
 /// definition reads), profiles with a matching event that crossed a window edge between the
-/// last instant and this one, and every new or changed profile. Each snapshot change is
-/// written to `engage.membership_history`. Runs inside the pair's transaction, under the
-/// definition's snapshot lock.
+/// last instant and this one, and every new or changed profile. Each snapshot row carries its
+/// value's `since` (instant and run); a value superseded (the profile left, or its value
+/// changed) moves to `engage.membership_history` with its `until`, and the profiles an
+/// evaluation changed are listed in `engage.snapshot_changes` for the pairs' diffs. Runs inside
+/// the pair's transaction, under the definition's snapshot lock.
 struct Evaluator {
     var computationID: Int
     var definition: Definition
@@ -74,6 +76,7 @@ struct Evaluator {
     /// snapshot, taken before anything was read.
     func evaluate(removed: Bool, seen: String, _ db: PostgresConnection) async throws -> EvaluationOutcome {
         let state = try await loadState(db)
+        if let state, now < state.evaluatedAt { try await rewind(db) }
         let inputs = EvaluationInputs(definition, audiences: audiences)
         let compiler = DefinitionCompiler(audiences: audiences)
         var outcome: EvaluationOutcome
@@ -108,11 +111,13 @@ struct Evaluator {
     }
 
     /// The first evaluation into an empty snapshot, for a destination's first sync: one
-    /// statement evaluates, writes the snapshot and its history, and counts the members the
-    /// destination can address (`veroID`: the Vero id of a result row aliased `r`). No
-    /// temporary table, nothing compared: every row is new.
+    /// statement evaluates, writes the snapshot (one row per member: nothing is superseded)
+    /// and counts the members the destination can address (`veroID`: the Vero id of a result
+    /// row aliased `r`). No temporary table, nothing compared: every row is new, and the
+    /// change it records for the other pairs is "every profile".
     func fill(seen: String, veroID: PostgresQuery, distinctVeroIDs: Bool, _ db: PostgresConnection) async throws
         -> (EvaluationOutcome, FillCounts) {
+        if let state = try await loadState(db), now < state.evaluatedAt { try await rewind(db) }
         let created = try await loadSQLRows(db)
         let compiled = try DefinitionCompiler(audiences: audiences).compile(definition, now: now)
         let addressable: PostgresQuery = distinctVeroIDs ? "count(DISTINCT vero_id)" : "count(vero_id)"
@@ -121,14 +126,13 @@ struct Evaluator {
             \(compiled)
             ) q),
             added AS (
-                INSERT INTO engage.memberships (computation_id, profile_id, value, since)
-                SELECT \(computationID), profile_id, value, \(now) FROM r
-                RETURNING profile_id, value),
+                INSERT INTO engage.memberships (computation_id, profile_id, value, since, since_run)
+                SELECT \(computationID), profile_id, value, \(now), \(runID) FROM r
+                RETURNING 1),
             logged AS (
-                INSERT INTO engage.membership_history (computation_id, profile_id, value, changed_at, run_id)
-                SELECT \(computationID), profile_id, value, \(now), \(runID) FROM added
-                RETURNING 1)
-            SELECT (SELECT count(*) FROM logged)::int AS changed, count(*)::int AS members,
+                INSERT INTO engage.snapshot_changes (computation_id, run_id, profile_ids)
+                SELECT \(computationID), \(runID), NULL WHERE EXISTS (SELECT 1 FROM r))
+            SELECT (SELECT count(*) FROM added)::int AS changed, count(*)::int AS members,
                    \(addressable)::int AS addressable, count(*) FILTER (WHERE vero_id IS NULL)::int AS unaddressable
             FROM (SELECT \(veroID) AS vero_id FROM r) ids
             """).first
@@ -284,8 +288,10 @@ struct Evaluator {
         var removed = 0
     }
 
-    /// Brings the snapshot's rows (those of the profiles in `scope`, or all) to `engage_result`,
-    /// writing each change to the history.
+    /// Brings the snapshot's rows (those of the profiles in `scope`, or all) to `engage_result`:
+    /// a superseded value moves to the history (unless it held for no time: set and replaced at
+    /// the same instant), the new values enter the snapshot with this run's `since`, and the
+    /// profiles changed are listed for the pairs' diffs.
     private func apply(scope: String?, _ db: PostgresConnection) async throws -> Applied {
         let restrict = scope.map { " AND profile_id IN (SELECT profile_id FROM \($0))" } ?? ""
         try await db.execute("DROP TABLE IF EXISTS engage_changes")
@@ -298,25 +304,30 @@ struct Evaluator {
             WHERE r.value IS DISTINCT FROM m.value
             """)
         let row = try await db.query("""
-            WITH logged AS (
-                INSERT INTO engage.membership_history (computation_id, profile_id, value, previous_value, changed_at, run_id)
-                SELECT \(computationID), profile_id, value, previous_value, \(now), \(runID) FROM engage_changes
-                RETURNING value, previous_value)
-            SELECT count(*)::int AS changed, count(*) FILTER (WHERE previous_value IS NULL)::int AS added,
-                   count(*) FILTER (WHERE value IS NULL)::int AS removed
-            FROM logged
+            WITH changes AS (
+                SELECT count(*)::int AS changed, count(*) FILTER (WHERE previous_value IS NULL)::int AS added,
+                       count(*) FILTER (WHERE value IS NULL)::int AS removed, array_agg(profile_id) AS profile_ids
+                FROM engage_changes),
+            listed AS (
+                INSERT INTO engage.snapshot_changes (computation_id, run_id, profile_ids)
+                SELECT \(computationID), \(runID), profile_ids FROM changes WHERE changed > 0)
+            SELECT changed, added, removed FROM changes
             """).first
         let applied = Applied(changed: try row?.decode(Int.self, "changed") ?? 0, added: try row?.decode(Int.self, "added") ?? 0,
                               removed: try row?.decode(Int.self, "removed") ?? 0)
         guard applied.changed > 0 else { return applied }
         try await db.query("""
-            DELETE FROM engage.memberships m USING engage_changes c
-            WHERE m.computation_id = \(computationID) AND m.profile_id = c.profile_id AND c.value IS NULL
+            WITH superseded AS (
+                DELETE FROM engage.memberships m USING engage_changes c
+                WHERE m.computation_id = \(computationID) AND m.profile_id = c.profile_id AND c.previous_value IS NOT NULL
+                RETURNING m.profile_id, m.value, m.since, m.since_run)
+            INSERT INTO engage.membership_history (computation_id, profile_id, value, since, until, since_run, until_run)
+            SELECT \(computationID), profile_id, value, since, \(now), since_run, \(runID) FROM superseded
+            WHERE since < \(now)::timestamptz
             """)
         try await db.query("""
-            INSERT INTO engage.memberships (computation_id, profile_id, value, since)
-            SELECT \(computationID), profile_id, value, \(now) FROM engage_changes WHERE value IS NOT NULL
-            ON CONFLICT (computation_id, profile_id) DO UPDATE SET value = EXCLUDED.value, since = EXCLUDED.since
+            INSERT INTO engage.memberships (computation_id, profile_id, value, since, since_run)
+            SELECT \(computationID), profile_id, value, \(now), \(runID) FROM engage_changes WHERE value IS NOT NULL
             """)
         // Open backlogs of this definition have the entries past their cursor still to reach,
         // and no longer the exits.
@@ -330,6 +341,25 @@ struct Evaluator {
             WHERE b.computation_id = \(computationID) AND b.destination_id = moved.destination_id AND moved.n <> 0
             """)
         return applied
+    }
+
+    /// The clock moved back to `now` (behind the last evaluation): this run's result holds from
+    /// `now` on, over what runs at later instants decided. Values that took effect after `now`
+    /// are cut out of the history, values that held across it end at it, and snapshot rows that
+    /// took effect after it hold from it (this run decides them). Then "value at instant t"
+    /// reads what the latest run deciding t decided.
+    private func rewind(_ db: PostgresConnection) async throws {
+        try await db.query("""
+            DELETE FROM engage.membership_history WHERE computation_id = \(computationID) AND since >= \(now)::timestamptz
+            """)
+        try await db.query("""
+            UPDATE engage.membership_history SET until = \(now), until_run = \(runID)
+            WHERE computation_id = \(computationID) AND until > \(now)::timestamptz
+            """)
+        try await db.query("""
+            UPDATE engage.memberships SET since = \(now), since_run = \(runID)
+            WHERE computation_id = \(computationID) AND since > \(now)::timestamptz
+            """)
     }
 
     private func saveState(seen: String, full: Bool, members: Int, _ db: PostgresConnection) async throws {
