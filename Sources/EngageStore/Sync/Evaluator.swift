@@ -76,7 +76,7 @@ struct Evaluator {
     /// snapshot, taken before anything was read.
     func evaluate(removed: Bool, seen: String, _ db: PostgresConnection) async throws -> EvaluationOutcome {
         let state = try await loadState(db)
-        if let state, now < state.evaluatedAt { try await rewind(db) }
+        try await rewind(after: state, db)
         let inputs = EvaluationInputs(definition, audiences: audiences)
         let compiler = DefinitionCompiler(audiences: audiences)
         var outcome: EvaluationOutcome
@@ -117,7 +117,7 @@ struct Evaluator {
     /// change it records for the other pairs is "every profile".
     func fill(seen: String, veroID: PostgresQuery, distinctVeroIDs: Bool, _ db: PostgresConnection) async throws
         -> (EvaluationOutcome, FillCounts) {
-        if let state = try await loadState(db), now < state.evaluatedAt { try await rewind(db) }
+        try await rewind(after: try await loadState(db), db)
         let created = try await loadSQLRows(db)
         let compiled = try DefinitionCompiler(audiences: audiences).compile(definition, now: now)
         let addressable: PostgresQuery = distinctVeroIDs ? "count(DISTINCT vero_id)" : "count(vero_id)"
@@ -343,12 +343,13 @@ struct Evaluator {
         return applied
     }
 
-    /// The clock moved back to `now` (behind the last evaluation): this run's result holds from
-    /// `now` on, over what runs at later instants decided. Values that took effect after `now`
-    /// are cut out of the history, values that held across it end at it, and snapshot rows that
-    /// took effect after it hold from it (this run decides them). Then "value at instant t"
-    /// reads what the latest run deciding t decided.
-    private func rewind(_ db: PostgresConnection) async throws {
+    /// When the clock moved back to `now`, behind the last evaluation (`state`): this run's result
+    /// holds from `now` on, over what runs at later instants decided. Values that took effect
+    /// after `now` are cut out of the history, values that held across it end at it, and
+    /// snapshot rows that took effect after it hold from it (this run decides them). Then
+    /// "value at instant t" reads what the latest run deciding t decided.
+    private func rewind(after state: State?, _ db: PostgresConnection) async throws {
+        guard let state, now < state.evaluatedAt else { return }
         try await db.query("""
             DELETE FROM engage.membership_history WHERE computation_id = \(computationID) AND since >= \(now)::timestamptz
             """)
