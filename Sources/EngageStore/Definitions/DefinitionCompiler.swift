@@ -26,10 +26,15 @@ public struct DefinitionCompiler {
         self.audiences = audiences
     }
 
-    /// The query for every profile, or — with `scope`, the name of a relation with a
-    /// `profile_id` column — for those profiles only: every scan of profiles and events is
-    /// semi-joined with it, so the cost follows the scope's size (incremental evaluation).
-    public func compile(_ definition: Definition, now: Date, scope: String? = nil) throws -> PostgresQuery {
+    /// The query for every profile: rows of `(profile_id, value, user_id, email)`.
+    public func compile(_ definition: Definition, now: Date) throws -> PostgresQuery {
+        try compile(definition, now: now, scope: nil)
+    }
+
+    /// The query for the profiles of `scope` only (nil: every profile): every scan of profiles
+    /// and events is semi-joined with it, so the cost follows the scope's size (incremental
+    /// evaluation).
+    func compile(_ definition: Definition, now: Date, scope: ScratchTable?) throws -> PostgresQuery {
         var state = State(now: now, scope: scope)
         switch definition.source {
         case .condition(let condition):
@@ -44,11 +49,11 @@ public struct DefinitionCompiler {
         case .aggregate(let value):
             return traitQuery(definition, value, &state)
         case .sql:
-            // The query's rows, matched to profiles, are in `engage_sql_result` (``SQLSource``):
-            // every SQL evaluation is full, so a scope never applies.
+            // The query's rows, matched to profiles, are in ``ScratchTable/sqlResult``
+            // (``SQLSource``): every SQL evaluation is full, so a scope never applies.
             let value: PostgresQuery = definition.kind == .audience ? "true" : "r.value"
             return """
-                SELECT r.profile_id, \(value) AS value, r.user_id, r.email FROM engage_sql_result r
+                SELECT r.profile_id, \(value) AS value, r.user_id, r.email FROM \(ScratchTable.sqlResult) r
                 WHERE r.profile_id IS NOT NULL AND \(unescaped: eligibility(definition, alias: "r"))
                 """
         }
@@ -256,12 +261,12 @@ public struct DefinitionCompiler {
     struct State {
         /// The instant every window is relative to.
         var now: Date
-        /// A relation of profile ids the query is restricted to, or nil for every profile.
-        var scope: String?
+        /// The profiles the query is restricted to, or nil for every profile.
+        var scope: ScratchTable?
         var ctes: [PostgresQuery] = []
         var joins: [PostgresQuery] = []
 
-        init(now: Date, scope: String?) {
+        init(now: Date, scope: ScratchTable?) {
             self.now = now
             self.scope = scope
         }

@@ -111,7 +111,7 @@ extension DefinitionRepository {
             let column = shape.identifier.rawValue
             let row = try await db.query("""
                 WITH k AS (SELECT q.*, EXISTS (SELECT 1 FROM engage.profiles p WHERE p.\(unescaped: column) = q.id) AS known
-                           FROM engage_sql_rows q)
+                           FROM \(ScratchTable.sqlRows) q)
                 SELECT count(*)::int AS total, count(*) FILTER (WHERE known)::int AS known,
                        count(*) FILTER (WHERE id IS NULL)::int AS nulls,
                        (SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]') FROM (

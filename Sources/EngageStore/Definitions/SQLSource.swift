@@ -249,15 +249,12 @@ public struct SQLSource: Sendable {
     }
 
     /// Streams the query's rows from a reader (a connection of `pool` when there is no login)
-    /// into the temporary table `engage_sql_rows (id, email, value)` of `db` (the caller's
+    /// into ``ScratchTable/sqlRows`` of `db` (the caller's
     /// transaction): COPY out, COPY in. Throws ``SQLDefinitionError`` for anything the query
     /// itself causes.
     func copy(_ query: SQLQuery, kind: Definition.Kind, key: String, pool: PostgresConnectionPool?,
               into db: PostgresConnection) async throws -> SQLShape {
-        try await db.execute("""
-            DROP TABLE IF EXISTS engage_sql_rows;
-            CREATE TEMP TABLE engage_sql_rows (id text, email text, value jsonb) ON COMMIT DROP
-            """)
+        try await ScratchTable.sqlRows.create(db)
         /// An error of the run's own connection (`db`), carried out untouched: it stops the run,
         /// where the reader's connection lost fails this pair only.
         struct EngineSide: Error { var error: any Error }
@@ -266,7 +263,7 @@ public struct SQLSource: Sendable {
                 try await readOnly(query, on: reader) { reader in
                     let shape = try await shape(query, kind: kind, key: key, on: reader)
                     do {
-                        try await db.copyIn("COPY engage_sql_rows FROM STDIN") { writer in
+                        try await db.copyIn("COPY \(ScratchTable.sqlRows) FROM STDIN") { writer in
                             do {
                                 try await reader.copyOut("COPY (\(shape.projection(of: query.body))) TO STDOUT") { chunk in
                                     do { try await writer.write(bytes: chunk) } catch { throw EngineSide(error: error) }
@@ -294,7 +291,7 @@ public struct SQLSource: Sendable {
 
 extension SQLSource {
     /// Checks the rows ``copy(_:kind:key:pool:into:)`` left, matches them to profiles and leaves
-    /// `engage_sql_result (profile_id, value, user_id, email)`, what the compiled query of a SQL
+    /// ``ScratchTable/sqlResult``, what the compiled query of a SQL
     /// definition reads: one row per profile, a trait's SQL NULL (or JSON null) dropped as "no
     /// value". An unknown `user_id` creates a profile (`profile_id = user_id`, with the row's
     /// email), an unknown email an email-only one (`email:<address>`); a given email fills a
@@ -306,7 +303,7 @@ extension SQLSource {
         let column = shape.identifier.rawValue
         let limit = SegmentMessage.maxIdentifierBytes
         if let bad = try await db.query("""
-            SELECT id, count(*)::int AS n, max(octet_length(email))::int AS email_bytes FROM engage_sql_rows GROUP BY id
+            SELECT id, count(*)::int AS n, max(octet_length(email))::int AS email_bytes FROM \(ScratchTable.sqlRows) GROUP BY id
             HAVING count(*) > 1 OR id IS NULL OR id = '' OR octet_length(id) > \(limit) OR max(octet_length(email)) > \(limit)
             ORDER BY id NULLS FIRST LIMIT 1
             """).first {
@@ -342,18 +339,16 @@ extension SQLSource {
                 """
         }
         let keep: PostgresQuery = shape.value ? "WHERE r.value IS NOT NULL AND r.value <> 'null'::jsonb" : ""
-        try await db.execute("DROP TABLE IF EXISTS engage_sql_result")
-        try await db.query("""
-            CREATE TEMP TABLE engage_sql_result ON COMMIT DROP AS
+        try await ScratchTable.sqlResult.create(as: """
             SELECT r.id, r.email AS given_email, r.value, p.profile_id, p.user_id, p.email
-            FROM engage_sql_rows r \(match) \(keep)
-            """)
+            FROM \(ScratchTable.sqlRows) r \(match) \(keep)
+            """, db)
         let created: Int
         switch shape.identifier {
         case .userID, .email:
             let newProfile: PostgresQuery = shape.identifier == .userID
-                ? "SELECT id, id, given_email FROM engage_sql_result WHERE profile_id IS NULL"
-                : "SELECT 'email:' || id, NULL, id FROM engage_sql_result WHERE profile_id IS NULL"
+                ? "SELECT id, id, given_email FROM \(ScratchTable.sqlResult) WHERE profile_id IS NULL"
+                : "SELECT 'email:' || id, NULL, id FROM \(ScratchTable.sqlResult) WHERE profile_id IS NULL"
             created = try await db.query("""
                 WITH created AS (
                     INSERT INTO engage.profiles (profile_id, user_id, email)
@@ -361,7 +356,7 @@ extension SQLSource {
                     ON CONFLICT DO NOTHING
                     RETURNING profile_id, user_id, email),
                 matched AS (
-                    UPDATE engage_sql_result r SET profile_id = c.profile_id, user_id = c.user_id, email = c.email
+                    UPDATE \(ScratchTable.sqlResult) r SET profile_id = c.profile_id, user_id = c.user_id, email = c.email
                     FROM created c
                     WHERE r.profile_id IS NULL AND r.id = \(unescaped: shape.identifier == .userID ? "c.user_id" : "c.email")
                     RETURNING 1)
@@ -374,10 +369,10 @@ extension SQLSource {
             try await db.query("""
                 WITH filled AS (
                     UPDATE engage.profiles p SET email = r.given_email, updated_at = now()
-                    FROM engage_sql_result r
+                    FROM \(ScratchTable.sqlResult) r
                     WHERE p.profile_id = r.profile_id AND p.email IS NULL AND r.given_email IS NOT NULL
                     RETURNING p.profile_id, p.email)
-                UPDATE engage_sql_result r SET email = f.email FROM filled f WHERE r.profile_id = f.profile_id
+                UPDATE \(ScratchTable.sqlResult) r SET email = f.email FROM filled f WHERE r.profile_id = f.profile_id
                 """)
         }
         return created

@@ -34,3 +34,44 @@ public struct ChangeLog: Sendable {
             """).first?.decode(Int.self, "n") ?? 0
     }
 }
+
+extension ChangeLog {
+    /// Why the change log cannot say everything that changed after `seen` (the snapshot an
+    /// evaluation or a diff took), or nil when it can: a source table was truncated after it
+    /// (only `engage.profiles` when `profilesOnly`), or rows it could not see were pruned.
+    func gap(after seen: String, profilesOnly: Bool = false) async throws -> String? {
+        let row = try await db.query("""
+            SELECT EXISTS (SELECT 1 FROM engage.profile_changes c
+                           WHERE c.profile_ids IS NULL AND (NOT \(profilesOnly) OR c.source = 'profiles')
+                             AND \(Self.committed(after: seen, alias: "c"))) AS truncated,
+                   pg_snapshot_xmin(\(seen)::pg_snapshot)
+                       < coalesce((SELECT value FROM engage.settings WHERE key = 'profile_changes_pruned_below'), '0')::xid8
+                       AS pruned
+            """).first
+        if try row?.decode(Bool.self, "truncated") == true { return "a source table was truncated" }
+        if try row?.decode(Bool.self, "pruned") == true { return "the change log was pruned past the last evaluation" }
+        return nil
+    }
+
+    /// A query of the `profile_id`s the change log lists after `seen`: every profile whose row
+    /// changed, and those with a new or changed event among `events`.
+    static func changedProfiles(after seen: String, events: Set<String> = []) -> PostgresQuery {
+        let listed: PostgresQuery = events.isEmpty
+            ? "c.source = 'profiles'"
+            : "(c.source = 'profiles' OR u.event = ANY(\(events.sorted())::text[]))"
+        return """
+            SELECT u.profile_id
+            FROM engage.profile_changes c
+            CROSS JOIN LATERAL unnest(c.profile_ids, c.events) AS u(profile_id, event)
+            WHERE \(committed(after: seen, alias: "c")) AND \(listed)
+            """
+    }
+
+    /// A change row (aliased `alias`) committed after the snapshot `seen`: one it could not see.
+    private static func committed(after seen: String, alias: String) -> PostgresQuery {
+        """
+        \(unescaped: alias).xid >= pg_snapshot_xmin(\(seen)::pg_snapshot)
+          AND NOT pg_visible_in_snapshot(\(unescaped: alias).xid, \(seen)::pg_snapshot)
+        """
+    }
+}

@@ -26,12 +26,19 @@ public struct EvaluationOutcome: Sendable {
     public var drift: Int?
     /// Profiles a SQL definition's rows created (unknown user ids and emails).
     public var createdProfiles = 0
-    /// The result's rows are in the temporary table `engage_result` (a full evaluation);
-    /// otherwise only the snapshot has them.
-    public var resultHoldsEveryProfile = false
-    /// `engage_result` holds the result's rows of the profiles in `engage_affected` (an
-    /// incremental evaluation): for them, the snapshot need not be read again.
-    public var resultHoldsAffectedProfiles = false
+    /// Where the evaluation left its rows for the diff, besides the snapshot.
+    var rows = EvaluatedRows.snapshotOnly
+}
+
+/// Where an evaluation left its rows for the diff, besides the snapshot.
+enum EvaluatedRows: Sendable {
+    /// Only the snapshot has them (a first fill, or a removal: no profile has a row).
+    case snapshotOnly
+    /// `rows` holds every profile's row (a full evaluation).
+    case everyProfile(ScratchTable)
+    /// `rows` holds the rows of the profiles in `profiles` (an incremental evaluation): for
+    /// those, the snapshot need not be read again.
+    case someProfiles(ScratchTable, profiles: ScratchTable)
 }
 
 /// Keeps a definition's snapshot (`engage.memberships`) equal to its result at the run's
@@ -81,10 +88,10 @@ struct Evaluator {
         let compiler = DefinitionCompiler(audiences: audiences)
         var outcome: EvaluationOutcome
         if removed {
-            try await db.execute("CREATE TEMP TABLE engage_result (profile_id text, value jsonb, user_id text, email text) ON COMMIT DROP")
+            try await ScratchTable.result.create(db)
             outcome = EvaluationOutcome(kind: .full, fullBecause: "the definition was removed")
-            outcome.changed = try await apply(scope: nil, db).changed
-            outcome.resultHoldsEveryProfile = true
+            outcome.changed = try await apply(ScratchTable.result, scope: nil, db).changed
+            outcome.rows = .everyProfile(ScratchTable.result)
         } else if let reason = try await fullReason(state, inputs, db) {
             outcome = try await full(compiler, because: reason, db)
         } else if let state {
@@ -176,21 +183,12 @@ struct Evaluator {
         if now < state.evaluatedAt { return "the clock moved backwards" }
         if let untracked = inputs.untracked { return untracked }
         if inputs.movesWithClockUnindexed { return "within_last moves with the clock" }
-        let row = try await db.query("""
-            SELECT EXISTS (SELECT 1 FROM engage.profile_changes c
-                           WHERE c.profile_ids IS NULL AND c.xid >= pg_snapshot_xmin(\(state.seen)::pg_snapshot)
-                             AND NOT pg_visible_in_snapshot(c.xid, \(state.seen)::pg_snapshot)) AS truncated,
-                   pg_snapshot_xmin(\(state.seen)::pg_snapshot)
-                       < coalesce((SELECT value FROM engage.settings WHERE key = 'profile_changes_pruned_below'), '0')::xid8
-                       AS pruned
-            """).first
-        if try row?.decode(Bool.self, "truncated") == true { return "a source table was truncated" }
-        if try row?.decode(Bool.self, "pruned") == true { return "the change log was pruned past the last evaluation" }
+        if let gap = try await ChangeLog(db).gap(after: state.seen) { return gap }
         return nil
     }
 
     /// For a SQL definition, runs its query and leaves its rows matched to profiles in
-    /// `engage_sql_result` (what its compiled query reads); returns the profiles created.
+    /// ``ScratchTable/sqlResult`` (what its compiled query reads); returns the profiles created.
     private func loadSQLRows(_ db: PostgresConnection) async throws -> Int {
         guard let query = definition.sqlQuery else { return 0 }
         guard let sql else {
@@ -202,36 +200,49 @@ struct Evaluator {
 
     private func full(_ compiler: DefinitionCompiler, because reason: String, _ db: PostgresConnection) async throws -> EvaluationOutcome {
         let created = try await loadSQLRows(db)
-        try await db.execute("DROP TABLE IF EXISTS engage_result")
-        try await db.query("""
-            CREATE TEMP TABLE engage_result ON COMMIT DROP AS
-            SELECT profile_id, to_jsonb(value) AS value, user_id, email FROM (
-            \(try compiler.compile(definition, now: now))
-            ) q
-            """)
+        let result = ScratchTable.result
+        try await result.create(as: Self.rows(of: try compiler.compile(definition, now: now, scope: nil)), db)
+        try await result.indexAndAnalyze(db)
         var outcome = EvaluationOutcome(kind: .full, fullBecause: reason)
         outcome.createdProfiles = created
-        outcome.resultHoldsEveryProfile = true
-        try await db.execute("CREATE INDEX ON engage_result (profile_id); ANALYZE engage_result")
-        outcome.affected = try await db.query("SELECT count(*)::int AS n FROM engage_result").first?.decode(Int.self, "n") ?? 0
+        outcome.rows = .everyProfile(result)
+        outcome.affected = try await db.query("SELECT count(*)::int AS n FROM \(result)").first?.decode(Int.self, "n") ?? 0
         outcome.members = outcome.affected
-        outcome.changed = try await apply(scope: nil, db).changed
+        outcome.changed = try await apply(result, scope: nil, db).changed
         return outcome
     }
 
     private func incremental(_ compiler: DefinitionCompiler, _ inputs: EvaluationInputs, since state: State,
                              _ db: PostgresConnection) async throws -> EvaluationOutcome {
         try await Self.planForFewRows(db)
-        var sources: [PostgresQuery] = ["""
-            SELECT u.profile_id
-            FROM engage.profile_changes c
-            CROSS JOIN LATERAL unnest(c.profile_ids, c.events) AS u(profile_id, event)
-            WHERE c.xid >= pg_snapshot_xmin(\(state.seen)::pg_snapshot)
-              AND NOT pg_visible_in_snapshot(c.xid, \(state.seen)::pg_snapshot)
-              AND (c.source = 'profiles' OR u.event = ANY(\(Array(inputs.events))::text[]))
-            """]
-        // Window edges crossed since the last instant: a matching event whose time left a
-        // `within`, or entered or left a `between`.
+        let affected = try await selectAffected(inputs, since: state, db)
+        var outcome = EvaluationOutcome(kind: .incremental)
+        outcome.affected = try await db.query("SELECT count(*)::int AS n FROM \(affected)").first?.decode(Int.self, "n") ?? 0
+        let result = ScratchTable.result
+        try await result.create(as: Self.rows(of: try compiler.compile(definition, now: now, scope: affected)), db)
+        outcome.rows = .someProfiles(result, profiles: affected)
+        let applied = try await apply(result, scope: affected, db)
+        outcome.changed = applied.changed
+        outcome.members = state.members + applied.added - applied.removed
+        return outcome
+    }
+
+    /// The rows of ``ScratchTable/result`` from a compiled query: its value as JSON.
+    private static func rows(of compiled: PostgresQuery) -> PostgresQuery {
+        """
+        SELECT profile_id, to_jsonb(value), user_id, email FROM (
+        \(compiled)
+        ) compiled
+        """
+    }
+
+    /// The profiles whose result can have changed since `state`: those the change log lists
+    /// (a profile row, or an event the definition reads), and those with a matching event whose
+    /// time crossed a window's edge between the last instant and this one (left a `within`,
+    /// entered or left a `between`).
+    private func selectAffected(_ inputs: EvaluationInputs, since state: State, _ db: PostgresConnection) async throws
+        -> ScratchTable {
+        var sources: [PostgresQuery] = [ChangeLog.changedProfiles(after: state.seen, events: inputs.events)]
         for input in inputs.windows.sorted(by: { "\($0)" < "\($1)" }) {
             let edges: [SyncDuration]
             switch input.window {
@@ -247,25 +258,13 @@ struct Evaluator {
                     """)
             }
         }
-        try await db.query("""
-            CREATE TEMP TABLE engage_affected ON COMMIT DROP AS
+        let affected = ScratchTable.affected
+        try await affected.create(as: """
             SELECT DISTINCT profile_id FROM (\(PostgresQuery.joined(sources, separator: "\nUNION ALL\n"))) a
             WHERE profile_id IS NOT NULL
-            """)
-        try await db.execute("ANALYZE engage_affected")
-        var outcome = EvaluationOutcome(kind: .incremental)
-        outcome.resultHoldsAffectedProfiles = true
-        outcome.affected = try await db.query("SELECT count(*)::int AS n FROM engage_affected").first?.decode(Int.self, "n") ?? 0
-        try await db.query("""
-            CREATE TEMP TABLE engage_result ON COMMIT DROP AS
-            SELECT profile_id, to_jsonb(value) AS value, user_id, email FROM (
-            \(try compiler.compile(definition, now: now, scope: "engage_affected"))
-            ) q
-            """)
-        let applied = try await apply(scope: "engage_affected", db)
-        outcome.changed = applied.changed
-        outcome.members = state.members + applied.added - applied.removed
-        return outcome
+            """, db)
+        try await affected.analyze(db)
+        return affected
     }
 
     /// Plans the rest of the transaction for reading a few thousand rows by key out of
@@ -279,108 +278,5 @@ struct Evaluator {
             SELECT set_config('random_page_cost', least(current_setting('random_page_cost')::float8, 1.1)::text, true),
                    set_config('jit', 'off', true)
             """)
-    }
-
-    /// What ``apply(scope:_:)`` changed: rows, and of them profiles that came in and went out.
-    struct Applied {
-        var changed = 0
-        var added = 0
-        var removed = 0
-    }
-
-    /// Brings the snapshot's rows (those of the profiles in `scope`, or all) to `engage_result`:
-    /// a superseded value moves to the history (unless it held for no time: set and replaced at
-    /// the same instant), the new values enter the snapshot with this run's `since`, and the
-    /// profiles changed are listed for the pairs' diffs.
-    private func apply(scope: String?, _ db: PostgresConnection) async throws -> Applied {
-        let restrict = scope.map { " AND profile_id IN (SELECT profile_id FROM \($0))" } ?? ""
-        try await db.execute("DROP TABLE IF EXISTS engage_changes")
-        try await db.query("""
-            CREATE TEMP TABLE engage_changes ON COMMIT DROP AS
-            SELECT coalesce(r.profile_id, m.profile_id) AS profile_id, r.value, m.value AS previous_value
-            FROM engage_result r
-            FULL JOIN (SELECT profile_id, \(unescaped: definition.snapshotValue("memberships")) AS value FROM engage.memberships
-                       WHERE computation_id = \(computationID)\(unescaped: restrict)) m ON m.profile_id = r.profile_id
-            WHERE r.value IS DISTINCT FROM m.value
-            """)
-        let row = try await db.query("""
-            WITH changes AS (
-                SELECT count(*)::int AS changed, count(*) FILTER (WHERE previous_value IS NULL)::int AS added,
-                       count(*) FILTER (WHERE value IS NULL)::int AS removed, array_agg(profile_id) AS profile_ids
-                FROM engage_changes),
-            listed AS (
-                INSERT INTO engage.snapshot_changes (computation_id, run_id, profile_ids)
-                SELECT \(computationID), \(runID), profile_ids FROM changes WHERE changed > 0)
-            SELECT changed, added, removed FROM changes
-            """).first
-        let applied = Applied(changed: try row?.decode(Int.self, "changed") ?? 0, added: try row?.decode(Int.self, "added") ?? 0,
-                              removed: try row?.decode(Int.self, "removed") ?? 0)
-        guard applied.changed > 0 else { return applied }
-        try await db.query("""
-            WITH superseded AS (
-                DELETE FROM engage.memberships m USING engage_changes c
-                WHERE m.computation_id = \(computationID) AND m.profile_id = c.profile_id AND c.previous_value IS NOT NULL
-                RETURNING m.profile_id, m.value, m.since, m.since_run)
-            INSERT INTO engage.membership_history (computation_id, profile_id, value, since, until, since_run, until_run)
-            SELECT \(computationID), profile_id, value, since, \(now), since_run, \(runID) FROM superseded
-            WHERE since < \(now)::timestamptz
-            """)
-        try await db.query("""
-            INSERT INTO engage.memberships (computation_id, profile_id, value, since, since_run)
-            SELECT \(computationID), profile_id, value, \(now), \(runID) FROM engage_changes WHERE value IS NOT NULL
-            """)
-        // Open backlogs of this definition have the entries past their cursor still to reach,
-        // and no longer the exits.
-        try await db.query("""
-            UPDATE engage.backlogs b SET remaining = b.remaining + moved.n
-            FROM (SELECT b2.destination_id,
-                         count(*) FILTER (WHERE c.previous_value IS NULL) - count(*) FILTER (WHERE c.value IS NULL) AS n
-                  FROM engage.backlogs b2 JOIN engage_changes c ON c.profile_id > coalesce(b2.after_profile, '')
-                  WHERE b2.computation_id = \(computationID)
-                  GROUP BY 1) moved
-            WHERE b.computation_id = \(computationID) AND b.destination_id = moved.destination_id AND moved.n <> 0
-            """)
-        return applied
-    }
-
-    /// When the clock moved back to `now`, behind the last evaluation (`state`): this run's result
-    /// holds from `now` on, over what runs at later instants decided. Values that took effect
-    /// after `now` are cut out of the history, values that held across it end at it, and
-    /// snapshot rows that took effect after it hold from it (this run decides them). Then
-    /// "value at instant t" reads what the latest run deciding t decided.
-    private func rewind(after state: State?, _ db: PostgresConnection) async throws {
-        guard let state, now < state.evaluatedAt else { return }
-        try await db.query("""
-            DELETE FROM engage.membership_history WHERE computation_id = \(computationID) AND since >= \(now)::timestamptz
-            """)
-        try await db.query("""
-            UPDATE engage.membership_history SET until = \(now), until_run = \(runID)
-            WHERE computation_id = \(computationID) AND until > \(now)::timestamptz
-            """)
-        try await db.query("""
-            UPDATE engage.memberships SET since = \(now), since_run = \(runID)
-            WHERE computation_id = \(computationID) AND since > \(now)::timestamptz
-            """)
-    }
-
-    private func saveState(seen: String, full: Bool, members: Int, _ db: PostgresConnection) async throws {
-        try await db.query("""
-            INSERT INTO engage.evaluations (computation_id, evaluated_at, seen, definition, full_at, members)
-            VALUES (\(computationID), \(now), \(seen)::pg_snapshot, \(PostgresJSON(rawJSON: evaluatedDocument.jsonString))::jsonb, \(now),
-                    \(members))
-            ON CONFLICT (computation_id) DO UPDATE SET
-                evaluated_at = EXCLUDED.evaluated_at, seen = EXCLUDED.seen, definition = EXCLUDED.definition,
-                members = EXCLUDED.members,
-                full_at = CASE WHEN \(full) THEN EXCLUDED.full_at ELSE engage.evaluations.full_at END
-            """)
-    }
-}
-
-extension Definition {
-    /// A snapshot row's value, for `engage.memberships` aliased `alias`. Every row of an
-    /// audience's snapshot holds true, so its primary key has all that is read (an index-only
-    /// scan, where the heap page of each profile's row was read otherwise).
-    func snapshotValue(_ alias: String) -> String {
-        kind == .audience ? "'true'::jsonb" : "\(alias).value"
     }
 }
