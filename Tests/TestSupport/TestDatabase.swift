@@ -99,8 +99,9 @@ public enum CLI {
     }
 
     /// Waits for a started process, reading its pipes as it goes so it never blocks on them.
-    /// The blocking reads and the wait run on GCD threads, never on Swift's cooperative pool,
-    /// which must stay free for in-process servers (the sandbox) the process may be talking to.
+    /// The blocking reads and the wait run on threads of their own (``offPool(_:)``), never on
+    /// Swift's cooperative pool, which must stay free for in-process servers (the sandbox) the
+    /// process may be talking to.
     public static func collect(_ process: Process, _ out: Pipe, _ err: Pipe) async -> CLIRun {
         async let stdout = offPool { out.fileHandleForReading.readDataToEndOfFile() }
         async let stderr = offPool { err.fileHandleForReading.readDataToEndOfFile() }
@@ -110,9 +111,15 @@ public enum CLI {
                       stderr: String(decoding: e, as: UTF8.self))
     }
 
+    /// Runs blocking `work` on a thread of its own. Not on GCD's global queue: on Linux it shares
+    /// its threads' limit with Swift's executor, and with 40 reads of processes' pipes blocked
+    /// there (the suite's `serve` and `deliver` children) the in-process tests' tasks stopped
+    /// being scheduled, their transactions left idle until the suite timed out.
     public static func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: work()) }
+            let thread = Thread { continuation.resume(returning: work()) }
+            thread.stackSize = 1 << 20
+            thread.start()
         }
     }
 }
