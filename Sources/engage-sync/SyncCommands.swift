@@ -25,7 +25,7 @@ func report(_ outcomes: [PairOutcome], dryRun: Bool) throws {
             if c.skipped > 0 { line += ", \(c.skipped) skipped (missing_user_id)" }
             if c.superseded > 0 { line += ", \(c.superseded) superseded" }
             line += "; delivered \(o.delivered), failed \(o.failed), pending \(o.pending)"
-            let evaluation = o.evaluation.map { " \($0.kind.rawValue) of \($0.affected)" } ?? ""
+            let evaluation = o.evaluation.map { " \($0.kind.rawValue) of \($0.affected)\($0.fullBecause.map { " (\($0))" } ?? "")" } ?? ""
             line += String(format: " [evaluate %.2fs%@, diff %.2fs]", o.timings.evaluate, evaluation, o.timings.diff)
             if let drift = o.evaluation?.drift, drift > 0 {
                 line += "\n    warning: the incremental snapshot differed from a full evaluation for \(drift) profiles (corrected)"

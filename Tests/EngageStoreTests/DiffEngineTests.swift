@@ -73,6 +73,43 @@ struct DiffEngineTests {
         }
     }
 
+    @Test("after an ETL rewrites every profile's traits, the run evaluates in full (cheaper, and says why) and diffs no one; a changed user id is diffed")
+    func etlThenIdentityChange() async throws {
+        try await TestDatabase.with { db, _ in
+            let p = PipelineFixture(db: db)
+            try await db.execute("""
+                INSERT INTO engage.profiles (profile_id, user_id, traits)
+                SELECT 'p' || lpad(i::text, 5, '0'), 'u' || i, '{"plan": "pro"}' FROM generate_series(1, 12000) i;
+                ANALYZE engage.profiles
+                """)
+            let vero = try await p.firstSyncConfirmed(Self.pro, expanding: 20_000).vero
+            #expect(try await p.count("SELECT count(*)::int AS n FROM engage.ledger") == 12_000)
+
+            try await db.query(#"UPDATE engage.profiles SET traits = traits || '{"n": 1}'"#)
+            #expect(try await p.count("""
+                SELECT cardinality(identity_ids)::int AS n FROM engage.profile_changes WHERE source = 'profiles' ORDER BY position DESC LIMIT 1
+                """) == 0, "the ETL changed no one's identity")
+            let etl = try await p.run("pro", to: vero, .incremental, at: PipelineFixture.at(hours: 1))
+            #expect(etl.evaluation.kind == .full)
+            #expect(etl.evaluation.fullBecause?.hasSuffix("a full evaluation costs less") == true, "\(etl.evaluation.fullBecause ?? "")")
+            #expect(!etl.fullDiff && etl.counts.entered == 0 && etl.counts.exited == 0)
+            #expect(try await p.count("""
+                SELECT count(*)::int AS n FROM engage.sync_runs WHERE full_because LIKE '%a full evaluation costs less'
+                """) == 1, "the reason is in engage.sync_runs")
+            #expect(try await p.outbox("pro").filter { $0.status == "pending" }.isEmpty)
+
+            // Five profiles change user id: evaluated incrementally (five is few), and their old
+            // ids are told the exit, the new ones the entry.
+            try await db.query("UPDATE engage.profiles SET user_id = 'new-' || user_id WHERE profile_id <= 'p00005'")
+            let moved = try await p.run("pro", to: vero, .incremental, at: PipelineFixture.at(hours: 2))
+            #expect(moved.evaluation.kind == .incremental && moved.evaluation.affected == 5)
+            #expect(!moved.fullDiff && moved.counts.entered == 5 && moved.counts.exited == 5)
+            let sent = try await p.outbox("pro").filter { $0.status == "pending" }
+            #expect(Set(sent.map { "\($0.op) \($0.veroID ?? "-")" })
+                    == Set((1...5).flatMap { ["exit u\($0)", "enter new-u\($0)"] }))
+        }
+    }
+
     @Test("a dry run returns examples and writes nothing; the guardrail blocks a run that exits too many")
     func dryRunAndGuardrail() async throws {
         try await TestDatabase.with { db, _ in

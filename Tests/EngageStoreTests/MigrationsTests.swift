@@ -42,7 +42,7 @@ struct MigrationsTests {
         #expect(twice.isEmpty, "defined in more than one file: \(twice)")
         // Only the triggers' functions and a cast helper, part of the tables they serve, stay numbered.
         let numbered = Set(homes.filter { $0.value.allSatisfy { !$0.hasPrefix("views/") } }.keys)
-        #expect(numbered == ["try_timestamptz", "log_event_changes", "log_profile_changes",
+        #expect(numbered == ["try_timestamptz", "log_event_changes", "log_profile_changes", "log_profile_updates",
                              "count_outbox_rows", "count_ledger_rows", "clear_figures"], "\(numbered)")
     }
 

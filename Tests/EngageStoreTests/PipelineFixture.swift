@@ -49,7 +49,9 @@ struct PipelineFixture {
         request.audiences = try await DefinitionRepository(db).audiences()
         let outcome = try await DiffEngine(computationID: stored.id, definition: stored.definition, destination: destination)
             .run(request, on: db)
-        if let runID { try await SyncRunStore(db).finish(id: runID, status: .succeeded, counts: outcome.counts) }
+        if let runID {
+            try await SyncRunStore(db).finish(id: runID, status: .succeeded, counts: outcome.counts, evaluation: outcome.evaluation)
+        }
         return outcome
     }
 

@@ -53,9 +53,21 @@ extension ChangeLog {
         return nil
     }
 
+    /// How many profile ids the change log lists after `seen` for an evaluation that reads
+    /// `events`: an upper bound of what it would evaluate (a profile listed twice counts twice),
+    /// read from the arrays' lengths without unnesting them.
+    func listedCount(after seen: String, events: Set<String>) async throws -> Int {
+        try await db.query("""
+            SELECT coalesce(sum(cardinality(c.profile_ids)), 0)::bigint AS n
+            FROM engage.profile_changes c
+            WHERE \(Self.committed(after: seen, alias: "c"))
+              AND (c.source = 'profiles' OR c.events && \(events.sorted())::text[])
+            """).first?.decode(Int.self, "n") ?? 0
+    }
+
     /// A query of the `profile_id`s the change log lists after `seen`: every profile whose row
     /// changed, and those with a new or changed event among `events`.
-    static func changedProfiles(after seen: String, events: Set<String> = []) -> PostgresQuery {
+    static func changedProfiles(after seen: String, events: Set<String>) -> PostgresQuery {
         let listed: PostgresQuery = events.isEmpty
             ? "c.source = 'profiles'"
             : "(c.source = 'profiles' OR u.event = ANY(\(events.sorted())::text[]))"
@@ -65,6 +77,16 @@ extension ChangeLog {
             CROSS JOIN LATERAL unnest(c.profile_ids, c.events) AS u(profile_id, event)
             WHERE \(committed(after: seen, alias: "c")) AND \(listed)
             """
+    }
+
+    /// A query of the `profile_id`s whose Vero identity changed after `seen` (what a pair's
+    /// diff must address again): a new or deleted profile row, a changed user id or email.
+    /// An update of other columns (traits) is not listed (`identity_ids`, migration 0017).
+    static func readdressedProfiles(after seen: String) -> PostgresQuery {
+        """
+        SELECT unnest(coalesce(c.identity_ids, c.profile_ids)) FROM engage.profile_changes c
+        WHERE \(committed(after: seen, alias: "c")) AND c.source = 'profiles'
+        """
     }
 
     /// A change row (aliased `alias`) committed after the snapshot `seen`: one it could not see.

@@ -196,8 +196,8 @@ public struct DiffEngine: Sendable {
     }
 
     /// The profiles this pair's diff covers: nil, every profile; else ``ScratchTable/candidates``,
-    /// those whose snapshot row changed since its last diff, whose profile row changed (a new
-    /// user id, a deletion), or which have a row that may have reached Vero unconfirmed. A
+    /// those whose snapshot row changed since its last diff, whose Vero identity changed (a new
+    /// user id or email, a deletion), or which have a row that may have reached Vero unconfirmed. A
     /// changed exit value (a redefined trait) is owed to every id that holds the old one, and
     /// an evaluation that did not list the profiles it changed, or a gap in the change log,
     /// leaves nothing to go by: the diff covers every profile.
@@ -217,7 +217,7 @@ public struct DiffEngine: Sendable {
             SELECT unnest(s.profile_ids) FROM engage.snapshot_changes s
             WHERE s.computation_id = \(computationID) AND s.id > \(watermark.changeID)
             UNION
-            \(ChangeLog.changedProfiles(after: watermark.seen))
+            \(ChangeLog.readdressedProfiles(after: watermark.seen))
             UNION
             SELECT o.profile_id FROM engage.outbox o
             WHERE \(pair("o")) AND o.status IN ('pending', 'failed') AND (o.attempts > 0 OR o.locked_until IS NOT NULL)

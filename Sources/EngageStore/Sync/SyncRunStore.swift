@@ -36,7 +36,10 @@ public struct SyncRunStore: Sendable {
                 """)
         }
         if let e = evaluation {
-            update.append(", evaluation = \(e.kind), affected = \(e.affected), drift = \(e.drift), created_profiles = \(e.createdProfiles)")
+            update.append("""
+                , evaluation = \(e.kind), full_because = \(e.fullBecause), affected = \(e.affected), drift = \(e.drift),
+                created_profiles = \(e.createdProfiles)
+                """)
         }
         update.append(" WHERE id = \(id)")
         try await db.query(update)
