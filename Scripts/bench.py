@@ -30,6 +30,8 @@ DEFINITIONS = [
     # Every profile: the end-to-end full sync of a 1M-member audience, delivered to the sandbox.
     {"name": "All Customers", "type": "audience", "destinations": ["vero"], "condition": {"trait": "plan", "exists": True}},
 ]
+# The full syncs held to 1.5× their floor, in time and WAL, at every size.
+FULL_SYNC_KEYS = ["all_customers", "order_completed_last_30days"]
 KEYS = ["order_completed_last_30days", "big_spenders", "never_opened_email", "pro_recent_buyers", "revenue_90d",
         "last_product_viewed", "all_customers"]
 
@@ -357,6 +359,29 @@ def cycle_bench(template, profiles, t0, work, baseline_bin=None):
     return results
 
 
+def etl_bench(url, name, at):
+    """After an ETL that touches every profile (`UPDATE engage.profiles SET traits = traits || …`),
+    the next `run` of every definition beside `run --full`, at the same instant. Each runs twice,
+    on copies of the same database made before any of them (ours, full, full, ours), and the
+    faster of each is kept: measured once each, one after the other, a 40 s pair of runs differed
+    by 14% either way. Target: at most 1.1× (an incremental run never costs more than a full one)."""
+    psql(url, """UPDATE engage.profiles SET traits = traits || '{"n": 1}'; VACUUM ANALYZE engage.profiles;""")
+    copies = [f"{name}_etl_{i}" for i in range(4)]
+    for copy in copies:
+        psql(BASE_URL, f"DROP DATABASE IF EXISTS {copy}; CREATE DATABASE {copy} TEMPLATE {name} STRATEGY FILE_COPY;")
+    times = {"ours": [], "full": []}
+    for copy, label in zip(copies, ["ours", "full", "full", "ours"]):
+        out, seconds, _ = engage(db_url(copy), ["run", "--all", "--no-deliver"] + (["--full"] if label == "full" else []), now=at)
+        times[label].append(seconds)
+        if label == "ours":
+            reasons, _ = psql(db_url(copy), "SELECT count(*) FILTER (WHERE full_because LIKE '%costs less') || '/' || count(*) "
+                                            f"FROM engage.sync_runs WHERE instant = '{at}'::timestamptz")
+            output = out.strip()
+        psql(BASE_URL, f"DROP DATABASE {copy}")
+    return {"ours_ms": min(times["ours"]) * 1000, "floor_ms": min(times["full"]) * 1000, "runs_s": times,
+            "chosen_full": reasons.strip(), "output": output}
+
+
 def parse_iso(text):
     return time.mktime(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
 
@@ -386,9 +411,10 @@ def sql_bench(url, profiles, t0, work):
     psql(url, "CREATE TABLE bench_sql_floor (user_id text PRIMARY KEY)")
     _, times = psql(url, f"INSERT INTO bench_sql_floor SELECT user_id FROM ({SQL_AUDIENCE['sql']}) q;", timing=True)
     psql(url, "DROP TABLE bench_sql_floor")
-    engage(url, ["run", "--key", "sql_accounts", "--no-deliver"], now=t0)
+    _, seconds, _ = engage(url, ["run", "--key", "sql_accounts", "--no-deliver"], now=t0)
     evaluate, diff, members, _, _, _ = run_times(url, "sql_accounts")
-    return {"members": members, "ours_ms": evaluate + diff, "evaluate_ms": evaluate, "diff_ms": diff, "floor_ms": times[-1]}
+    return {"members": members, "ours_ms": evaluate + diff, "command_ms": seconds * 1000, "evaluate_ms": evaluate,
+            "diff_ms": diff, "floor_ms": times[-1]}
 
 
 PAGE_RUNS = 1000
@@ -508,12 +534,14 @@ def bench_size(profiles, per_profile, work, full_report, cycle=False, baseline_b
         for key in KEYS:
             floor_ms, floor_wal = floor_full(url, key, t0)
             lsn = wal_lsn(url)
-            _, _, peak = engage(url, ["run", "--key", key, "--no-deliver"], now=t0)
+            _, seconds, peak = engage(url, ["run", "--key", key, "--no-deliver"], now=t0)
             wal = wal_since(url, lsn)
             peaks[f"run {key}"] = peak
             evaluate, diff, members, changes, _, _ = run_times(url, key)
+            # "ours" is the whole command as cron runs it (process start, connection, schedule,
+            # run bookkeeping, evaluation, diff, commit); evaluate and diff are its parts.
             result["definitions"][key] = {"members": members, "full": {
-                "ours_ms": evaluate + diff, "evaluate_ms": evaluate, "diff_ms": diff, "floor_ms": floor_ms,
+                "ours_ms": seconds * 1000, "evaluate_ms": evaluate, "diff_ms": diff, "floor_ms": floor_ms,
                 "wal_bytes": wal, "floor_wal_bytes": floor_wal}}
         confirm_sink(url)
         if full_report:
@@ -554,6 +582,8 @@ def bench_size(profiles, per_profile, work, full_report, cycle=False, baseline_b
             result["ingest"] = ingest_bench(work, min(1_000_000, profiles * per_profile // 10 or 1000))
             peaks["ingest"] = result["ingest"]["peak_kb"]
             _, _, peaks["status"] = engage(url, ["status"])
+        log("   an ETL rewrites every profile's traits: the next run beside run --full")
+        result["etl"] = etl_bench(url, name, iso(parse_iso(t1) + 3600))
         result["peak_kb"] = peaks
     finally:
         box.send_signal(signal.SIGINT)
@@ -752,6 +782,7 @@ def main():
     parser.add_argument("--sizes", default=None, help="comma-separated profile counts for the growth table")
     parser.add_argument("--no-cycle", action="store_true", help="skip the 50-definition cycle")
     parser.add_argument("--only", choices=["status-page", "status-reads"], default=None, help="run one benchmark alone")
+    parser.add_argument("--skip", default="", help="comma-separated benchmarks to leave out: status-page, status-reads")
     parser.add_argument("--baseline-bin", default=None,
                         help="an engage-sync binary to time the cycle's 'before' with (default: run --full)")
     args = parser.parse_args()
@@ -774,25 +805,39 @@ def main():
         results["sizes"][str(size)] = bench_size(size, args.events_per_profile, args.work, full_report=top_size,
                                                  cycle=top_size and not args.no_cycle, baseline_bin=args.baseline_bin)
     top = results["sizes"][str(largest)]
-    log("== the status page")
-    results["status_page"] = status_page_bench(args.work)
-    log("== status reads")
-    results["status_reads"] = status_reads_bench(args.work, largest)
+    skipped = set(filter(None, args.skip.split(",")))
+    if "status-page" not in skipped:
+        log("== the status page")
+        results["status_page"] = status_page_bench(args.work)
+    if "status-reads" not in skipped:
+        log("== status reads")
+        results["status_reads"] = status_reads_bench(args.work, largest)
 
     rows = []
     for key, d in top["definitions"].items():
         f = d["full"]
-        rows.append((f"full sync: {key} ({d['members']:,} members)", f["ours_ms"] / 1000, f["floor_ms"] / 1000, "s", 2.0))
+        # The every-profile and the 30-day audience are held to 1.5× (time and WAL); the others
+        # keep the earlier 2× and 3×.
+        time_target, wal_target = (1.5, 1.5) if key in FULL_SYNC_KEYS else (2.0, 3.0)
+        rows.append((f"full sync, the command: {key} ({d['members']:,} members)", f["ours_ms"] / 1000, f["floor_ms"] / 1000,
+                     "s", time_target))
         rows.append((f"  WAL per member (floor: its rows into a table with a primary key)",
-                     f["wal_bytes"] / max(1, d["members"]), f["floor_wal_bytes"] / max(1, d["members"]), "B", 3.0))
+                     f["wal_bytes"] / max(1, d["members"]), f["floor_wal_bytes"] / max(1, d["members"]), "B", wal_target))
         if "incremental" in d:
             i = d["incremental"]
             rows.append((f"incremental, 1% churn + 1 h: {key} ({i['evaluation']} of {i['affected']:,}, {i['changes']:,} changes)",
                          i["ours_ms"] / 1000, i["floor_ms"] / 1000, "s", 0.2))
+    for size in sizes:
+        e = results["sizes"][str(size)].get("etl")
+        if e:
+            rows.append((f"after an ETL touching every profile ({size:,}), run vs run --full (full by cost: {e['chosen_full']} runs)",
+                         e["ours_ms"] / 1000, e["floor_ms"] / 1000, "s", 1.1))
     if "sql" in top:
         q = top["sql"]
         rows.append((f"full sync: a SQL audience ({q['members']:,} rows; floor: the query alone into a table with a primary key)",
                      q["ours_ms"] / 1000, q["floor_ms"] / 1000, "s", 2.0))
+        if "command_ms" in q:
+            rows.append(("  the same, the command's wall time", q["command_ms"] / 1000, q["floor_ms"] / 1000, "s", None))
     if "delivery" in top:
         d = top["delivery"]
         rows.append((f"delivery to the sandbox, requests/s ({d['rows']:,} rows)", d["ours_per_s"], d["floor_per_s"], "req/s", 0.7))
@@ -826,16 +871,20 @@ def main():
         label = "the baseline binary" if args.baseline_bin else "run --full"
         print(f"{'cron cycle of 50 definitions, 1% churn + 1 h (' + str(c['after']['runs']) + ' runs)':<92} {after:>10.1f} s {'60.00':>10} s {after / 60:>6.2f}× {'≤60 s':>7}{'' if after <= 60 else ' MISS'}")
         print(f"{'  the same before (' + label + ')':<92} {before:>10.1f} s {'':>12} {before / after:>6.1f}× {'≥5× faster':>10}{'' if before >= 5 * after else ' MISS'}")
-    print_status_page(results["status_page"])
-    print_status_reads(results["status_reads"])
-    print("\nfull sync of an every-profile audience (all_customers), at each size:")
-    for size in sizes:
-        f = results["sizes"][str(size)]["definitions"]["all_customers"]["full"]
-        members = results["sizes"][str(size)]["definitions"]["all_customers"]["members"]
-        t, w = ratio(f["ours_ms"], f["floor_ms"]), ratio(f["wal_bytes"], f["floor_wal_bytes"])
-        print(f"  {size:>10,} profiles: {f['ours_ms'] / 1000:7.2f} s vs {f['floor_ms'] / 1000:6.2f} s ({t:4.2f}×, target ≤2×{'' if t <= 2 else ' MISS'}); "
-              f"WAL {f['wal_bytes'] / members:6.0f} vs {f['floor_wal_bytes'] / members:4.0f} B/member ({w:4.2f}×, target ≤3×{'' if w <= 3 else ' MISS'}); "
-              f"evaluate {f['evaluate_ms'] / 1000:.2f} s, diff and enqueue {f['diff_ms'] / 1000:.2f} s")
+    if "status_page" in results:
+        print_status_page(results["status_page"])
+    if "status_reads" in results:
+        print_status_reads(results["status_reads"])
+    for key in FULL_SYNC_KEYS:
+        print(f"\nfull sync of {key}, the command's wall time, at each size:")
+        for size in sizes:
+            d = results["sizes"][str(size)]["definitions"][key]
+            f, members = d["full"], max(1, d["members"])
+            t, w = ratio(f["ours_ms"], f["floor_ms"]), ratio(f["wal_bytes"], f["floor_wal_bytes"])
+            print(f"  {size:>10,} profiles ({d['members']:,} members): {f['ours_ms'] / 1000:6.2f} s vs {f['floor_ms'] / 1000:6.2f} s "
+                  f"({t:4.2f}×, target ≤1.5×{'' if t <= 1.5 else ' MISS'}); "
+                  f"WAL {f['wal_bytes'] / members:4.0f} vs {f['floor_wal_bytes'] / members:4.0f} B/member ({w:4.2f}×, target ≤1.5×{'' if w <= 1.5 else ' MISS'}); "
+                  f"of it evaluate {f['evaluate_ms'] / 1000:.2f} s, diff {f['diff_ms'] / 1000:.2f} s")
     print("\npeak memory (VmHWM):")
     for command, kb in top["peak_kb"].items():
         print(f"  {command:<40} {kb / 1024:8.1f} MB{'' if kb < 150 * 1024 else '  MISS (target < 150 MB)'}")
