@@ -28,13 +28,17 @@ struct PipelineFixture {
     }
 
     /// One evaluation of `key` at `now`, in its own transaction, as a run's diff engine calls it.
-    func evaluate(_ key: String, at now: Date, full: String? = nil) async throws -> EvaluationOutcome {
+    /// With `shared`, the evaluation may read the shared copy of events and records its snapshot.
+    func evaluate(_ key: String, at now: Date, full: String? = nil, shared: SharedEvents? = nil) async throws -> EvaluationOutcome {
         let stored = try await DefinitionRepository(db).active(key: key)
         let audiences = try await DefinitionRepository(db).audiences()
         return try await db.withTransaction { tx in
-            let seen = try await tx.connection.query("SELECT pg_current_snapshot()::text AS seen").first?.decode(String.self, "seen") ?? ""
+            var seen = shared?.seen ?? ""
+            if shared == nil {
+                seen = try await tx.connection.query("SELECT pg_current_snapshot()::text AS seen").first?.decode(String.self, "seen") ?? ""
+            }
             let evaluator = Evaluator(computationID: stored.id, definition: stored.definition, audiences: audiences, now: now,
-                                      runID: nil, fullRequested: full, sql: nil)
+                                      runID: nil, fullRequested: full, sql: nil, shared: shared)
             return try await evaluator.evaluate(removed: false, seen: seen, tx.connection)
         }
     }

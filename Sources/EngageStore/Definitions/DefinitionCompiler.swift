@@ -33,16 +33,18 @@ public struct DefinitionCompiler {
 
     /// The query for the profiles of `scope` only (nil: every profile): every scan of profiles
     /// and events is semi-joined with it, so the cost follows the scope's size (incremental
-    /// evaluation).
-    func compile(_ definition: Definition, now: Date, scope: ScratchTable?) throws -> PostgresQuery {
+    /// evaluation). `sources` are the relations profiles and events are read from: the tables,
+    /// or a run's shared copy (``SharedEvents``).
+    func compile(_ definition: Definition, now: Date, scope: ScratchTable?, sources: Sources = Sources()) throws -> PostgresQuery {
         var state = State(now: now, scope: scope)
+        state.sources = sources
         switch definition.source {
         case .condition(let condition):
             let predicate = try audiencePredicate(definition, condition, &state, stack: [definition.key], required: true)
             let ctes: PostgresQuery = state.ctes.isEmpty ? "" : "WITH \(PostgresQuery.joined(state.ctes, separator: ",\n"))\n"
             return """
                 \(ctes)SELECT p.profile_id, true AS value, p.user_id, p.email
-                FROM engage.profiles p
+                FROM \(state.sources.profiles) p
                 \(PostgresQuery.joined(state.joins, separator: "\n"))
                 WHERE \(predicate)\(unescaped: state.scoped("p"))
                 """
@@ -116,7 +118,7 @@ public struct DefinitionCompiler {
             state.ctes.append("""
                 \(unescaped: name) AS (
                     SELECT e.profile_id, count(*) AS n
-                    FROM engage.events e
+                    FROM \(state.sources.events) e
                     WHERE \(PostgresQuery.joined(filters, separator: "\n      AND "))\(unescaped: state.scoped("e"))
                     GROUP BY e.profile_id)
                 """)
@@ -211,8 +213,8 @@ public struct DefinitionCompiler {
         let matching: PostgresQuery = """
             matching AS (
                 SELECT e.profile_id, p.user_id, p.email, e.occurred_at, e.message_id, \(x) AS x
-                FROM engage.events e
-                JOIN engage.profiles p ON p.profile_id = e.profile_id
+                FROM \(state.sources.events) e
+                JOIN \(state.sources.profiles) p ON p.profile_id = e.profile_id
                 WHERE \(PostgresQuery.joined(filters, separator: "\n      AND "))\(unescaped: state.scoped("e")))
             """
         let present = "x IS NOT NULL AND x <> 'null'::jsonb"
@@ -258,11 +260,21 @@ public struct DefinitionCompiler {
 
     // MARK: - State
 
+    /// The relations a compiled query reads profiles and events from, each with the columns it
+    /// reads of the table (profiles: `profile_id`, `user_id`, `email`, `traits`; events:
+    /// `message_id`, `profile_id`, `event`, `properties`, `occurred_at`).
+    struct Sources: Sendable {
+        var profiles: PostgresQuery = "engage.profiles"
+        var events: PostgresQuery = "engage.events"
+    }
+
     struct State {
         /// The instant every window is relative to.
         var now: Date
         /// The profiles the query is restricted to, or nil for every profile.
         var scope: ScratchTable?
+        /// Where profiles and events are read from.
+        var sources = Sources()
         var ctes: [PostgresQuery] = []
         var joins: [PostgresQuery] = []
 

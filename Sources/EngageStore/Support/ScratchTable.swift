@@ -2,9 +2,18 @@ import PostgresClient
 
 /// A temporary table the sync pipeline passes from one statement, or stage, to the next: its
 /// name and columns declared once (``ScratchTable/result`` and the others below), and every
-/// statement that writes or reads it interpolates this declaration, never the name. Each lives
-/// until its transaction ends (`ON COMMIT DROP`), so a rolled-back run leaves nothing behind.
+/// statement that writes or reads it interpolates this declaration, never the name. Most live
+/// until their transaction ends (`ON COMMIT DROP`), so a rolled-back run leaves nothing behind;
+/// the few a whole run shares live in the session until dropped (``Lifetime/session``).
 struct ScratchTable: Sendable, CustomStringConvertible {
+    /// How long the table lives.
+    enum Lifetime: Sendable {
+        /// Until the transaction that created it ends.
+        case transaction
+        /// Until dropped (``drop(_:)``) or the session ends: what several transactions share.
+        case session
+    }
+
     /// A column: its name, its type and, for one a stage adds to a table it takes over, its default.
     struct Column: Sendable {
         var name: String
@@ -15,9 +24,11 @@ struct ScratchTable: Sendable, CustomStringConvertible {
     /// The table's name (unique per session; no statement spells it).
     let name: String
     let columns: [Column]
+    let lifetime: Lifetime
 
-    init(_ name: String, _ columns: [(String, String)], added: [(String, String, String)] = []) {
+    init(_ name: String, _ columns: [(String, String)], added: [(String, String, String)] = [], lifetime: Lifetime = .transaction) {
         self.name = name
+        self.lifetime = lifetime
         self.columns = columns.map { Column(name: $0.0, type: $0.1) }
             + added.map { Column(name: $0.0, type: $0.1, defaultValue: $0.2) }
     }
@@ -26,12 +37,14 @@ struct ScratchTable: Sendable, CustomStringConvertible {
 
     private var columnList: String { columns.map(\.name).joined(separator: ", ") }
 
+    private var onCommit: String { lifetime == .transaction ? "ON COMMIT DROP" : "ON COMMIT PRESERVE ROWS" }
+
     /// Creates the table empty (replacing one an earlier stage of the transaction left).
     func create(_ db: PostgresConnection) async throws {
         let definitions = columns.map { "\($0.name) \($0.type)\($0.defaultValue.map { " NOT NULL DEFAULT \($0)" } ?? "")" }
         try await db.execute("""
             DROP TABLE IF EXISTS \(self);
-            CREATE TEMP TABLE \(self) (\(unescaped: definitions.joined(separator: ", "))) ON COMMIT DROP
+            CREATE TEMP TABLE \(self) (\(unescaped: definitions.joined(separator: ", "))) \(unescaped: onCommit)
             """)
     }
 
@@ -42,7 +55,7 @@ struct ScratchTable: Sendable, CustomStringConvertible {
         let projection = columns.map { "q.\($0.name)::\($0.type) AS \($0.name)" }.joined(separator: ", ")
         try await db.execute("DROP TABLE IF EXISTS \(self)")
         try await db.query("""
-            CREATE TEMP TABLE \(self) ON COMMIT DROP AS
+            CREATE TEMP TABLE \(self) \(unescaped: onCommit) AS
             SELECT \(unescaped: projection) FROM (
             \(query)
             ) AS q(\(unescaped: columnList))
@@ -53,6 +66,11 @@ struct ScratchTable: Sendable, CustomStringConvertible {
     /// statements that read the table plan for its real size.
     func indexAndAnalyze(on column: String = "profile_id", _ db: PostgresConnection) async throws {
         try await db.execute("CREATE INDEX ON \(self) (\(unescaped: column)); ANALYZE \(self)")
+    }
+
+    /// Drops the table if it exists (a session table, when what shared it is done).
+    func drop(_ db: PostgresConnection) async throws {
+        try await db.execute("DROP TABLE IF EXISTS \(self)")
     }
 
     /// Gathers statistics only.
@@ -100,6 +118,21 @@ extension ScratchTable {
     /// Snapshot rows that change: the new value (NULL: the profile leaves) and the one it replaces
     /// (NULL: the profile enters).
     static let snapshotChanges = ScratchTable("engage_changes", [("profile_id", "text"), ("value", "jsonb"), ("previous_value", "jsonb")])
+
+    // MARK: What a run's due definitions share (``SharedEvents``)
+
+    /// The profiles the change log lists for any of the due definitions, with the columns a
+    /// compiled query reads of their rows (`present`: false for a profile deleted since).
+    static let sharedProfiles = ScratchTable("engage_shared_profiles", [
+        ("profile_id", "text"), ("user_id", "text"), ("email", "text"), ("traits", "jsonb"), ("present", "boolean"),
+    ], lifetime: .session)
+    /// Their events, copied once for every evaluation of the run: the columns a compiled query reads.
+    static let sharedEvents = ScratchTable("engage_shared_events", [
+        ("message_id", "text"), ("profile_id", "text"), ("event", "text"), ("properties", "jsonb"), ("occurred_at", "timestamptz"),
+    ], lifetime: .session)
+    /// The affected profiles of one evaluation that ``sharedProfiles`` does not hold (a window's
+    /// edge crossed): their rows and events are read from `engage.profiles` and `engage.events`.
+    static let unshared = ScratchTable("engage_unshared", [("profile_id", "text")])
 
     // MARK: Diff, enqueue and backlog expansion (``DiffEngine``)
 

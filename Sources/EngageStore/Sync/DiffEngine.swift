@@ -30,6 +30,9 @@ public struct DiffRequest: Sendable {
     public var fullEvaluation = false
     /// Where SQL definitions' queries run: a read-only transaction on a connection of the pool.
     public var sql: (source: SQLSource, pool: PostgresConnectionPool)?
+    /// The events the run's due definitions share (``SharedEvents``); its snapshot is what this
+    /// pair records as seen.
+    public var shared: SharedEvents?
 
     public init(mode: RunMode, runID: Int?, runAt: Date, guardrail: Guardrail?, dryRun: Bool) {
         self.mode = mode
@@ -89,8 +92,12 @@ public struct DiffEngine: Sendable {
             // Several destinations share a definition's snapshot: refresh it one run at a time.
             try await db.query("SELECT pg_advisory_xact_lock(\(Self.snapshotLockClass)::int, \(computationID)::int)")
             // What this transaction can see of the change log, taken before reading anything:
-            // whatever it cannot see, the next run reads.
-            let seen = try await db.query("SELECT pg_current_snapshot()::text AS seen").first?.decode(String.self, "seen") ?? ""
+            // whatever it cannot see, the next run reads. With a shared copy of events, the
+            // copy's snapshot (older): what committed after it is read again next time.
+            var seen = request.shared?.seen ?? ""
+            if request.shared == nil {
+                seen = try await db.query("SELECT pg_current_snapshot()::text AS seen").first?.decode(String.self, "seen") ?? ""
+            }
             let watermark = try await loadWatermark(db)
             let firstSync = watermark == nil
             var clock = ContinuousClock.now
@@ -119,7 +126,7 @@ public struct DiffEngine: Sendable {
                 runID: request.runID,
                 fullRequested: request.mode == .resync ? "resync" : request.fullEvaluation ? "run --full"
                     : firstSync && request.mode != .remove ? "the first sync of \(destination.name)" : nil,
-                sql: request.sql)
+                sql: request.sql, shared: request.shared)
             outcome.evaluation = try await evaluator.evaluate(removed: request.mode == .remove, seen: seen, db)
             outcome.evaluateSeconds = (ContinuousClock.now - clock).seconds
             clock = ContinuousClock.now

@@ -64,6 +64,8 @@ struct Evaluator {
     /// Where a SQL definition's query runs (its own read-only connection); nil when the caller
     /// has no pool, and then a SQL definition cannot be evaluated.
     var sql: (source: SQLSource, pool: PostgresConnectionPool)?
+    /// The events the run's due definitions share, when it copied them.
+    var shared: SharedEvents?
 
     /// What the result depends on as written (the definition and the audiences it is built on).
     var evaluatedDocument: JSONValue { DefinitionGraph.evaluatedDocument(definition, audiences: audiences) }
@@ -97,8 +99,10 @@ struct Evaluator {
         } else if let state, let costly = try await fullCostsLess(inputs, since: state, db) {
             outcome = try await full(compiler, because: costly, db)
         } else if let state {
-            outcome = try await incremental(compiler, inputs, since: state, db)
-            if now.timeIntervalSince(state.fullAt) >= Double(definition.reconcileEvery.seconds) {
+            let reconcile = now.timeIntervalSince(state.fullAt) >= Double(definition.reconcileEvery.seconds)
+            // A reconciling run reads the events as they are now, as the full evaluation after it does.
+            outcome = try await incremental(compiler, inputs, since: state, shared: reconcile ? nil : shared, db)
+            if reconcile {
                 // Reconcile: the snapshot is now current; a full evaluation at the same instant
                 // must find nothing to change. What it finds is drift, corrected here.
                 let check = try await full(compiler, because: "reconcile_every (\(definition.reconcileEvery)) elapsed", db)
@@ -240,13 +244,17 @@ struct Evaluator {
     }
 
     private func incremental(_ compiler: DefinitionCompiler, _ inputs: EvaluationInputs, since state: State,
-                             _ db: PostgresConnection) async throws -> EvaluationOutcome {
+                             shared: SharedEvents?, _ db: PostgresConnection) async throws -> EvaluationOutcome {
         try await Self.planForFewRows(db)
         let affected = try await selectAffected(inputs, since: state, db)
         var outcome = EvaluationOutcome(kind: .incremental)
         outcome.affected = try await db.query("SELECT count(*)::int AS n FROM \(affected)").first?.decode(Int.self, "n") ?? 0
+        var sources = DefinitionCompiler.Sources()
+        if let shared, try await shared.covers(state.seen, db) {
+            sources = try await shared.sources(for: affected, db)
+        }
         let result = ScratchTable.result
-        try await result.create(as: Self.rows(of: try compiler.compile(definition, now: now, scope: affected)), db)
+        try await result.create(as: Self.rows(of: try compiler.compile(definition, now: now, scope: affected, sources: sources)), db)
         outcome.rows = .someProfiles(result, profiles: affected)
         let applied = try await apply(result, scope: affected, db)
         outcome.changed = applied.changed

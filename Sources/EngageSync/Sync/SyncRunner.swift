@@ -140,13 +140,17 @@ public struct SyncRunner: Sendable {
         let pairs = try await selectPairs(request, db: db, now: now)
         var outcomes: [PairOutcome] = []
         var lockedPairs: [(Int, Int)] = []
+        // The changed profiles' events, read once for every due definition.
+        let shared = request.dryRun || request.fullEvaluation || request.mode != nil ? nil
+            : try await SharedEvents.prepare(computationIDs: Set(pairs.map(\.computationID)), db)
         // Phase 1: evaluate, diff and enqueue each pair, each in its own transaction.
         for pair in pairs {
-            let outcome = try await plan(pair, request: request, db: db, now: now)
+            let outcome = try await plan(pair, request: request, shared: shared, db: db, now: now)
             if outcome.status != .skipped { lockedPairs.append((pair.computationID, pair.destination.id)) }
             outcomes.append(outcome)
             progress.planned(outcomes.count, pairs.count, pair.definition.key)
         }
+        if shared != nil { try await SharedEvents.drop(db) }
         // Phase 2: deliver each destination once (its rows from every pair, and any left over).
         if !request.dryRun && !request.noDeliver {
             var delivered: Set<Int> = []
@@ -283,7 +287,8 @@ public struct SyncRunner: Sendable {
 
     /// Phase 1 for one pair: lock, then the diff engine's one transaction (evaluate, diff,
     /// guardrail, supersede, enqueue, snapshot).
-    private func plan(_ pair: Pair, request: SyncRequest, db: PostgresConnection, now: Date) async throws -> PairOutcome {
+    private func plan(_ pair: Pair, request: SyncRequest, shared: SharedEvents?, db: PostgresConnection, now: Date)
+        async throws -> PairOutcome {
         let pairStore = PairStore(db), runs = SyncRunStore(db)
         var outcome = PairOutcome(key: pair.definition.key, destination: pair.destination.name, mode: request.mode ?? .incremental,
                                   status: .planned)
@@ -311,6 +316,7 @@ public struct SyncRunner: Sendable {
                                guardrail: guards ? Guardrail(maxExitRatio: pair.destination.maxExitRatio) : nil,
                                dryRun: request.dryRun)
         diff.fullEvaluation = request.fullEvaluation
+        diff.shared = shared
         diff.sql = (SQLSource(conninfo: pool.conninfo), pool)
         let result: DiffOutcome
         do {
