@@ -29,7 +29,7 @@ struct PipelineFixture {
 
     /// One evaluation of `key` at `now`, in its own transaction, as a run's diff engine calls it.
     /// With `shared`, the evaluation may read the shared copy of events and records its snapshot.
-    func evaluate(_ key: String, at now: Date, full: String? = nil, shared: SharedEvents? = nil) async throws -> EvaluationOutcome {
+    func evaluate(_ key: String, at now: Date, full: String? = nil, shared: SharedChanges? = nil) async throws -> EvaluationOutcome {
         let stored = try await DefinitionRepository(db).active(key: key)
         let audiences = try await DefinitionRepository(db).audiences()
         return try await db.withTransaction { tx in

@@ -34,7 +34,7 @@ public struct DefinitionCompiler {
     /// The query for the profiles of `scope` only (nil: every profile): every scan of profiles
     /// and events is semi-joined with it, so the cost follows the scope's size (incremental
     /// evaluation). `sources` are the relations profiles and events are read from: the tables,
-    /// or a run's shared copy (``SharedEvents``).
+    /// or a run's shared copy (``SharedChanges``).
     func compile(_ definition: Definition, now: Date, scope: ScratchTable?, sources: Sources = Sources()) throws -> PostgresQuery {
         var state = State(now: now, scope: scope)
         state.sources = sources

@@ -119,7 +119,7 @@ extension ScratchTable {
     /// (NULL: the profile enters).
     static let snapshotChanges = ScratchTable("engage_changes", [("profile_id", "text"), ("value", "jsonb"), ("previous_value", "jsonb")])
 
-    // MARK: What a run's due definitions share (``SharedEvents``)
+    // MARK: What a run's due definitions share (``SharedChanges``)
 
     /// The profiles the change log lists for any of the due definitions, with the columns a
     /// compiled query reads of their rows (`present`: false for a profile deleted since).

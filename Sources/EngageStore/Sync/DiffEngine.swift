@@ -30,9 +30,9 @@ public struct DiffRequest: Sendable {
     public var fullEvaluation = false
     /// Where SQL definitions' queries run: a read-only transaction on a connection of the pool.
     public var sql: (source: SQLSource, pool: PostgresConnectionPool)?
-    /// The events the run's due definitions share (``SharedEvents``); its snapshot is what this
-    /// pair records as seen.
-    public var shared: SharedEvents?
+    /// The changed profiles' rows and events the run's due definitions share (``SharedChanges``);
+    /// its snapshot is what this pair records as seen.
+    public var shared: SharedChanges?
 
     public init(mode: RunMode, runID: Int?, runAt: Date, guardrail: Guardrail?, dryRun: Bool) {
         self.mode = mode
@@ -92,8 +92,8 @@ public struct DiffEngine: Sendable {
             // Several destinations share a definition's snapshot: refresh it one run at a time.
             try await db.query("SELECT pg_advisory_xact_lock(\(Self.snapshotLockClass)::int, \(computationID)::int)")
             // What this transaction can see of the change log, taken before reading anything:
-            // whatever it cannot see, the next run reads. With a shared copy of events, the
-            // copy's snapshot (older): what committed after it is read again next time.
+            // whatever it cannot see, the next run reads. With the run's shared copy, the copy's
+            // snapshot (older): what committed after it is read again next time.
             var seen = request.shared?.seen ?? ""
             if request.shared == nil {
                 seen = try await db.query("SELECT pg_current_snapshot()::text AS seen").first?.decode(String.self, "seen") ?? ""

@@ -64,8 +64,8 @@ struct Evaluator {
     /// Where a SQL definition's query runs (its own read-only connection); nil when the caller
     /// has no pool, and then a SQL definition cannot be evaluated.
     var sql: (source: SQLSource, pool: PostgresConnectionPool)?
-    /// The events the run's due definitions share, when it copied them.
-    var shared: SharedEvents?
+    /// The changed profiles' rows and events the run's due definitions share, when it copied them.
+    var shared: SharedChanges?
 
     /// What the result depends on as written (the definition and the audiences it is built on).
     var evaluatedDocument: JSONValue { DefinitionGraph.evaluatedDocument(definition, audiences: audiences) }
@@ -244,7 +244,7 @@ struct Evaluator {
     }
 
     private func incremental(_ compiler: DefinitionCompiler, _ inputs: EvaluationInputs, since state: State,
-                             shared: SharedEvents?, _ db: PostgresConnection) async throws -> EvaluationOutcome {
+                             shared: SharedChanges?, _ db: PostgresConnection) async throws -> EvaluationOutcome {
         try await Self.planForFewRows(db)
         let affected = try await selectAffected(inputs, since: state, db)
         var outcome = EvaluationOutcome(kind: .incremental)

@@ -140,9 +140,9 @@ public struct SyncRunner: Sendable {
         let pairs = try await selectPairs(request, db: db, now: now)
         var outcomes: [PairOutcome] = []
         var lockedPairs: [(Int, Int)] = []
-        // The changed profiles' events, read once for every due definition.
+        // The changed profiles' rows and events, read once for every due definition.
         let shared = request.dryRun || request.fullEvaluation || request.mode != nil ? nil
-            : try await SharedEvents.prepare(computationIDs: Set(pairs.map(\.computationID)), db)
+            : try await SharedChanges.prepare(computationIDs: Set(pairs.map(\.computationID)), db)
         // Phase 1: evaluate, diff and enqueue each pair, each in its own transaction.
         for pair in pairs {
             let outcome = try await plan(pair, request: request, shared: shared, db: db, now: now)
@@ -150,7 +150,7 @@ public struct SyncRunner: Sendable {
             outcomes.append(outcome)
             progress.planned(outcomes.count, pairs.count, pair.definition.key)
         }
-        if shared != nil { try await SharedEvents.drop(db) }
+        if shared != nil { try await SharedChanges.drop(db) }
         // Phase 2: deliver each destination once (its rows from every pair, and any left over).
         if !request.dryRun && !request.noDeliver {
             var delivered: Set<Int> = []
@@ -287,7 +287,7 @@ public struct SyncRunner: Sendable {
 
     /// Phase 1 for one pair: lock, then the diff engine's one transaction (evaluate, diff,
     /// guardrail, supersede, enqueue, snapshot).
-    private func plan(_ pair: Pair, request: SyncRequest, shared: SharedEvents?, db: PostgresConnection, now: Date)
+    private func plan(_ pair: Pair, request: SyncRequest, shared: SharedChanges?, db: PostgresConnection, now: Date)
         async throws -> PairOutcome {
         let pairStore = PairStore(db), runs = SyncRunStore(db)
         var outcome = PairOutcome(key: pair.definition.key, destination: pair.destination.name, mode: request.mode ?? .incremental,

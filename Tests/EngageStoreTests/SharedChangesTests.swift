@@ -6,21 +6,21 @@ import TestSupport
 
 @testable import EngageStore
 
-@Suite("Shared events of a run's due definitions, in process")
-struct SharedEventsTests {
+@Suite("What a run's due definitions share: the changed profiles, copied once, in process")
+struct SharedChangesTests {
     static let buyers = #"{"name": "Buyers", "key": "buyers", "type": "audience", "condition": {"event": "Order Completed", "within": "30d"}}"#
     static let viewers = #"{"name": "Viewers", "key": "viewers", "type": "audience", "condition": {"event": "Product Viewed", "within": "7d"}}"#
 
     /// Profiles a, b, c; a bought; both definitions evaluated at ``Fixture/now``; then a views a
     /// product and c buys (the change log lists a and c, not b).
-    func prepared(_ p: PipelineFixture) async throws -> SharedEvents? {
+    func prepared(_ p: PipelineFixture) async throws -> SharedChanges? {
         for id in ["a", "b", "c"] { try await p.f.profile(id) }
         try await p.f.event("a", "Order Completed", at: Fixture.ago(days: 1))
         let ids = [try await p.define(Self.buyers).id, try await p.define(Self.viewers).id]
         for key in ["buyers", "viewers"] { _ = try await p.evaluate(key, at: Fixture.now) }
         try await p.f.event("a", "Product Viewed", at: PipelineFixture.at(hours: 1))
         try await p.f.event("c", "Order Completed", at: PipelineFixture.at(hours: 1))
-        return try await SharedEvents.prepare(computationIDs: Set(ids), p.db)
+        return try await SharedChanges.prepare(computationIDs: Set(ids), p.db)
     }
 
     @Test("the changed profiles' events are copied once; evaluations from the copy decide as the events table does")
@@ -36,7 +36,7 @@ struct SharedEventsTests {
             #expect(Set(try await p.snapshot("buyers").keys) == ["a", "c"])
             _ = try await p.evaluate("viewers", at: t1, shared: shared)
             #expect(Set(try await p.snapshot("viewers").keys) == ["a"])
-            try await SharedEvents.drop(db)
+            try await SharedChanges.drop(db)
             #expect(try await p.count("SELECT count(*)::int AS n FROM pg_tables WHERE tablename = \(ScratchTable.sharedEvents.name)") == 0)
         }
     }
@@ -101,10 +101,10 @@ struct SharedEventsTests {
             try await p.f.profile("a")
             let ids = [try await p.define(Self.buyers).id, try await p.define(Self.viewers).id]
             for key in ["buyers", "viewers"] { _ = try await p.evaluate(key, at: Fixture.now) }
-            #expect(try await SharedEvents.prepare(computationIDs: Set(ids), db) == nil, "nothing changed since")
+            #expect(try await SharedChanges.prepare(computationIDs: Set(ids), db) == nil, "nothing changed since")
             try await p.f.event("a", "Order Completed", at: PipelineFixture.at(hours: 1))
-            #expect(try await SharedEvents.prepare(computationIDs: [ids[0]], db) == nil, "a single definition reads once anyway")
-            #expect(try await SharedEvents.prepare(computationIDs: Set(ids), db) != nil)
+            #expect(try await SharedChanges.prepare(computationIDs: [ids[0]], db) == nil, "a single definition reads once anyway")
+            #expect(try await SharedChanges.prepare(computationIDs: Set(ids), db) != nil)
         }
     }
 }

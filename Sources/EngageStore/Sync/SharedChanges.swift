@@ -3,16 +3,15 @@ import PostgresClient
 /// What the due definitions of one run share: the profiles the change log lists for any of
 /// them, their rows and their events, read once from `engage.profiles` and `engage.events` into
 /// the session (``ScratchTable/sharedProfiles``, ``ScratchTable/sharedEvents``) instead of once
-/// per definition. A cron cycle of fifty
-/// definitions after a churn evaluates the same changed profiles fifty times; their events are
-/// scattered over the events table, and each evaluation read them again, page by page
-/// (docs/performance.md#where-the-time-goes).
+/// per definition. A cron cycle of fifty definitions after a churn evaluates the same changed
+/// profiles fifty times; their events are scattered over the events table, and each evaluation
+/// read them again, page by page (docs/performance.md#where-the-time-goes).
 ///
 /// The copy is taken in one snapshot, ``seen``: every pair of the run records that snapshot as
 /// what it saw (older than its own), so whatever committed after the copy is read again by the
 /// next run. An evaluation uses the copy only when its definition's last evaluation saw nothing
 /// the copy did not (``covers(_:_:)``: another process may have evaluated it since).
-public struct SharedEvents: Sendable {
+public struct SharedChanges: Sendable {
     /// The snapshot the copy was taken in.
     public let seen: String
     /// How many profiles it holds.
@@ -28,11 +27,11 @@ public struct SharedEvents: Sendable {
     /// million profiles with ten events each, the copy takes about 250 MB.
     static let tempBuffers = 32_768
 
-    /// Copies the events of the profiles the change log lists for any of `computationIDs` since
-    /// its last evaluation, when there are two or more of them and the profiles are few enough
-    /// (``maxShare``, ``alwaysBelow``); else nil. Runs in a transaction of its own, at REPEATABLE READ, so the
-    /// copy and ``seen`` are one snapshot.
-    public static func prepare(computationIDs: Set<Int>, _ db: PostgresConnection) async throws -> SharedEvents? {
+    /// Copies the rows and events of the profiles the change log lists for any of
+    /// `computationIDs` since its last evaluation, when there are two or more of them and the
+    /// profiles are few enough (``maxShare``, ``alwaysBelow``); else nil. Runs in a transaction
+    /// of its own, at REPEATABLE READ, so the copy and ``seen`` are one snapshot.
+    public static func prepare(computationIDs: Set<Int>, _ db: PostgresConnection) async throws -> SharedChanges? {
         guard computationIDs.count >= 2 else { return nil }
         let ids = computationIDs.sorted()
         // The copy is read by every evaluation of the run: in local buffers of the default size
@@ -73,7 +72,7 @@ public struct SharedEvents: Sendable {
             // index on it made no measurable difference.
             try await ScratchTable.sharedEvents.analyze(db)
             let copied = try await db.query("SELECT count(*)::int AS n FROM \(shared)").first?.decode(Int.self, "n") ?? 0
-            return SharedEvents(seen: seen, profiles: copied)
+            return SharedChanges(seen: seen, profiles: copied)
         }
     }
 
