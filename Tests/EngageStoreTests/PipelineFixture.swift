@@ -33,10 +33,8 @@ struct PipelineFixture {
         let stored = try await DefinitionRepository(db).active(key: key)
         let audiences = try await DefinitionRepository(db).audiences()
         return try await db.withTransaction { tx in
-            var seen = shared?.seen ?? ""
-            if shared == nil {
-                seen = try await tx.connection.query("SELECT pg_current_snapshot()::text AS seen").first?.decode(String.self, "seen") ?? ""
-            }
+            let seen: String
+            if let shared { seen = shared.seen } else { seen = try await ChangeLog(tx.connection).currentSnapshot() }
             let evaluator = Evaluator(computationID: stored.id, definition: stored.definition, audiences: audiences, now: now,
                                       runID: nil, fullRequested: full, sql: nil, shared: shared)
             return try await evaluator.evaluate(removed: false, seen: seen, tx.connection)

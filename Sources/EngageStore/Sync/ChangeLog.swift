@@ -53,16 +53,51 @@ extension ChangeLog {
         return nil
     }
 
+    /// What this transaction can see of the change log (its snapshot), taken before it reads
+    /// anything: whatever it cannot see, the next evaluation or diff reads.
+    func currentSnapshot() async throws -> String {
+        try await db.query("SELECT pg_current_snapshot()::text AS seen").first?.decode(String.self, "seen") ?? ""
+    }
+
+    /// The planner's estimate of how many profiles there are, the measure a count of listed
+    /// profiles is judged by.
+    func estimatedProfiles() async throws -> Int {
+        try await db.query("""
+            SELECT greatest(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = 'engage.profiles'::regclass
+            """).first?.decode(Int.self, "n") ?? 0
+    }
+
     /// How many profile ids the change log lists after `seen` for an evaluation that reads
     /// `events`: an upper bound of what it would evaluate (a profile listed twice counts twice),
     /// read from the arrays' lengths without unnesting them.
     func listedCount(after seen: String, events: Set<String>) async throws -> Int {
+        try await listedCount(where: """
+            \(Self.committed(after: seen, alias: "c"))
+              AND (c.source = 'profiles' OR c.events && \(events.sorted())::text[])
+            """)
+    }
+
+    /// How many profile ids the change log lists after the last evaluation of any of
+    /// `computationIDs` (an upper bound, as above).
+    func listedCount(afterLastEvaluationOf computationIDs: [Int]) async throws -> Int {
+        try await listedCount(where: Self.committedAfterLastEvaluation(of: computationIDs, alias: "c"))
+    }
+
+    private func listedCount(where condition: PostgresQuery) async throws -> Int {
         try await db.query("""
             SELECT coalesce(sum(cardinality(c.profile_ids)), 0)::bigint AS n
-            FROM engage.profile_changes c
-            WHERE \(Self.committed(after: seen, alias: "c"))
-              AND (c.source = 'profiles' OR c.events && \(events.sorted())::text[])
+            FROM engage.profile_changes c WHERE \(condition)
             """).first?.decode(Int.self, "n") ?? 0
+    }
+
+    /// A query of the distinct `profile_id`s the change log lists after the last evaluation of
+    /// any of `computationIDs`, whatever changed.
+    static func listedProfiles(afterLastEvaluationOf computationIDs: [Int]) -> PostgresQuery {
+        """
+        SELECT DISTINCT u.profile_id
+        FROM engage.profile_changes c CROSS JOIN LATERAL unnest(c.profile_ids) AS u(profile_id)
+        WHERE \(committedAfterLastEvaluation(of: computationIDs, alias: "c"))
+        """
     }
 
     /// A query of the `profile_id`s the change log lists after `seen`: every profile whose row
@@ -91,9 +126,25 @@ extension ChangeLog {
 
     /// A change row (aliased `alias`) committed after the snapshot `seen`: one it could not see.
     private static func committed(after seen: String, alias: String) -> PostgresQuery {
+        committed(afterSnapshot: "\(seen)::pg_snapshot", alias: alias)
+    }
+
+    /// A change row (aliased `alias`) that the last evaluation of one of `computationIDs`
+    /// could not see.
+    private static func committedAfterLastEvaluation(of computationIDs: [Int], alias: String) -> PostgresQuery {
         """
-        \(unescaped: alias).xid >= pg_snapshot_xmin(\(seen)::pg_snapshot)
-          AND NOT pg_visible_in_snapshot(\(unescaped: alias).xid, \(seen)::pg_snapshot)
+        EXISTS (SELECT 1 FROM engage.evaluations e
+                WHERE e.computation_id IN (\(unescaped: computationIDs.map(String.init).joined(separator: ", ")))
+                  AND \(committed(afterSnapshot: "e.seen", alias: alias)))
+        """
+    }
+
+    /// A change row (aliased `alias`) committed after `snapshot` (an expression of type
+    /// `pg_snapshot`).
+    private static func committed(afterSnapshot snapshot: PostgresQuery, alias: String) -> PostgresQuery {
+        """
+        \(unescaped: alias).xid >= pg_snapshot_xmin(\(snapshot))
+          AND NOT pg_visible_in_snapshot(\(unescaped: alias).xid, \(snapshot))
         """
     }
 }

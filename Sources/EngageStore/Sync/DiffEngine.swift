@@ -91,13 +91,11 @@ public struct DiffEngine: Sendable {
             var outcome = DiffOutcome()
             // Several destinations share a definition's snapshot: refresh it one run at a time.
             try await db.query("SELECT pg_advisory_xact_lock(\(Self.snapshotLockClass)::int, \(computationID)::int)")
-            // What this transaction can see of the change log, taken before reading anything:
-            // whatever it cannot see, the next run reads. With the run's shared copy, the copy's
-            // snapshot (older): what committed after it is read again next time.
-            var seen = request.shared?.seen ?? ""
-            if request.shared == nil {
-                seen = try await db.query("SELECT pg_current_snapshot()::text AS seen").first?.decode(String.self, "seen") ?? ""
-            }
+            // What this transaction can see of the change log, taken before reading anything;
+            // with the run's shared copy, the copy's snapshot (older): what committed after it is
+            // read again next time.
+            let seen: String
+            if let shared = request.shared { seen = shared.seen } else { seen = try await ChangeLog(db).currentSnapshot() }
             let watermark = try await loadWatermark(db)
             let firstSync = watermark == nil
             var clock = ContinuousClock.now

@@ -209,11 +209,10 @@ struct Evaluator {
     /// that rewrites every profile. The count is the log's array lengths (an upper bound),
     /// against the planner's estimate of the profiles.
     private func fullCostsLess(_ inputs: EvaluationInputs, since state: State, _ db: PostgresConnection) async throws -> String? {
-        let listed = try await ChangeLog(db).listedCount(after: state.seen, events: inputs.events)
+        let changeLog = ChangeLog(db)
+        let listed = try await changeLog.listedCount(after: state.seen, events: inputs.events)
         guard listed >= Self.fullAboveProfiles else { return nil }
-        let profiles = try await db.query("""
-            SELECT greatest(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = 'engage.profiles'::regclass
-            """).first?.decode(Int.self, "n") ?? 0
+        let profiles = try await changeLog.estimatedProfiles()
         guard profiles > 0, Double(listed) >= Self.fullAboveShare * Double(profiles) else { return nil }
         return "the change log lists \(listed) profiles of about \(profiles): a full evaluation costs less"
     }

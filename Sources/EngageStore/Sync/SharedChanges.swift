@@ -43,14 +43,10 @@ public struct SharedChanges: Sendable {
         return try await db.withTransaction { tx in
             let db = tx.connection
             try await db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            let seen = try await db.query("SELECT pg_current_snapshot()::text AS seen").first?.decode(String.self, "seen") ?? ""
-            let row = try await db.query("""
-                SELECT (SELECT coalesce(sum(cardinality(c.profile_ids)), 0) FROM engage.profile_changes c
-                        WHERE \(listed(for: ids)))::bigint AS listed,
-                       greatest((SELECT reltuples FROM pg_class WHERE oid = 'engage.profiles'::regclass), 0)::bigint AS profiles
-                """).first
-            let count = try row?.decode(Int.self, "listed") ?? 0
-            let profiles = try row?.decode(Int.self, "profiles") ?? 0
+            let changeLog = ChangeLog(db)
+            let seen = try await changeLog.currentSnapshot()
+            let count = try await changeLog.listedCount(afterLastEvaluationOf: ids)
+            let profiles = try await changeLog.estimatedProfiles()
             guard count > 0, Double(count) <= max(maxShare * Double(profiles), Double(alwaysBelow)) else {
                 tx.rollback()
                 return nil
@@ -58,9 +54,7 @@ public struct SharedChanges: Sendable {
             let shared = ScratchTable.sharedProfiles
             try await shared.create(as: """
                 SELECT l.profile_id, p.user_id, p.email, p.traits, p.profile_id IS NOT NULL
-                FROM (SELECT DISTINCT u.profile_id
-                      FROM engage.profile_changes c CROSS JOIN LATERAL unnest(c.profile_ids) AS u(profile_id)
-                      WHERE \(listed(for: ids))) l
+                FROM (\(ChangeLog.listedProfiles(afterLastEvaluationOf: ids))) l
                 LEFT JOIN engage.profiles p ON p.profile_id = l.profile_id
                 """, db)
             try await shared.indexAndAnalyze(db)
@@ -74,15 +68,6 @@ public struct SharedChanges: Sendable {
             let copied = try await db.query("SELECT count(*)::int AS n FROM \(shared)").first?.decode(Int.self, "n") ?? 0
             return SharedChanges(seen: seen, profiles: copied)
         }
-    }
-
-    /// A change row (aliased `c`) committed after the last evaluation of any of `ids`.
-    private static func listed(for ids: [Int]) -> PostgresQuery {
-        """
-        EXISTS (SELECT 1 FROM engage.evaluations e
-                WHERE e.computation_id IN (\(unescaped: ids.map(String.init).joined(separator: ", ")))
-                  AND c.xid >= pg_snapshot_xmin(e.seen) AND NOT pg_visible_in_snapshot(c.xid, e.seen))
-        """
     }
 
     /// Drops the copy (the run is done with it).
