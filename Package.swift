@@ -103,13 +103,45 @@ let package = Package(
         ),
         // `engage-sync --version` names the commit it was built from.
         .plugin(name: "BuildCommit", capability: .buildTool()),
-        // Test helpers: a fresh database per test, running the built executable.
-        .target(name: "TestSupport", dependencies: ["PostgresClient", "EngageStore"], path: "Tests/TestSupport"),
+        // Test helpers: a fresh database per test, the sandbox fixture, running the built
+        // executable, one HTTP helper and one polling helper.
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "PostgresClient", "EngageStore", "EngageCore", "EngageSync", "VeroSandbox",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Tests/TestSupport"
+        ),
+        // A test target per module, and one for the binary's contract.
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "TestSupport"]),
         .testTarget(name: "EngageCoreTests", dependencies: ["EngageCore"]),
         .testTarget(name: "EngageStoreTests", dependencies: ["EngageStore", "PostgresClient", "EngageCore", "TestSupport"]),
         .testTarget(
+            name: "VeroClientTests",
+            dependencies: ["VeroClient", "EngageCore", .product(name: "AsyncHTTPClient", package: "async-http-client")]
+        ),
+        .testTarget(name: "VeroSandboxTests", dependencies: ["VeroSandbox", "TestSupport"]),
+        .testTarget(
             name: "EngageSyncTests",
+            dependencies: [
+                "EngageSync", "EngageStore", "EngageCore", "VeroSandbox", "PostgresClient", "TestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+        .testTarget(
+            name: "EngageServerTests",
+            dependencies: [
+                "EngageServer", "EngageCore", "PostgresClient", "TestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        // The executable's contract: commands, exit codes, output, signals, as a user runs them.
+        .testTarget(
+            name: "CommandLineTests",
             dependencies: [
                 "EngageSync", "EngageStore", "EngageCore", "VeroClient", "VeroSandbox", "PostgresClient", "TestSupport", "StatusPage", "EngageServer",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

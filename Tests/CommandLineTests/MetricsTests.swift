@@ -1,6 +1,7 @@
 import Foundation
 import PostgresClient
 import Testing
+import TestSupport
 
 /// `engage-sync metrics` (docs/operations.md#running-as-a-service-engage-sync-serve, for cron
 /// users): the gauges held in the database, in

@@ -11,6 +11,13 @@ import TestSupport
 /// (Debian's, installed by Scripts/test.sh) renders it and hands back its DOM.
 @Suite("status page: in headless Chromium, behind ENGAGE_UI_TOKEN beyond loopback")
 struct StatusPageTests {
+    /// Posts the sign-in form with `token`; the answer's status and cookie (not following the redirect).
+    func signIn(_ url: String, _ token: String) async throws -> (status: Int, cookie: String?) {
+        let answer = try await HTTP.post(url + "/login", "token=" + (token.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""),
+                                         headers: [("Content-Type", "application/x-www-form-urlencoded")], followRedirects: false)
+        return (answer.status, answer.headers["Set-Cookie"].first)
+    }
+
     /// Chromium's DOM of `url` after it rendered the page.
     func dom(_ url: String) async throws -> String {
         try await chromium(["--dump-dom", url]).stdout
@@ -76,7 +83,7 @@ struct StatusPageTests {
                 WHERE c.key = 'pro' AND r.evaluation = 'incremental'
                 """) == 1)
 
-            let (process, out, err, url) = try await ServeTests().serve(f)
+            let (process, out, err, url) = try await f.serve()
             defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             let overview = try await dom(url + "/")
             // Each pair's row, counted by hand: pro 25 − 5 + 3 = 23 members, 22 delivered, u7 failed;
@@ -139,14 +146,11 @@ struct StatusPageTests {
             #expect(refused.stderr.contains("ENGAGE_UI_TOKEN"), "\(refused.stderr)")
 
             let token = "ui-token-7c1d;=+x"
-            let (process, out, err, listening) = try await ServeTests().serve(f, ["--host", "0.0.0.0"], environment: ["ENGAGE_UI_TOKEN": token])
+            let (process, out, err, listening) = try await f.serve(["--host", "0.0.0.0"], environment: ["ENGAGE_UI_TOKEN": token])
             defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             let url = listening.replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1")
-            func get(_ path: String, _ headers: [(String, String)] = []) async throws -> (status: Int, body: String) {
-                var request = HTTPClientRequest(url: url + path)
-                for (name, value) in headers { request.headers.add(name: name, value: value) }
-                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-                return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20)))
+            func get(_ path: String, _ headers: [(String, String)] = []) async throws -> HTTPAnswer {
+                try await HTTP.get(url + path, headers: headers)
             }
             let anonymous = try await get("/")
             #expect(anonymous.status == 401 && anonymous.body.contains(#"<form method=post action="/login">"#))
@@ -157,21 +161,7 @@ struct StatusPageTests {
             #expect(try await get("/healthz").status == 200, "probes need no token")
 
             func login(_ given: String) async throws -> (status: Int, cookie: String?) {
-                var request = HTTPClientRequest(url: url + "/login")
-                request.method = .POST
-                request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
-                let body = "token=" + (given.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")
-                request.body = .bytes(.init(string: body))
-                // A client that shows the redirect instead of following it without the cookie.
-                let client = HTTPClient(configuration: .init(redirectConfiguration: .disallow))
-                do {
-                    let response = try await client.execute(request, timeout: .seconds(30))
-                    try await client.shutdown()
-                    return (Int(response.status.code), response.headers["Set-Cookie"].first)
-                } catch {
-                    try await client.shutdown()
-                    throw error
-                }
+                try await signIn(url, given)
             }
             let wrong = try await login("guess")
             #expect(wrong.status == 401 && wrong.cookie == nil)
@@ -199,15 +189,11 @@ struct StatusPageTests {
             _ = try await DestinationRepository(f.db).upsert(name: "vero eu", settings: DestinationSettings(
                 baseURL: f.sandbox.baseURL, tokenEnv: SyncFixture.tokenVariable))
             // On loopback without a token: a page answers only to a Host naming this machine.
-            let (process, out, err, url) = try await ServeTests().serve(f)
+            let (process, out, err, url) = try await f.serve()
             defer { if process.isRunning { process.terminate() } }
             let port = try #require(url.split(separator: ":").last.map(String.init))
-            func get(_ path: String, host: String? = nil) async throws -> (status: Int, headers: HTTPHeaders) {
-                var request = HTTPClientRequest(url: url + path)
-                if let host { request.headers.replaceOrAdd(name: "Host", value: host) }
-                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-                _ = try await response.body.collect(upTo: 1 << 20)
-                return (Int(response.status.code), response.headers)
+            func get(_ path: String, host: String? = nil) async throws -> HTTPAnswer {
+                try await HTTP.get(url + path, headers: host.map { [("Host", $0)] } ?? [])
             }
             #expect(try await get("/", host: "attacker.example:\(port)").status == 421, "a DNS-rebound name is refused")
             #expect(try await get("/", host: "localhost:\(port)").status == 200)
@@ -221,16 +207,10 @@ struct StatusPageTests {
 
             // With a token: the cookie is a session value, not the token; wrong tokens are limited.
             let token = "ui-token-\(UUID().uuidString)"
-            let (secured, out2, err2, url2) = try await ServeTests().serve(f, environment: ["ENGAGE_UI_TOKEN": token])
+            let (secured, out2, err2, url2) = try await f.serve(environment: ["ENGAGE_UI_TOKEN": token])
             defer { if secured.isRunning { secured.terminate() } }
-            let client = HTTPClient(configuration: .init(redirectConfiguration: .disallow))
             func login(_ given: String) async throws -> (status: Int, cookie: String?) {
-                var request = HTTPClientRequest(url: url2 + "/login")
-                request.method = .POST
-                request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
-                request.body = .bytes(.init(string: "token=" + (given.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")))
-                let response = try await client.execute(request, timeout: .seconds(30))
-                return (Int(response.status.code), response.headers["Set-Cookie"].first)
+                try await signIn(url2, given)
             }
             let signedIn = try await login(token)
             #expect(signedIn.status == 303)
@@ -240,7 +220,6 @@ struct StatusPageTests {
             for _ in 0..<(8) { statuses.append(try await login("guess").status) }
             #expect(statuses.prefix(5).allSatisfy { $0 == 401 } && statuses.suffix(3).allSatisfy { $0 == 429 }, "\(statuses)")
             #expect(try await login(token).status == 429, "the limit holds for a minute, whoever asks")
-            try await client.shutdown()
             kill(secured.processIdentifier, SIGTERM)
             _ = await CLI.collect(secured, out2, err2)
         }

@@ -76,8 +76,7 @@ struct IsolationTests {
     func serveGoesOn() async throws {
         try await SyncFixture.with { f in
             try await defineTen(f)
-            let serving = ServeTests()
-            let (process, out, err, _) = try await serving.serve(f)
+            let (process, out, err, _) = try await f.serve()
             defer { if process.isRunning { process.terminate() } }
             // Three ticks' worth of runs of the broken pair (one per tick once it is due again).
             try await eventually("the broken pair failed three times and the nine delivered") {

@@ -380,11 +380,9 @@ struct ReliabilityTests {
             let base = try #require(first.firstRange(of: #/http://[0-9.]+:[0-9]+/#).map { String(first[$0]) }, "serve said: \(first)")
             var pages = first
             for path in ["/", "/destinations/vero", "/definitions/recent_buyers", "/metrics", "/healthz"] {
-                var request = HTTPClientRequest(url: base + path)
-                request.headers.add(name: "Authorization", value: "Bearer \(uiToken)")
-                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-                #expect(response.status == .ok, "\(path): \(response.status)")
-                pages += String(buffer: try await response.body.collect(upTo: 16 << 20))
+                let page = try await HTTP.get(base + path, headers: [("Authorization", "Bearer \(uiToken)")])
+                #expect(page.status == 200, "\(path): \(page.status)")
+                pages += page.body
             }
             kill(server.processIdentifier, SIGTERM)
             let served = await CLI.collect(server, out, err)

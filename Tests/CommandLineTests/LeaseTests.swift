@@ -80,8 +80,7 @@ struct LeaseTests {
                 SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(1, \(Self.rows)) i
                 """)
             try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
-            let serving = ServeTests()
-            let (process, out, err, _) = try await serving.serve(f, Self.leaseFlags, environment: Self.info)
+            let (process, out, err, _) = try await f.serve(Self.leaseFlags, environment: Self.info)
             defer { if process.isRunning { process.terminate() } }
             try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'", atLeast: 20, seconds: 120)
             var otherDelivered = 0, otherRepeated = 0
@@ -91,7 +90,7 @@ struct LeaseTests {
                 let r = try #require(Self.reported(run.stdout))
                 (otherDelivered, otherRepeated) = (r.delivered, r.repeated)
             } else {
-                let (second, out2, err2, _) = try await serving.serve(f, Self.leaseFlags, environment: Self.info)
+                let (second, out2, err2, _) = try await f.serve(Self.leaseFlags, environment: Self.info)
                 defer { if second.isRunning { second.terminate() } }
                 try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'",
                                     atLeast: Self.rows, seconds: 180)

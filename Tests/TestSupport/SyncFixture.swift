@@ -5,20 +5,26 @@ import EngageSync
 import Foundation
 import PostgresClient
 import Testing
-import TestSupport
 import VeroSandbox
 
 /// A test database with a sandbox and a destination pointing at it.
-struct SyncFixture {
-    let db: PostgresConnection
-    let url: String
-    let sandbox: VeroSandbox.Running
-    let destination: Destination
+public struct SyncFixture: Sendable {
+    public let db: PostgresConnection
+    public let url: String
+    public let sandbox: VeroSandbox.Running
+    public let destination: Destination
     /// The environment variable the destination reads its token from, set in this process.
-    static let tokenVariable = "ENGAGE_SYNC_TEST_TOKEN"
-    static let token = "test-token-5f2c1e9a"
+    public static let tokenVariable = "ENGAGE_SYNC_TEST_TOKEN"
+    public static let token = "test-token-5f2c1e9a"
 
-    static func with<T: Sendable>(sandbox configuration: SandboxConfiguration = SandboxConfiguration(),
+    public init(db: PostgresConnection, url: String, sandbox: VeroSandbox.Running, destination: Destination) {
+        self.db = db
+        self.url = url
+        self.sandbox = sandbox
+        self.destination = destination
+    }
+
+    public static func with<T: Sendable>(sandbox configuration: SandboxConfiguration = SandboxConfiguration(),
                                   concurrency: Int = 16, rate: Double = 10_000, maxAttempts: Int = 10,
                                   server: String? = nil,
                                   _ body: (SyncFixture) async throws -> T) async throws -> T {
@@ -41,7 +47,7 @@ struct SyncFixture {
     /// `count` identified profiles p1…pN (user ids u1…uN) and an audience `test_aud` whose
     /// outbox holds one pending identify (`test_aud: true`) per profile.
     @discardableResult
-    func seedOutbox(count: Int, badEmailFor: Set<Int> = []) async throws -> Int {
+    public func seedOutbox(count: Int, badEmailFor: Set<Int> = []) async throws -> Int {
         try await db.query("""
             INSERT INTO engage.profiles (profile_id, user_id, email)
             SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com' FROM generate_series(1, \(count)) i
@@ -62,26 +68,49 @@ struct SyncFixture {
         return computation
     }
 
+    /// 100 profiles p1…p100 (user ids u1…u100), the even ones on the `pro` plan and the odd
+    /// ones on `free`, and a table `app.vips` naming u1…u40 for a SQL audience to read.
+    public func seedPlansAndVIPs() async throws {
+        try await db.execute("""
+            CREATE SCHEMA app;
+            CREATE TABLE app.vips AS SELECT 'u' || i AS id FROM generate_series(1, 40) i;
+            INSERT INTO engage.profiles (profile_id, user_id, email, traits)
+            SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', jsonb_build_object('plan', CASE WHEN i % 2 = 0 THEN 'pro' ELSE 'free' END)
+            FROM generate_series(1, 100) i;
+            """)
+    }
+
     /// Runs the executable against this database, with the destination's token set.
-    func cli(_ arguments: [String], environment: [String: String] = [:]) async throws -> CLIRun {
+    public func cli(_ arguments: [String], environment: [String: String] = [:]) async throws -> CLIRun {
         try await CLI.run(arguments + ["--database-url", url],
                           environment: environment.merging([Self.tokenVariable: Self.token]) { mine, _ in mine })
     }
 
+    /// Starts `serve` on a free port (ticking every half second) with the destination's token
+    /// set; returns the process, its pipes and its base URL.
+    public func serve(_ extra: [String] = [], environment: [String: String] = [:]) async throws -> (Process, Pipe, Pipe, String) {
+        let (process, out, err) = try CLI.start(["serve", "--port", "0", "--tick", "0.5", "--database-url", url] + extra,
+                                                environment: environment.merging([Self.tokenVariable: Self.token]) { a, _ in a })
+        // Its first line names the port; read it off the cooperative pool.
+        let first = await CLI.offPool { String(decoding: out.fileHandleForReading.availableData, as: UTF8.self) }
+        let url = try #require(first.firstRange(of: #/http://[0-9.]+:[0-9]+/#).map { String(first[$0]) }, "serve said: \(first)")
+        return (process, out, err, url)
+    }
+
     /// Polls until `sql` (a count named `c`) returns at least `atLeast` (a bounded wait).
-    func waitFor(_ sql: PostgresQuery, atLeast: Int, seconds: Double = 300) async throws {
+    public func waitFor(_ sql: PostgresQuery, atLeast: Int, seconds: Double = 300) async throws {
         try await eventually(seconds: seconds, every: .milliseconds(50), "\(sql) >= \(atLeast)") { try await count(sql) >= atLeast }
     }
 
     /// `engage-sync define` of one JSON document; expects success.
-    func define(_ json: String) async throws {
+    public func define(_ json: String) async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("def-\(UUID()).json").path
         try json.write(toFile: path, atomically: true, encoding: .utf8)
         let run = try await cli(["define", path])
         #expect(run.status == 0, "\(run.stderr)")
     }
 
-    func deliver(_ options: DeliveryOptions = DeliveryOptions(maxWaitSeconds: 0)) async throws -> DeliveryReport {
+    public func deliver(_ options: DeliveryOptions = DeliveryOptions(maxWaitSeconds: 0)) async throws -> DeliveryReport {
         let pool = PostgresConnectionPool(conninfo: url, maxConnections: 2)
         do {
             let report = try await Deliverer(destination: destination, pool: pool, client: HTTPClient.shared, options: options).run()
@@ -93,14 +122,14 @@ struct SyncFixture {
         }
     }
 
-    func count(_ sql: PostgresQuery) async throws -> Int {
+    public func count(_ sql: PostgresQuery) async throws -> Int {
         try await db.query(sql).first?.decode(Int.self, "c") ?? -1
     }
 
     /// The kept figures `status` and `metrics` read that differ from a full count of the outbox,
     /// the ledger and the snapshot (`engage.figure_drift`), as "pair 1/2 pending: kept k,
     /// counted n". Empty when they agree.
-    func figureDrift() async throws -> [String] {
+    public func figureDrift() async throws -> [String] {
         try await db.query("SELECT scope, figure, kept, counted FROM engage.figure_drift").map { r in
             "\(r["scope"] ?? "") \(r["figure"] ?? ""): kept \(r["kept"] ?? ""), counted \(r["counted"] ?? "")"
         }
@@ -112,7 +141,7 @@ struct SyncFixture {
     /// profile has as its user id, that profile's snapshot value (nothing when it is not in
     /// the snapshot and was never told, `exit` once told); for an id no profile has, `exit`
     /// (or nothing, if it was never told). Also the ledger rows that differ from the sandbox.
-    func wrongHolders(key: String, exit: JSONValue) async throws -> (sandbox: [String], ledger: [String]) {
+    public func wrongHolders(key: String, exit: JSONValue) async throws -> (sandbox: [String], ledger: [String]) {
         let owners = try await db.query("""
             SELECT p.user_id, m.value::text AS value FROM engage.profiles p
             LEFT JOIN engage.memberships m ON m.profile_id = p.profile_id
@@ -145,47 +174,30 @@ struct SyncFixture {
         return (wrong.sorted(), ledgerWrong.sorted())
     }
 
-    func sandboxUsers() async throws -> [String: SandboxUser] {
+    public func sandboxUsers() async throws -> [String: SandboxUser] {
         try await get("/_sandbox/users", as: [String: SandboxUser].self)
     }
 
-    struct Listing: Decodable {
-        var total: Int
-        var requests: [SandboxRequest]
+    public struct Listing: Decodable {
+        public var total: Int
+        public var requests: [SandboxRequest]
     }
 
-    func sandboxRequests() async throws -> Listing { try await get("/_sandbox/requests", as: Listing.self) }
+    public func sandboxRequests() async throws -> Listing { try await get("/_sandbox/requests", as: Listing.self) }
 
     /// Changes the sandbox's faults while it runs (`POST /_sandbox/faults`).
-    func setFaults(_ json: String) async throws {
-        var request = HTTPClientRequest(url: sandbox.baseURL + "/_sandbox/faults")
-        request.method = .POST
-        request.body = .bytes(.init(string: json))
-        // As long as the reads below: under the full suite a loaded machine can take seconds.
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-        #expect(response.status == .ok)
+    public func setFaults(_ json: String) async throws {
+        let answer = try await HTTP.post(sandbox.baseURL + "/_sandbox/faults", json)
+        #expect(answer.status == 200, "\(answer.body)")
     }
 
     private func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: sandbox.baseURL + path), timeout: .seconds(30))
-        let body = try await response.body.collect(upTo: 512 << 20)
-        return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
+        try await HTTP.decode(sandbox.baseURL + path, as: T.self)
     }
 }
 
 extension SandboxRequest {
     /// The Vero user id a request is about.
-    var userID: String? { body["id"]?.stringValue ?? body["identity"]?["id"]?.stringValue }
+    public var userID: String? { body["id"]?.stringValue ?? body["identity"]?["id"]?.stringValue }
 }
 
-/// Polls until `condition` holds, recording an issue naming `what` if it never does (a bounded
-/// wait, not a timing assertion).
-func eventually(seconds: Double = 300, every interval: Duration = .milliseconds(200), _ what: String,
-                _ condition: () async throws -> Bool) async throws {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: interval)
-    }
-    Issue.record("timed out waiting for \(what)")
-}

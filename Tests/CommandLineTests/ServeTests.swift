@@ -10,32 +10,6 @@ import VeroSandbox
 /// no other command, answers /healthz and /metrics, and shuts down gracefully on SIGTERM.
 @Suite("serve: scheduler, delivery, /healthz, /metrics, graceful shutdown")
 struct ServeTests {
-    /// Starts `serve` on a free port; returns the process, its pipes and its base URL.
-    func serve(_ f: SyncFixture, _ extra: [String] = [], environment: [String: String] = [:]) async throws
-        -> (Process, Pipe, Pipe, String) {
-        let (process, out, err) = try CLI.start(["serve", "--port", "0", "--tick", "0.5", "--database-url", f.url] + extra,
-                                                environment: environment.merging([SyncFixture.tokenVariable: SyncFixture.token]) { a, _ in a })
-        // Its first line names the port; read it off the cooperative pool.
-        let first = await CLI.offPool { String(decoding: out.fileHandleForReading.availableData, as: UTF8.self) }
-        let url = try #require(first.firstRange(of: #/http://[0-9.]+:[0-9]+/#).map { String(first[$0]) }, "serve said: \(first)")
-        return (process, out, err, url)
-    }
-
-    func get(_ url: String) async throws -> (status: Int, body: String) {
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(30))
-        let body = try await response.body.collect(upTo: 16 << 20)
-        return (Int(response.status.code), String(buffer: body))
-    }
-
-    func post(_ url: String, _ body: String, headers: [(String, String)] = []) async throws -> (status: Int, body: String) {
-        var request = HTTPClientRequest(url: url)
-        request.method = .POST
-        request.body = .bytes(.init(string: body))
-        for (name, value) in headers { request.headers.add(name: name, value: value) }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-        return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20)))
-    }
-
     /// The value of the first sample of `name` whose labels include each of `labels`.
     func sample(_ text: String, _ name: String, _ labels: [String]) -> Double? {
         text.split(separator: "\n").first { $0.hasPrefix(name + "{") && labels.allSatisfy($0.contains) }
@@ -51,22 +25,22 @@ struct ServeTests {
                 SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(1, 300) i
                 """)
             try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
-            let (process, out, err, url) = try await serve(f)
+            let (process, out, err, url) = try await f.serve()
             defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             try await eventually("the sandbox to hold the 300 members") {
                 try await f.sandboxUsers().values.filter { $0.data["pro"] == .bool(true) }.count == 300
             }
-            let health = try await get(url + "/healthz")
+            let health = try await HTTP.get(url + "/healthz")
             #expect(health.status == 200 && health.body == #"{"status":"ok"}"#)
-            let metrics = try await get(url + "/metrics")
+            let metrics = try await HTTP.get(url + "/metrics")
             #expect(metrics.status == 200)
             #expect(metrics.body.contains(#"engage_sync_members{key="pro"} 300"#), "\(metrics.body)")
             try await eventually("nothing to wait for") {
-                try await get(url + "/metrics").body.contains(#"engage_sync_outbox_pending{destination="vero"} 0"#)
+                try await HTTP.get(url + "/metrics").body.contains(#"engage_sync_outbox_pending{destination="vero"} 0"#)
             }
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'succeeded'") >= 1)
             // The counters say what the tables say.
-            let text = try await get(url + "/metrics").body
+            let text = try await HTTP.get(url + "/metrics").body
             func value(_ name: String, _ labels: [String]) -> Double? { sample(text, name, labels) }
             let runs = try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'succeeded' AND mode = 'full'")
             #expect(value("engage_sync_runs_total", [#"key="pro""#, #"mode="full""#, #"status="succeeded""#]) == Double(runs))
@@ -85,9 +59,9 @@ struct ServeTests {
     @Test("/healthz is 503 while the database cannot be reached and 200 once it is back; serve keeps running")
     func health() async throws {
         try await SyncFixture.with { f in
-            let (process, out, err, url) = try await serve(f)
+            let (process, out, err, url) = try await f.serve()
             defer { if process.isRunning { process.terminate() } } // also when an expectation throws
-            #expect(try await get(url + "/healthz").status == 200)
+            #expect(try await HTTP.get(url + "/healthz").status == 200)
             // The database turns connections away, and every session of it but the fixture's is cut.
             let name = try #require(f.url.split(separator: "/").last.map(String.init))
             let admin = String(f.url.dropLast(name.count)) + "postgres"
@@ -98,13 +72,13 @@ struct ServeTests {
                     """)
             }
             try await eventually(seconds: 120, "/healthz to say 503") {
-                let health = try await get(url + "/healthz")
+                let health = try await HTTP.get(url + "/healthz")
                 return health.status == 503 && health.body.contains(#""status":"unavailable""#) && health.body.contains("PostgreSQL is unreachable")
             }
             try await PostgresConnection.withConnection(admin) { db in
                 try await db.execute("ALTER DATABASE \(unescaped: name) ALLOW_CONNECTIONS true")
             }
-            try await eventually(seconds: 120, "/healthz to say 200 again") { try await get(url + "/healthz").status == 200 }
+            try await eventually(seconds: 120, "/healthz to say 200 again") { try await HTTP.get(url + "/healthz").status == 200 }
             #expect(process.isRunning)
             kill(process.processIdentifier, SIGTERM)
             #expect(await CLI.collect(process, out, err).status == 0)
@@ -120,7 +94,7 @@ struct ServeTests {
                 """)
             try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
             // A short lease: whatever a shutdown under load leaves leased returns within seconds.
-            let (process, out, err, _) = try await serve(f, ["--shutdown-timeout", "15", "--lease", "5"])
+            let (process, out, err, _) = try await f.serve(["--shutdown-timeout", "15", "--lease", "5"])
             defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             try await eventually("some deliveries") {
                 try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'delivered'") >= 20
@@ -137,7 +111,7 @@ struct ServeTests {
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status = 'pending' AND locked_until > now()") == 0)
 
             // A second serve finishes the rest, each row sent once.
-            let (second, out2, err2, _) = try await serve(f, ["--lease", "5"], environment: ["ENGAGE_SYNC_LOG_LEVEL": "info"])
+            let (second, out2, err2, _) = try await f.serve(["--lease", "5"], environment: ["ENGAGE_SYNC_LOG_LEVEL": "info"])
             defer { if second.isRunning { second.terminate() } } // also when an expectation throws
             // A bound on a hang, not a speed: under CI's load the second serve once sent 1 row/s.
             try await eventually(seconds: 300, "every row delivered") {
@@ -164,7 +138,7 @@ struct ServeTests {
                 SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(1, 20) i
                 """)
             try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
-            let (process, out, err, _) = try await serve(f, ["--shutdown-timeout", "60"], environment: ["ENGAGE_SYNC_LOG_LEVEL": "notice"])
+            let (process, out, err, _) = try await f.serve(["--shutdown-timeout", "60"], environment: ["ENGAGE_SYNC_LOG_LEVEL": "notice"])
             defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             try await eventually("rows claimed") {
                 try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE locked_until > now()") >= 1
@@ -193,9 +167,9 @@ struct ServeTests {
     func secretsNotLogged() async throws {
         try await SyncFixture.with { f in
             let secret = "whsec-\(UUID().uuidString)", ui = "ui-\(UUID().uuidString)"
-            let (process, out, err, url) = try await serve(f, environment: [
+            let (process, out, err, url) = try await f.serve(environment: [
                 "ENGAGE_WEBHOOK_SECRET": secret, "ENGAGE_UI_TOKEN": ui, "ENGAGE_SYNC_LOG_LEVEL": "trace"])
-            #expect(try await get(url + "/healthz").status == 200)
+            #expect(try await HTTP.get(url + "/healthz").status == 200)
             kill(process.processIdentifier, SIGTERM)
             let result = await CLI.collect(process, out, err)
             #expect(result.status == 0)
@@ -215,7 +189,7 @@ struct ServeTests {
                 SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com' FROM generate_series(1, 3) i
                 """)
             let secret = "s3cret-\(UUID().uuidString.prefix(8))"
-            let (process, out, err, url) = try await serve(f, environment: ["ENGAGE_WEBHOOK_SECRET": secret])
+            let (process, out, err, url) = try await f.serve(environment: ["ENGAGE_WEBHOOK_SECRET": secret])
             defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             let hook = url + "/webhooks/vero?secret=" + secret
             let at = Int(Date().timeIntervalSince1970) - 3600
@@ -226,9 +200,9 @@ struct ServeTests {
                             "clicked": "Email Link Clicked", "bounced": "Email Bounced", "unsubscribed": "Email Unsubscribed",
                             "complained": "Email Marked as Spam", "converted": "Email Converted"]
             for (type, name) in expected {
-                let first = try await post(hook, payload(type))
+                let first = try await HTTP.post(hook, payload(type))
                 #expect(first.status == 200 && first.body.contains(#""stored":true"#) && first.body.contains(name), "\(type): \(first)")
-                let again = try await post(hook, payload(type))
+                let again = try await HTTP.post(hook, payload(type))
                 #expect(again.status == 200 && again.body.contains(#""stored":false"#), "\(type): \(again)")
             }
             let stored = try await f.db.query("SELECT event FROM engage.events WHERE profile_id = 'p1'").map { try $0.decode(String.self, "event") }
@@ -243,23 +217,23 @@ struct ServeTests {
 
             // Refused, nothing stored.
             let events = try await f.count("SELECT count(*)::int AS c FROM engage.events")
-            #expect(try await post(url + "/webhooks/vero?secret=wrong", payload("opened")).status == 401)
-            #expect(try await post(url + "/webhooks/vero", payload("opened")).status == 401)
-            #expect(try await post(url + "/webhooks/vero", payload("opened", user: #"{"id": "u2"}"#),
+            #expect(try await HTTP.post(url + "/webhooks/vero?secret=wrong", payload("opened")).status == 401)
+            #expect(try await HTTP.post(url + "/webhooks/vero", payload("opened")).status == 401)
+            #expect(try await HTTP.post(url + "/webhooks/vero", payload("opened", user: #"{"id": "u2"}"#),
                                    headers: [("Authorization", "Bearer \(secret)")]).status == 200)
-            let malformed = try await post(hook, #"{"type": "opened", "user": "#)
+            let malformed = try await HTTP.post(hook, #"{"type": "opened", "user": "#)
             #expect(malformed.status == 400 && malformed.body.contains("not JSON"), "\(malformed)")
-            #expect(try await post(hook, #"{"type": "opened", "user": {}}"#).status == 400)
-            #expect(try await post(hook, String(repeating: " ", count: 1_100_000) + payload("opened")).status == 400)
+            #expect(try await HTTP.post(hook, #"{"type": "opened", "user": {}}"#).status == 400)
+            #expect(try await HTTP.post(hook, String(repeating: " ", count: 1_100_000) + payload("opened")).status == 400)
             // What could never be stored is a 400 (Vero retries a 5xx for ever), said in the log.
-            let nul = try await post(hook, #"{"type": "opened", "user": {"id": "u2"}, "campaign": {"name": "a\u0000b"}}"#)
+            let nul = try await HTTP.post(hook, #"{"type": "opened", "user": {"id": "u2"}, "campaign": {"name": "a\u0000b"}}"#)
             #expect(nul.status == 400 && nul.body.contains("NUL"), "\(nul)")
-            let huge = try await post(hook, #"{"type": "opened", "user": {"id": "\#(String(repeating: "x", count: 900_000))"}}"#)
+            let huge = try await HTTP.post(hook, #"{"type": "opened", "user": {"id": "\#(String(repeating: "x", count: 900_000))"}}"#)
             #expect(huge.status == 400 && huge.body.contains("identifiers are limited to 1024 bytes"), "\(huge.status)")
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.events") == events + 1)
 
             // An unknown user becomes a profile; the audience fills from the events, end to end.
-            #expect(try await post(hook, payload("opened", user: #"{"id": "u9", "email": "u9@example.com"}"#)).status == 200)
+            #expect(try await HTTP.post(hook, payload("opened", user: #"{"id": "u9", "email": "u9@example.com"}"#)).status == 200)
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.profiles WHERE user_id = 'u9' AND email = 'u9@example.com'") == 1)
             // Defined now, so serve's next tick finds it due and syncs it.
             try await f.define(#"{"name": "Opened Recently", "type": "audience", "condition": {"event": "Email Opened", "within": "7d"}}"#)
@@ -284,9 +258,9 @@ struct ServeTests {
                 SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', '{"plan": "pro"}' FROM generate_series(1, 50) i
                 """)
             let secret = "loop-\(UUID().uuidString.prefix(8))"
-            let (process, out, err, url) = try await serve(f, environment: ["ENGAGE_WEBHOOK_SECRET": secret])
+            let (process, out, err, url) = try await f.serve(environment: ["ENGAGE_WEBHOOK_SECRET": secret])
             defer { if process.isRunning { process.terminate() } } // also when an expectation throws
-            let on = try await post(f.sandbox.baseURL + "/_sandbox/webhooks", #"{"url": "\#(url)/webhooks/vero", "secret": "\#(secret)"}"#)
+            let on = try await HTTP.post(f.sandbox.baseURL + "/_sandbox/webhooks", #"{"url": "\#(url)/webhooks/vero", "secret": "\#(secret)"}"#)
             #expect(on.status == 200)
             try await f.define(#"{"name": "Pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}"#)
             try await eventually("50 users' sent, delivered and opened events") {
@@ -304,20 +278,14 @@ struct ServeTests {
     @Test("--max-concurrent-runs: pairs run side by side, a referring audience after the SQL audience it reads, in the same tick")
     func concurrentRuns() async throws {
         try await SyncFixture.with { f in
-            try await f.db.execute("""
-                CREATE SCHEMA app;
-                CREATE TABLE app.vips AS SELECT 'u' || i AS id FROM generate_series(1, 40) i;
-                INSERT INTO engage.profiles (profile_id, user_id, email, traits)
-                SELECT 'p' || i, 'u' || i, 'u' || i || '@example.com', jsonb_build_object('plan', CASE WHEN i % 2 = 0 THEN 'pro' ELSE 'free' END)
-                FROM generate_series(1, 100) i;
-                """)
+            try await f.seedPlansAndVIPs()
             try await f.define("""
                 [{"name": "VIPs", "key": "vips", "type": "audience", "sql": "SELECT id AS user_id FROM app.vips"},
                  {"name": "Pro VIPs", "key": "a_pro_vips", "type": "audience", "condition": {"all": [{"audience": "vips"}, {"trait": "plan", "equals": "pro"}]}},
                  {"name": "Pro", "key": "pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}},
                  {"name": "Free", "key": "free", "type": "audience", "condition": {"trait": "plan", "equals": "free"}}]
                 """)
-            let (process, out, err, _) = try await serve(f, ["--max-concurrent-runs", "3"])
+            let (process, out, err, _) = try await f.serve(["--max-concurrent-runs", "3"])
             defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             try await eventually("every audience in the sandbox") {
                 let users = try await f.sandboxUsers().values
@@ -345,7 +313,7 @@ struct ServeTests {
                 FROM generate_series(1, 60) i;
                 """)
             try await f.define(#"{"name": "Pro", "type": "audience", "sync_every": "1m", "condition": {"trait": "plan", "equals": "pro"}}"#)
-            let (process, out, err, url) = try await serve(f)
+            let (process, out, err, url) = try await f.serve()
             defer { if process.isRunning { process.terminate() } } // also when an expectation throws
             try await eventually("the first sync delivered") {
                 try await f.count("SELECT count(*)::int AS c FROM engage.outbox WHERE status IN ('delivered', 'failed')") == 60
@@ -372,7 +340,7 @@ struct ServeTests {
             #expect(try await f.sandboxUsers()["u60"]?.data["pro"] == .bool(false))
             #expect(try await f.sandboxUsers()["u65"]?.data["pro"] == .bool(true))
 
-            let text = try await get(url + "/metrics").body
+            let text = try await HTTP.get(url + "/metrics").body
             // Prometheus text throughout: counters and the histogram (swift-prometheus) and the gauges.
             let parsed = try MetricsTests.parse(text, types: ["counter", "gauge", "histogram"], help: false)
             #expect(parsed.keys.contains { $0.hasPrefix("engage_sync_delivery_seconds_bucket{") })
@@ -403,16 +371,16 @@ struct ServeTests {
     func healthWhilePostgresIsStopped() async throws {
         try await PrivateCluster.with { cluster in
             try await SyncFixture.with(server: cluster.url) { f in
-                let (process, out, err, url) = try await serve(f)
+                let (process, out, err, url) = try await f.serve()
                 defer { if process.isRunning { process.terminate() } } // also when an expectation throws
-                #expect(try await get(url + "/healthz").status == 200)
+                #expect(try await HTTP.get(url + "/healthz").status == 200)
                 try await cluster.stopServer()
                 try await eventually(seconds: 120, "/healthz to say 503") {
-                    let health = try await get(url + "/healthz")
+                    let health = try await HTTP.get(url + "/healthz")
                     return health.status == 503 && health.body.contains("PostgreSQL is unreachable")
                 }
                 try await cluster.startServer()
-                try await eventually(seconds: 120, "/healthz to say 200 again") { try await get(url + "/healthz").status == 200 }
+                try await eventually(seconds: 120, "/healthz to say 200 again") { try await HTTP.get(url + "/healthz").status == 200 }
                 #expect(process.isRunning)
                 kill(process.processIdentifier, SIGTERM)
                 #expect(await CLI.collect(process, out, err).status == 0)
