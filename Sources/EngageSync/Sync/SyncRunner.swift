@@ -26,27 +26,12 @@ public struct SyncRequest: Sendable {
     /// default they are an expected outcome (listed in `engage.delivery_failures`) and the run
     /// `succeeded` with its skipped count.
     public var strict = false
-    /// Only these pairs, due or not (`serve` hands out the due pairs this way).
-    public var pairs: Set<PairKey>?
+    /// Pairs planned at once, each on a connection of its own (`serve --max-concurrent-runs`);
+    /// a pair waits for the pairs of the audiences its definition refers to.
+    public var maxConcurrentRuns = 1
     public var delivery = DeliveryOptions()
 
     public init() {}
-}
-
-/// A (definition, destination) pair by name.
-public struct PairKey: Sendable, Hashable {
-    public var key: String
-    public var destination: String
-    public init(key: String, destination: String) {
-        self.key = key
-        self.destination = destination
-    }
-}
-
-/// A pair that is due, with the audiences its definition refers to (its dependencies).
-public struct DuePair: Sendable {
-    public var pair: PairKey
-    public var references: [String]
 }
 
 /// The outcome of one (definition, destination) pair.
@@ -95,6 +80,9 @@ public struct SyncProgress: Sendable {
     public var delivering: @Sendable (Destination) async -> (@Sendable (DeliveryReport) -> Void)? = { _ in nil }
     /// After delivering to a destination (whatever the outcome).
     public var delivered: @Sendable (Destination) -> Void = { _ in }
+    /// Asked before each pair starts: true leaves the pairs not started for the next run
+    /// (`serve` stopping gracefully). The pairs started are finished and recorded.
+    public var stopStarting: @Sendable () -> Bool = { false }
 
     public init() {}
 }
@@ -138,79 +126,143 @@ public struct SyncRunner: Sendable {
     private func run(_ request: SyncRequest, db: PostgresConnection, now: Date,
                      progress: SyncProgress) async throws -> [PairOutcome] {
         let pairs = try await selectPairs(request, db: db, now: now)
-        var outcomes: [PairOutcome] = []
-        var lockedPairs: [(Int, Int)] = []
-        // The changed profiles' rows and events, read once for every due definition.
-        let shared = request.dryRun || request.fullEvaluation || request.mode != nil ? nil
-            : try await SharedChanges.prepare(computationIDs: Set(pairs.map(\.computationID)), db)
-        // Phase 1: evaluate, diff and enqueue each pair, each in its own transaction.
-        for pair in pairs {
-            let outcome = try await plan(pair, request: request, shared: shared, db: db, now: now)
-            if outcome.status != .skipped { lockedPairs.append((pair.computationID, pair.destination.id)) }
-            outcomes.append(outcome)
-            progress.planned(outcomes.count, pairs.count, pair.definition.key)
+        // A lane is a connection that plans pairs and holds their locks until they are recorded.
+        let lanes = min(max(1, request.maxConcurrentRuns), max(1, pairs.count))
+        let outcomes = try await pool.withConnections(lanes - 1) { more in
+            try await run(pairs, lanes: [db] + more, request: request, now: now, progress: progress)
         }
-        if shared != nil { try await SharedChanges.drop(db) }
+        // Stored definitions that no longer parse, after the pairs.
+        return outcomes + (try await unreadable(request, db: db))
+    }
+
+    /// A pair planned in phase 1, and the lane whose connection holds its lock (nil: skipped).
+    private struct Planned {
+        var pair: Pair
+        var outcome: PairOutcome
+        var lane: Int?
+    }
+
+    private func run(_ pairs: [Pair], lanes: [PostgresConnection], request: SyncRequest, now: Date,
+                     progress: SyncProgress) async throws -> [PairOutcome] {
+        let db = lanes[0]
+        // Phase 1: evaluate, diff and enqueue each pair, each in its own transaction.
+        var planned = lanes.count == 1
+            ? try await planInTurn(pairs, request: request, db: db, now: now, progress: progress)
+            : try await planSideBySide(pairs, lanes: lanes, request: request, now: now, progress: progress)
         // Phase 2: deliver each destination once (its rows from every pair, and any left over).
         if !request.dryRun && !request.noDeliver {
             var delivered: Set<Int> = []
-            for (index, pair) in pairs.enumerated() where outcomes[index].runID != nil && !delivered.contains(pair.destination.id) {
-                delivered.insert(pair.destination.id)
+            for p in planned where p.outcome.runID != nil && !delivered.contains(p.pair.destination.id) {
+                let destination = p.pair.destination
+                delivered.insert(destination.id)
                 let started = ContinuousClock.now
-                Log.sync.debug("delivering to \(pair.destination.name) at \(pair.destination.baseURL)")
+                Log.sync.debug("delivering to \(destination.name) at \(destination.baseURL)")
                 var failure: String?
                 do {
-                    _ = try await Deliverer(destination: pair.destination, pool: pool, client: client,
-                                            options: request.delivery).run(progress: await progress.delivering(pair.destination))
+                    _ = try await Deliverer(destination: destination, pool: pool, client: client,
+                                            options: request.delivery).run(progress: await progress.delivering(destination))
                 } catch {
                     failure = "\(error)"
                 }
-                progress.delivered(pair.destination)
+                progress.delivered(destination)
                 let seconds = (ContinuousClock.now - started).seconds
-                for i in outcomes.indices where pairs[i].destination.id == pair.destination.id && outcomes[i].runID != nil {
-                    outcomes[i].timings.deliver = seconds
+                for i in planned.indices where planned[i].pair.destination.id == destination.id && planned[i].outcome.runID != nil {
+                    planned[i].outcome.timings.deliver = seconds
                     if let failure {
-                        outcomes[i].status = .failed
-                        outcomes[i].message = failure
+                        planned[i].outcome.status = .failed
+                        planned[i].outcome.message = failure
                     }
                 }
             }
         }
-        // Phase 3: record how each run ended.
+        // Phase 3: record how each run ended, then let go of its pair.
         let pairStore = PairStore(db), runs = SyncRunStore(db)
-        for i in outcomes.indices {
-            guard let runID = outcomes[i].runID, outcomes[i].status != .blocked else { continue }
+        for i in planned.indices {
+            guard let runID = planned[i].outcome.runID, planned[i].outcome.status != .blocked else { continue }
             let rows = try await pairStore.rowOutcome(runID: runID)
-            outcomes[i].delivered = rows.delivered
-            outcomes[i].failed = rows.failed
-            outcomes[i].pending = rows.pending
-            if outcomes[i].status != .failed {
+            planned[i].outcome.delivered = rows.delivered
+            planned[i].outcome.failed = rows.failed
+            planned[i].outcome.pending = rows.pending
+            if planned[i].outcome.status != .failed {
                 // Pending rows without an error are on their way (another worker holds them, or
                 // --no-deliver); only failures and rows waiting for a retry make it partial, and
                 // skips (no Vero user id) with --strict.
                 let clean = rows.failed == 0 && rows.retrying == 0 && (!request.strict || rows.skipped == 0)
-                outcomes[i].status = clean ? .succeeded : .partial
+                planned[i].outcome.status = clean ? .succeeded : .partial
             }
-            try await runs.finish(id: runID, status: outcomes[i].status.runStatus,
-                                  deliverMs: request.noDeliver ? nil : outcomes[i].timings.deliver * 1000,
-                                  error: outcomes[i].message)
+            try await runs.finish(id: runID, status: planned[i].outcome.status.runStatus,
+                                  deliverMs: request.noDeliver ? nil : planned[i].outcome.timings.deliver * 1000,
+                                  error: planned[i].outcome.message)
         }
-        for (computationID, destinationID) in lockedPairs {
-            try await pairStore.unlock(computationID: computationID, destinationID: destinationID)
+        for p in planned {
+            guard let lane = p.lane else { continue }
+            try await PairStore(lanes[lane]).unlock(computationID: p.pair.computationID, destinationID: p.pair.destination.id)
         }
-        if !request.dryRun, !lockedPairs.isEmpty { try await ChangeLog(db).prune() }
+        if !request.dryRun, planned.contains(where: { $0.lane != nil }) { try await ChangeLog(db).prune() }
+        let outcomes = planned.map(\.outcome)
         outcomes.forEach(SyncMetrics.record)
-        // Stored definitions that no longer parse, after the pairs (whose outcomes go by index).
-        // `serve` hands out pairs one by one and asks for these once a tick.
-        return outcomes + (request.pairs == nil ? try await unreadable(request, db: db) : [])
+        return outcomes
+    }
+
+    /// Phase 1 on one connection, pair after pair (in dependency order), reading the changed
+    /// profiles once for every due definition (``SharedChanges``, a copy in this session).
+    private func planInTurn(_ pairs: [Pair], request: SyncRequest, db: PostgresConnection, now: Date,
+                            progress: SyncProgress) async throws -> [Planned] {
+        let shared = request.dryRun || request.fullEvaluation || request.mode != nil ? nil
+            : try await SharedChanges.prepare(computationIDs: Set(pairs.map(\.computationID)), db)
+        var planned: [Planned] = []
+        for pair in pairs {
+            if progress.stopStarting() { break }
+            let outcome = try await plan(pair, request: request, shared: shared, db: db, now: now)
+            planned.append(Planned(pair: pair, outcome: outcome, lane: outcome.status == .skipped ? nil : 0))
+            progress.planned(planned.count, pairs.count, pair.definition.key)
+        }
+        if shared != nil { try await SharedChanges.drop(db) }
+        return planned
+    }
+
+    /// Phase 1 on several connections at once: a pair starts on a free lane once every pair of
+    /// the audiences its definition refers to is planned (a SQL audience's snapshot must be
+    /// current). No shared copy: it would live in one session.
+    private func planSideBySide(_ pairs: [Pair], lanes: [PostgresConnection], request: SyncRequest, now: Date,
+                                progress: SyncProgress) async throws -> [Planned] {
+        var planned: [Int: Planned] = [:]
+        var started: Set<Int> = []
+        var free = Array(lanes.indices)
+        try await withThrowingTaskGroup(of: (Int, Int, PairOutcome).self) { group in
+            func start(_ i: Int) {
+                let lane = free.removeLast(), pair = pairs[i], db = lanes[lane]
+                started.insert(i)
+                group.addTask { (i, lane, try await plan(pair, request: request, shared: nil, db: db, now: now)) }
+            }
+            func startReady() {
+                for i in pairs.indices where !started.contains(i) && !free.isEmpty && !progress.stopStarting() {
+                    let references = pairs[i].definition.referencedAudiences
+                    let waits = pairs.indices.contains { j in
+                        planned[j] == nil && pairs[j].definition.key != pairs[i].definition.key
+                            && references.contains(pairs[j].definition.key)
+                    }
+                    if !waits { start(i) }
+                }
+                // A cycle cannot be stored; should one be read, never stall on it.
+                if started.count == planned.count, !progress.stopStarting(),
+                   let first = pairs.indices.first(where: { !started.contains($0) }) {
+                    start(first)
+                }
+            }
+            startReady()
+            while let (i, lane, outcome) = try await group.next() {
+                planned[i] = Planned(pair: pairs[i], outcome: outcome, lane: outcome.status == .skipped ? nil : lane)
+                free.append(lane)
+                progress.planned(planned.count, pairs.count, pairs[i].definition.key)
+                startReady()
+            }
+        }
+        return planned.sorted { $0.key < $1.key }.map(\.value)
     }
 
     /// A failed outcome (destination `*`) for each stored definition `request` selects that no
     /// longer parses: it fails alone, named, and the other pairs run.
-    public func unreadable(_ request: SyncRequest) async throws -> [PairOutcome] {
-        try await pool.withConnection { try await unreadable(request, db: $0) }
-    }
-
     private func unreadable(_ request: SyncRequest, db: PostgresConnection) async throws -> [PairOutcome] {
         guard request.mode != .remove else { return [] }
         return try await DefinitionRepository(db).read().unreadable
@@ -220,16 +272,6 @@ public struct SyncRunner: Sendable {
                 outcome.message = broken.description
                 return outcome
             }
-    }
-
-    /// The pairs `run` would run now, in dependency order.
-    public func duePairs(_ request: SyncRequest, now: Date) async throws -> [DuePair] {
-        try await pool.withConnection { db in
-            try await selectPairs(request, db: db, now: now).map {
-                DuePair(pair: PairKey(key: $0.definition.key, destination: $0.destination.name),
-                        references: $0.definition.referencedAudiences)
-            }
-        }
     }
 
     struct Pair {
@@ -269,12 +311,11 @@ public struct SyncRunner: Sendable {
         let targets = try await DestinationRepository(db).deliveryTargets(only: request.destination)
         let destinations = (targets.active + targets.paused).sorted { $0.name < $1.name }
         let pairStore = PairStore(db)
-        let ignoreSchedule = request.all || !request.keys.isEmpty || request.mode != nil || request.pairs != nil
+        let ignoreSchedule = request.all || !request.keys.isEmpty || request.mode != nil
         var pairs: [Pair] = []
         for stored in definitions {
             for destination in destinations {
                 if let wanted = stored.definition.destinations, !wanted.contains(destination.name) { continue }
-                if let only = request.pairs, !only.contains(PairKey(key: stored.definition.key, destination: destination.name)) { continue }
                 if !ignoreSchedule, !redefined.contains(stored.id), let last = try await pairStore.lastSuccessfulRun(computationID: stored.id, destinationID: destination.id),
                    now.timeIntervalSince(last) < Double(stored.definition.syncEvery.seconds) {
                     continue
