@@ -778,6 +778,21 @@ LANGUAGE sql STABLE AS $$
     WHERE c.key = members_at.key AND (h.since IS NULL OR h.since <= members_at.at) AND members_at.at < h.until
 $$;
 """#),
+        ReadSideObject(file: "10_pair_schedule", sql: #"""
+-- When each (definition, destination) pair last ran successfully (succeeded or partial) and when
+-- it is next due: a sync_every after that run's instant (the run's clock, ENGAGE_SYNC_NOW
+-- included; runs from before it had one count by their start). next_due is NULL for a pair that
+-- never ran: it is due now. The one place the schedule is computed: `run` and `serve` pick the
+-- pairs due by it, `status` and the status page show it (engage.sync_status).
+CREATE VIEW engage.pair_schedule AS
+SELECT c.id AS computation_id, d.id AS destination_id, last_ok.instant AS last_succeeded,
+       last_ok.instant + c.sync_every AS next_due
+FROM engage.computations c
+CROSS JOIN engage.destinations d
+LEFT JOIN LATERAL (SELECT max(coalesce(r.instant, r.started_at)) AS instant FROM engage.sync_runs r
+                   WHERE r.computation_id = c.id AND r.destination_id = d.id
+                     AND r.status IN ('succeeded', 'partial')) last_ok ON true;
+"""#),
         ReadSideObject(file: "10_sync_changelog", sql: #"""
 -- Every change a run decided, and its fate: the outbox's rows, and the members a backlog has
 -- still to enqueue, as pending (or skipped, without a Vero id), so an analyst sees a full sync's
@@ -852,9 +867,9 @@ WHERE o.status IN ('failed', 'rejected', 'skipped')
         ReadSideObject(file: "20_sync_status", sql: #"""
 -- One row per (definition, destination) pair: what `engage-sync status` prints, from kept
 -- figures (engage.pair_figures, the backlog's remaining count, the evaluation's member count)
--- and the pair's newest runs, so it answers as fast at a billion rows as at ten. A pair is next
--- due a sync_every after its last successful run's instant (the run's clock, ENGAGE_SYNC_NOW
--- included), as `run` judges it; pending includes the members a backlog has not reached yet
+-- and the pair's newest runs, so it answers as fast at a billion rows as at ten. next_due is
+-- engage.pair_schedule's, as `run` judges it (now, for a pair that never ran; NULL when the
+-- definition is disabled); pending includes the members a backlog has not reached yet
 -- (backlog); destination_paused_at is set while the destination is paused.
 CREATE VIEW engage.sync_status AS
 SELECT c.key, d.name AS destination, c.type, c.enabled,
@@ -863,7 +878,7 @@ SELECT c.key, d.name AS destination, c.type, c.enabled,
        coalesce(f.pending, 0) + coalesce(b.remaining, 0) AS pending,
        coalesce(f.failed, 0) AS failed,
        last_run.started_at AS last_run_at, last_run.status AS last_run_status,
-       CASE WHEN c.enabled THEN coalesce(last_ok.instant + c.sync_every, now()) END AS next_due,
+       CASE WHEN c.enabled THEN coalesce(s.next_due, now()) END AS next_due,
        d.paused_at AS destination_paused_at,
        coalesce(f.skipped, 0) AS skipped,
        coalesce(b.remaining, 0) AS backlog
@@ -875,9 +890,7 @@ LEFT JOIN engage.backlogs b ON b.destination_id = d.id AND b.computation_id = c.
 LEFT JOIN LATERAL (SELECT r.started_at, r.status FROM engage.sync_runs r
                    WHERE r.computation_id = c.id AND r.destination_id = d.id
                    ORDER BY r.started_at DESC, r.id DESC LIMIT 1) last_run ON true
-LEFT JOIN LATERAL (SELECT max(coalesce(r.instant, r.started_at)) AS instant FROM engage.sync_runs r
-                   WHERE r.computation_id = c.id AND r.destination_id = d.id
-                     AND r.status IN ('succeeded', 'partial')) last_ok ON true
+JOIN engage.pair_schedule s ON s.computation_id = c.id AND s.destination_id = d.id
 WHERE c.removed_at IS NULL AND d.enabled AND (c.destinations IS NULL OR d.name = ANY (c.destinations));
 """#),
         ReadSideObject(file: "30_definition_changes", sql: #"""

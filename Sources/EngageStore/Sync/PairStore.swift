@@ -44,6 +44,15 @@ public struct PairStore: Sendable {
             """).first?.decode(Date?.self, "at")
     }
 
+    /// When the pair is next due (``engage.pair_schedule``, where the schedule is computed once),
+    /// or nil when it never ran successfully: due now.
+    public func nextDue(computationID: Int, destinationID: Int) async throws -> Date? {
+        try await db.query("""
+            SELECT next_due FROM engage.pair_schedule
+            WHERE computation_id = \(computationID) AND destination_id = \(destinationID)
+            """).first?.decode(Date?.self, "next_due")
+    }
+
     /// What each definition was last evaluated under (``DefinitionGraph/evaluatedDocument(_:audiences:)``),
     /// by computation id: a definition whose document, or an audience's it is built on, differs
     /// is due now.

@@ -316,8 +316,8 @@ public struct SyncRunner: Sendable {
         for stored in definitions {
             for destination in destinations {
                 if let wanted = stored.definition.destinations, !wanted.contains(destination.name) { continue }
-                if !ignoreSchedule, !redefined.contains(stored.id), let last = try await pairStore.lastSuccessfulRun(computationID: stored.id, destinationID: destination.id),
-                   now.timeIntervalSince(last) < Double(stored.definition.syncEvery.seconds) {
+                if !ignoreSchedule, !redefined.contains(stored.id),
+                   let due = try await pairStore.nextDue(computationID: stored.id, destinationID: destination.id), now < due {
                     continue
                 }
                 pairs.append(Pair(computationID: stored.id, definition: stored.definition, destination: destination))
