@@ -793,6 +793,20 @@ LEFT JOIN LATERAL (SELECT max(coalesce(r.instant, r.started_at)) AS instant FROM
                    WHERE r.computation_id = c.id AND r.destination_id = d.id
                      AND r.status IN ('succeeded', 'partial')) last_ok ON true;
 """#),
+        ReadSideObject(file: "10_pair_waiting", sql: #"""
+-- What waits to be sent, per (definition, destination) pair, from kept figures: pending outbox
+-- rows and the members a full sync's or resync's backlog has not reached yet (backlog, counted in
+-- waiting). computation_id 0 holds a destination's forwarded calls. The one place "what waits"
+-- is computed: engage.sync_status, engage.audience_sizes, `status`, the progress line and the
+-- engage_sync_outbox_pending gauge all sum it.
+CREATE VIEW engage.pair_waiting AS
+SELECT coalesce(f.destination_id, b.destination_id) AS destination_id,
+       coalesce(f.computation_id, b.computation_id) AS computation_id,
+       coalesce(f.pending, 0) + coalesce(b.remaining, 0) AS waiting,
+       coalesce(b.remaining, 0) AS backlog
+FROM engage.pair_figures f
+FULL JOIN engage.backlogs b ON b.destination_id = f.destination_id AND b.computation_id = f.computation_id;
+"""#),
         ReadSideObject(file: "10_sync_changelog", sql: #"""
 -- Every change a run decided, and its fate: the outbox's rows, and the members a backlog has
 -- still to enqueue, as pending (or skipped, without a Vero id), so an analyst sees a full sync's
@@ -823,13 +837,13 @@ WHERE b.resync OR l.value IS DISTINCT FROM m.value;
 """#),
         ReadSideObject(file: "20_audience_sizes", sql: #"""
 -- One row per definition: current members, how many Vero users the destinations confirmed, what
--- is waiting (pending includes the members a backlog has not reached yet), from kept figures.
+-- is waiting (engage.pair_waiting: pending includes the members a backlog has not reached yet),
+-- from kept figures.
 CREATE VIEW engage.audience_sizes AS
 SELECT c.key, c.type,
        coalesce(e.members, 0) AS members,
        coalesce((SELECT sum(f.confirmed) FROM engage.pair_figures f WHERE f.computation_id = c.id), 0)::bigint AS delivered_true,
-       coalesce((SELECT sum(f.pending) FROM engage.pair_figures f WHERE f.computation_id = c.id), 0)::bigint
-       + coalesce((SELECT sum(b.remaining) FROM engage.backlogs b WHERE b.computation_id = c.id), 0)::bigint AS pending,
+       coalesce((SELECT sum(w.waiting) FROM engage.pair_waiting w WHERE w.computation_id = c.id), 0)::bigint AS pending,
        coalesce((SELECT sum(f.failed) FROM engage.pair_figures f WHERE f.computation_id = c.id), 0)::bigint AS failed,
        (SELECT max(last.started_at) FROM engage.destinations d
         CROSS JOIN LATERAL (SELECT max(r.started_at) AS started_at FROM engage.sync_runs r
@@ -869,24 +883,24 @@ WHERE o.status IN ('failed', 'rejected', 'skipped')
 -- figures (engage.pair_figures, the backlog's remaining count, the evaluation's member count)
 -- and the pair's newest runs, so it answers as fast at a billion rows as at ten. next_due is
 -- engage.pair_schedule's, as `run` judges it (now, for a pair that never ran; NULL when the
--- definition is disabled); pending includes the members a backlog has not reached yet
--- (backlog); destination_paused_at is set while the destination is paused.
+-- definition is disabled); pending is engage.pair_waiting's (with the members a backlog has not
+-- reached yet, backlog); destination_paused_at is set while the destination is paused.
 CREATE VIEW engage.sync_status AS
 SELECT c.key, d.name AS destination, c.type, c.enabled,
        coalesce(e.members, 0) AS members,
        coalesce(f.confirmed, 0) AS delivered_true,
-       coalesce(f.pending, 0) + coalesce(b.remaining, 0) AS pending,
+       coalesce(w.waiting, 0) AS pending,
        coalesce(f.failed, 0) AS failed,
        last_run.started_at AS last_run_at, last_run.status AS last_run_status,
        CASE WHEN c.enabled THEN coalesce(s.next_due, now()) END AS next_due,
        d.paused_at AS destination_paused_at,
        coalesce(f.skipped, 0) AS skipped,
-       coalesce(b.remaining, 0) AS backlog
+       coalesce(w.backlog, 0) AS backlog
 FROM engage.computations c
 CROSS JOIN engage.destinations d
 LEFT JOIN engage.evaluations e ON e.computation_id = c.id
 LEFT JOIN engage.pair_figures f ON f.destination_id = d.id AND f.computation_id = c.id
-LEFT JOIN engage.backlogs b ON b.destination_id = d.id AND b.computation_id = c.id
+LEFT JOIN engage.pair_waiting w ON w.destination_id = d.id AND w.computation_id = c.id
 LEFT JOIN LATERAL (SELECT r.started_at, r.status FROM engage.sync_runs r
                    WHERE r.computation_id = c.id AND r.destination_id = d.id
                    ORDER BY r.started_at DESC, r.id DESC LIMIT 1) last_run ON true

@@ -72,12 +72,9 @@ public struct StatusStore: Sendable {
             """).first?.decode(Int.self, "n") ?? 0
     }
 
-    /// The changes waiting for destination `d`, as an expression over kept figures: pending
-    /// outbox rows (forwarded calls included) and the members its backlogs have not reached
-    /// yet. One definition for `status`, the progress line and the `engage_sync_outbox_pending`
-    /// gauge.
+    /// The changes waiting for destination `d`: its pairs' `engage.pair_waiting` (forwarded
+    /// calls included), for `status`, the progress line and the `engage_sync_outbox_pending` gauge.
     static let waiting: PostgresQuery = """
-        (coalesce((SELECT sum(f.pending) FROM engage.pair_figures f WHERE f.destination_id = d.id), 0)
-         + coalesce((SELECT sum(b.remaining) FROM engage.backlogs b WHERE b.destination_id = d.id), 0))
+        coalesce((SELECT sum(w.waiting) FROM engage.pair_waiting w WHERE w.destination_id = d.id), 0)
         """
 }
