@@ -11,7 +11,7 @@ struct EngageSyncCommand: AsyncParsableCommand {
         commandName: "engage-sync",
         abstract: "Sync audiences and computed traits from PostgreSQL to Vero.",
         version: "\(EngageSyncVersion.current) (\(buildCommit))",
-        subcommands: [Migrate.self, Define.self, List.self, Preview.self, Remove.self, DestinationCommand.self,
+        subcommands: [Migrate.self, Define.self, List.self, Preview.self, Explain.self, Remove.self, DestinationCommand.self,
                       Deliver.self, Forward.self, Sandbox.self, Run.self, Resync.self, Serve.self, Status.self, Metrics.self, Ingest.self]
     )
 }

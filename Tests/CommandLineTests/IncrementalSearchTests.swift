@@ -14,7 +14,9 @@ import TestSupport
 /// equal a full evaluation at the same instant, and after every run that delivered, what the
 /// sandbox holds must equal the snapshot. At the end of each scenario, the history
 /// (`engage.members_at`: the snapshot and the superseded values) must answer "who held what at
-/// instant t" as the evaluations decided, for instants on, just before and between them.
+/// instant t" as the evaluations decided, for instants on, just before and between them. And
+/// `engage.explain` decides every profile of every definition as the full evaluation does, at
+/// every run's instant.
 ///
 /// `ENGAGE_SYNC_SEED=N` replays one seed; the seed is printed either way.
 @Suite("Incremental evaluation equals a full evaluation (randomized)")
@@ -490,6 +492,9 @@ private struct World {
         let stored = try #require(try await repository.find(key: d.key))
         // A removed definition's snapshot is empty: every holder was told its exit value.
         let full = removed.contains(d.key) ? [:] : try await repository.evaluate(stored.definition, now: now.date)
+        // explain decides each profile as the full evaluation does (a removed one is not explained).
+        let explained = removed.contains(d.key) ? [] : try await ExplainCheck.disagreements(f.db, key: d.key, at: now.date, decided: full)
+        #expect(explained.isEmpty, "\(label): \(d.key): explain differs from a full evaluation: \(explained.prefix(5))\n  definition: \(d.json.jsonString)")
         var snapshot: [String: String] = [:]
         for row in try await f.db.query("""
             SELECT m.profile_id, m.value::text AS value FROM engage.memberships m WHERE m.computation_id = \(stored.id)

@@ -3,6 +3,7 @@ import EngageStore
 import Foundation
 import PostgresClient
 import Testing
+import TestSupport
 
 /// Builds profiles and events in a test database and evaluates definitions against them.
 struct Fixture {
@@ -38,7 +39,16 @@ struct Fixture {
         let definition = try DefinitionParser.parse(try JSONValue.parse(json)).get()
         let repository = DefinitionRepository(db)
         _ = try await repository.save([DefinitionInput(definition: definition, location: "test")])
-        return try await repository.evaluate(definition, now: Self.now)
+        let result = try await repository.evaluate(definition, now: Self.now)
+        try await explainAgrees(definition.key, result)
+        return result
+    }
+
+    /// `engage.explain` decides every profile as the evaluation did (`result`: profile → value
+    /// text), so each semantics test also checks the explanation.
+    func explainAgrees(_ key: String, _ result: [String: String]) async throws {
+        let wrong = try await ExplainCheck.disagreements(db, key: key, at: Self.now, decided: result)
+        #expect(wrong.isEmpty, "\(key): \(wrong)")
     }
 
     /// The members of an audience given by its condition.

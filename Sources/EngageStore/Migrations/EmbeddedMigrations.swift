@@ -1016,6 +1016,58 @@ LANGUAGE sql STABLE AS $$
     ORDER BY r.started_at DESC, r.id DESC
 $$;
 """#),
+        ReadSideObject(file: "40_definition_instant", sql: #"""
+-- A definition's timestamp (`before`, `after`) as an instant, as the definition parser reads
+-- it: a bare year or date is its first instant in UTC; otherwise the text carries its offset.
+CREATE FUNCTION engage.definition_instant(value text) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE length(value)
+               WHEN 4 THEN make_timestamptz(value::int, 1, 1, 0, 0, 0, 'UTC')
+               WHEN 10 THEN (value || 'T00:00:00Z')::timestamptz
+               ELSE upper(value)::timestamptz
+           END
+$$;
+"""#),
+        ReadSideObject(file: "40_definition_interval", sql: #"""
+-- A definition's duration ("90m", "12h", "30d", "2w") as an interval, as the compiler binds it.
+CREATE FUNCTION engage.definition_interval(duration text) RETURNS interval
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT (left(duration, -1) || ' ' || CASE right(duration, 1) WHEN 'm' THEN 'minutes' WHEN 'h' THEN 'hours'
+                                                              WHEN 'd' THEN 'days' WHEN 'w' THEN 'weeks' END)::interval
+$$;
+"""#),
+        ReadSideObject(file: "40_definition_path", sql: #"""
+-- A definition's property or trait path as `#>` takes it, read as the definition parser reads
+-- it: dots separate the levels, a backslash makes the next character literal (`utm\.source` is
+-- one key), a trailing backslash is kept. Used by engage.explain.
+CREATE FUNCTION engage.definition_path(path text) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    segments text[] := '{}';
+    current text := '';
+    escaping boolean := false;
+    ch text;
+BEGIN
+    FOREACH ch IN ARRAY regexp_split_to_array(path, '') LOOP
+        IF escaping THEN
+            current := current || ch;
+            escaping := false;
+        ELSIF ch = '\' THEN
+            escaping := true;
+        ELSIF ch = '.' THEN
+            segments := segments || current;
+            current := '';
+        ELSE
+            current := current || ch;
+        END IF;
+    END LOOP;
+    IF escaping THEN
+        current := current || '\';
+    END IF;
+    RETURN segments || current;
+END;
+$$;
+"""#),
         ReadSideObject(file: "40_figure_drift", sql: #"""
 -- The kept figures against a full count: one row per figure whose kept value differs from what
 -- counting the outbox, the ledger and the snapshot gives (empty: they agree). `scope` names
@@ -1058,6 +1110,286 @@ counted AS (
 SELECT scope, figure, coalesce(k.value, 0) AS kept, coalesce(c.value, 0) AS counted
 FROM kept k FULL JOIN counted c USING (scope, figure)
 WHERE coalesce(k.value, 0) <> coalesce(c.value, 0);
+"""#),
+        ReadSideObject(file: "41_definition_matches", sql: #"""
+-- Whether the jsonb value x (NULL: missing) meets the operator of a filter or trait condition
+-- `f` (the object holding it, e.g. {"property": "total", "gte": 150}), with windows relative to
+-- `at`: the operators of docs/definitions.md, two-valued, as the definition compiler writes
+-- them. Used by engage.explain.
+CREATE FUNCTION engage.definition_matches(f jsonb, x jsonb, at timestamptz) RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+DECLARE
+    present boolean := x IS NOT NULL AND x <> 'null'::jsonb;
+    is_string boolean := coalesce(jsonb_typeof(x) = 'string', false);
+    is_number boolean := coalesce(jsonb_typeof(x) = 'number', false);
+    t text := x #>> '{}';
+    ts timestamptz;
+BEGIN
+    IF f ? 'equals' THEN
+        RETURN coalesce(x = f -> 'equals', false);
+    ELSIF f ? 'not_equals' THEN
+        RETURN present AND x <> f -> 'not_equals';
+    ELSIF f ? 'gt' THEN
+        RETURN CASE WHEN is_number THEN x::numeric > (f ->> 'gt')::numeric ELSE false END;
+    ELSIF f ? 'gte' THEN
+        RETURN CASE WHEN is_number THEN x::numeric >= (f ->> 'gte')::numeric ELSE false END;
+    ELSIF f ? 'lt' THEN
+        RETURN CASE WHEN is_number THEN x::numeric < (f ->> 'lt')::numeric ELSE false END;
+    ELSIF f ? 'lte' THEN
+        RETURN CASE WHEN is_number THEN x::numeric <= (f ->> 'lte')::numeric ELSE false END;
+    ELSIF f ? 'one_of' THEN
+        RETURN coalesce(x IN (SELECT jsonb_array_elements(f -> 'one_of')), false);
+    ELSIF f ? 'none_of' THEN
+        RETURN present AND coalesce(x NOT IN (SELECT jsonb_array_elements(f -> 'none_of')), false);
+    ELSIF f ? 'contains' THEN
+        RETURN is_string AND coalesce(strpos(t, f ->> 'contains') > 0, false);
+    ELSIF f ? 'not_contains' THEN
+        RETURN is_string AND coalesce(strpos(t, f ->> 'not_contains') = 0, false);
+    ELSIF f ? 'starts_with' THEN
+        RETURN is_string AND coalesce(starts_with(t, f ->> 'starts_with'), false);
+    ELSIF f ? 'ends_with' THEN
+        RETURN is_string AND coalesce(right(t, char_length(f ->> 'ends_with')) = f ->> 'ends_with', false);
+    ELSIF f ? 'exists' THEN
+        RETURN present = (f ->> 'exists')::boolean;
+    END IF;
+    ts := CASE WHEN is_string THEN engage.try_timestamptz(t) END;
+    IF f ? 'before' THEN
+        RETURN coalesce(ts < engage.definition_instant(f ->> 'before'), false);
+    ELSIF f ? 'after' THEN
+        RETURN coalesce(ts > engage.definition_instant(f ->> 'after'), false);
+    ELSIF f ? 'within_last' THEN
+        RETURN coalesce(ts >= at - engage.definition_interval(f ->> 'within_last') AND ts <= at, false);
+    END IF;
+    RAISE EXCEPTION 'no operator in %', f USING ERRCODE = 'invalid_parameter_value';
+END;
+$$;
+"""#),
+        ReadSideObject(file: "41_trait_events", sql: #"""
+-- The events a computed trait `v` reads for one profile at instant `at` (its event, its window,
+-- its filters), each with the value of its property (NULL for count, or when missing): what the
+-- aggregate is taken over. Used by engage.explain_value.
+CREATE FUNCTION engage.trait_events(v jsonb, profile_id text, at timestamptz)
+RETURNS TABLE (occurred_at timestamptz, message_id text, x jsonb)
+LANGUAGE sql STABLE AS $$
+    SELECT e.occurred_at, e.message_id,
+           CASE WHEN v ? 'property' THEN e.properties #> engage.definition_path(v ->> 'property') END
+    FROM engage.events e
+    WHERE e.profile_id = trait_events.profile_id AND e.event = v ->> 'event'
+      AND (NOT v ? 'within' OR e.occurred_at >= at - engage.definition_interval(v ->> 'within'))
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(v -> 'where', '[]')) f
+                      WHERE NOT engage.definition_matches(f, e.properties #> engage.definition_path(f ->> 'property'), at))
+$$;
+"""#),
+        ReadSideObject(file: "42_explain_condition", sql: #"""
+-- One node of an audience's condition for one profile at instant `at`, with its verdict and
+-- its evidence (engage.explain): all/any/not with their parts; an event condition with the
+-- window's bounds (`from` inclusive, `to` exclusive; none: unbounded), the filter, the count
+-- of matching events against its rule, the first and last matching instants; a trait
+-- condition with the value found (null: missing); an audience reference with its own
+-- explanation (a condition audience is evaluated again, as the compiler inlines it; a SQL
+-- audience is what its snapshot held at `at`). `profile` is the profile's row as jsonb, NULL
+-- when there is none. `stack` holds the keys being explained, to refuse a cycle.
+CREATE FUNCTION engage.explain_condition(c jsonb, profile jsonb, at timestamptz, stack text[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    items jsonb;
+    node jsonb;
+    referenced engage.computations;
+    eligible boolean;
+    window_from timestamptz;
+    window_to timestamptz;
+    matched bigint;
+    first_at timestamptz;
+    last_at timestamptz;
+    rule text;
+    n bigint;
+    verdict boolean;
+    trait_value jsonb;
+    held record;
+BEGIN
+    IF c ? 'all' OR c ? 'any' THEN
+        SELECT jsonb_agg(engage.explain_condition(item, profile, at, stack) ORDER BY i) INTO items
+        FROM jsonb_array_elements(coalesce(c -> 'all', c -> 'any')) WITH ORDINALITY AS a(item, i);
+        SELECT CASE WHEN c ? 'all' THEN bool_and((x ->> 'verdict')::boolean) ELSE bool_or((x ->> 'verdict')::boolean) END
+        INTO verdict FROM jsonb_array_elements(items) x;
+        RETURN jsonb_build_object('kind', CASE WHEN c ? 'all' THEN 'all' ELSE 'any' END, 'verdict', verdict, 'items', items);
+    ELSIF c ? 'not' THEN
+        node := engage.explain_condition(c -> 'not', profile, at, stack);
+        RETURN jsonb_build_object('kind', 'not', 'verdict', NOT (node ->> 'verdict')::boolean, 'item', node);
+    ELSIF c ? 'audience' THEN
+        IF (c ->> 'audience') = ANY (stack) THEN
+            RAISE EXCEPTION 'audience cycle %', array_to_string(stack || (c ->> 'audience'), ' → ')
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        SELECT * INTO referenced FROM engage.computations WHERE key = c ->> 'audience' AND removed_at IS NULL AND type = 'audience';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'unknown audience %', c ->> 'audience' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF referenced.definition ? 'sql' THEN
+            SELECT m.value, m.since, m.until INTO held
+            FROM engage.members_at(referenced.key, at) m WHERE m.profile_id = profile ->> 'profile_id';
+            RETURN jsonb_build_object('kind', 'audience', 'audience', referenced.key, 'source', 'sql snapshot',
+                                      'verdict', held.value IS NOT NULL, 'since', held.since, 'until', held.until);
+        END IF;
+        eligible := profile IS NOT NULL AND (referenced.include_anonymous
+                    OR profile ->> 'user_id' IS NOT NULL OR profile ->> 'email' IS NOT NULL);
+        node := engage.explain_condition(referenced.definition -> 'condition', profile, at, stack || referenced.key);
+        RETURN jsonb_build_object('kind', 'audience', 'audience', referenced.key, 'source', 'condition',
+                                  'eligible', eligible, 'verdict', eligible AND (node ->> 'verdict')::boolean,
+                                  'condition', node);
+    ELSIF c ? 'trait' THEN
+        trait_value := (profile -> 'traits') #> engage.definition_path(c ->> 'trait');
+        RETURN jsonb_build_object('kind', 'trait', 'trait', c ->> 'trait', 'operator', c - 'trait',
+                                  'found', trait_value, 'verdict', engage.definition_matches(c, trait_value, at));
+    END IF;
+    -- An event condition.
+    IF c ? 'within' THEN
+        window_from := at - engage.definition_interval(c ->> 'within');
+    ELSIF c ? 'between' THEN
+        window_from := at - engage.definition_interval(c -> 'between' ->> 0);
+        window_to := at - engage.definition_interval(c -> 'between' ->> 1);
+    END IF;
+    SELECT count(*), min(e.occurred_at), max(e.occurred_at) INTO matched, first_at, last_at
+    FROM engage.events e
+    WHERE e.profile_id = profile ->> 'profile_id' AND e.event = c ->> 'event'
+      AND (window_from IS NULL OR e.occurred_at >= window_from)
+      AND (window_to IS NULL OR e.occurred_at < window_to)
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(c -> 'where', '[]')) f
+                      WHERE NOT engage.definition_matches(f, e.properties #> engage.definition_path(f ->> 'property'), at));
+    rule := coalesce((SELECT k FROM jsonb_object_keys(c -> 'count') k LIMIT 1), 'at_least');
+    n := coalesce((c -> 'count' ->> rule)::bigint, 1);
+    verdict := CASE rule WHEN 'at_least' THEN matched >= n WHEN 'at_most' THEN matched <= n ELSE matched = n END;
+    RETURN jsonb_build_object('kind', 'event', 'event', c ->> 'event', 'from', window_from, 'to', window_to,
+                              'where', coalesce(c -> 'where', '[]'), 'count', matched, 'rule', jsonb_build_object(rule, n),
+                              'first', first_at, 'last', last_at, 'verdict', verdict);
+END;
+$$;
+"""#),
+        ReadSideObject(file: "42_explain_value", sql: #"""
+-- A computed trait's value for one profile at instant `at`, with its evidence (engage.explain):
+-- the matching events' count, the window's start (none: all time), the first `shown` of them
+-- (instant, message id and the property's value) and how many more there are, and the value
+-- the aggregate makes of them, as the definition compiler computes it (NULL: no value).
+CREATE FUNCTION engage.explain_value(v jsonb, profile_id text, at timestamptz, shown int) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    window_from timestamptz := at - engage.definition_interval(v ->> 'within');
+    aggregate text := v ->> 'aggregate';
+    matched bigint;
+    events jsonb;
+    value jsonb;
+BEGIN
+    SELECT count(*) INTO matched FROM engage.trait_events(v, explain_value.profile_id, at);
+    SELECT coalesce(jsonb_agg(jsonb_build_object('occurred_at', m.occurred_at, 'message_id', m.message_id, 'value', m.x)
+                              ORDER BY m.occurred_at, m.message_id), '[]')
+    INTO events FROM (SELECT * FROM engage.trait_events(v, explain_value.profile_id, at) t ORDER BY t.occurred_at, t.message_id LIMIT shown) m;
+    value := CASE aggregate
+        WHEN 'count' THEN (SELECT to_jsonb(count(*)) FROM engage.trait_events(v, explain_value.profile_id, at) HAVING count(*) > 0)
+        WHEN 'sum' THEN (SELECT to_jsonb(trim_scale(sum(x::numeric))) FROM engage.trait_events(v, explain_value.profile_id, at) WHERE jsonb_typeof(x) = 'number')
+        WHEN 'avg' THEN (SELECT to_jsonb(trim_scale(round(avg(x::numeric), 6))) FROM engage.trait_events(v, explain_value.profile_id, at) WHERE jsonb_typeof(x) = 'number')
+        WHEN 'min' THEN (SELECT to_jsonb(trim_scale(min(x::numeric))) FROM engage.trait_events(v, explain_value.profile_id, at) WHERE jsonb_typeof(x) = 'number')
+        WHEN 'max' THEN (SELECT to_jsonb(trim_scale(max(x::numeric))) FROM engage.trait_events(v, explain_value.profile_id, at) WHERE jsonb_typeof(x) = 'number')
+        WHEN 'first' THEN (SELECT (array_agg(x ORDER BY occurred_at, message_id))[1] FROM engage.trait_events(v, explain_value.profile_id, at)
+                           WHERE x IS NOT NULL AND x <> 'null'::jsonb)
+        WHEN 'last' THEN (SELECT (array_agg(x ORDER BY occurred_at DESC, message_id DESC))[1] FROM engage.trait_events(v, explain_value.profile_id, at)
+                          WHERE x IS NOT NULL AND x <> 'null'::jsonb)
+        WHEN 'most_frequent' THEN (SELECT x FROM engage.trait_events(v, explain_value.profile_id, at) WHERE x IS NOT NULL AND x <> 'null'::jsonb
+                                   GROUP BY x HAVING count(*) >= 2 ORDER BY count(*) DESC, (x #>> '{}') COLLATE "C" LIMIT 1)
+        WHEN 'unique_list' THEN (SELECT jsonb_agg(x ORDER BY (x #>> '{}') COLLATE "C")
+                                 FROM (SELECT DISTINCT x FROM engage.trait_events(v, explain_value.profile_id, at) WHERE x IS NOT NULL AND x <> 'null'::jsonb) d)
+        WHEN 'unique_list_count' THEN (SELECT to_jsonb(count(DISTINCT x)) FROM engage.trait_events(v, explain_value.profile_id, at)
+                                       WHERE x IS NOT NULL AND x <> 'null'::jsonb HAVING count(*) > 0)
+    END;
+    RETURN jsonb_build_object('kind', 'value', 'aggregate', aggregate, 'event', v ->> 'event', 'property', v ->> 'property',
+                              'where', coalesce(v -> 'where', '[]'), 'from', window_from, 'count', matched,
+                              'events', events, 'more', greatest(matched - shown, 0), 'value', value);
+END;
+$$;
+"""#),
+        ReadSideObject(file: "43_explain", sql: #"""
+-- Why a profile holds (or does not hold) definition `key` at instant `at`, as jsonb: the
+-- definition's condition tree with each node's verdict and evidence (engage.explain_condition),
+-- or a computed trait's value and the events that made it (engage.explain_value); `value` is
+-- what an evaluation at `at` decides (true for a member, the trait's value, null: none). A SQL
+-- definition's rows come from its own query, which is not run again: its `value` is what the
+-- snapshot held at `at`. Then what is kept of it: `snapshot` (value and since), `history`
+-- (superseded values with since/until), per destination the outbox rows (newest 20) and the
+-- ledger, and the Vero email events that came back for the profile (newest 20). Raises 22023
+-- for an unknown key, a removed definition, or a profile id nothing knows.
+CREATE FUNCTION engage.explain(key text, profile_id text, at timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    c engage.computations;
+    profile jsonb;
+    eligible boolean;
+    node jsonb;
+    value jsonb;
+    known boolean;
+BEGIN
+    SELECT * INTO c FROM engage.computations WHERE computations.key = explain.key;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no definition has the key %', explain.key USING ERRCODE = 'invalid_parameter_value';
+    ELSIF c.removed_at IS NOT NULL THEN
+        RAISE EXCEPTION 'the definition % was removed at %', explain.key, c.removed_at USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT jsonb_build_object('profile_id', p.profile_id, 'user_id', p.user_id, 'email', p.email, 'traits', p.traits)
+    INTO profile FROM engage.profiles p WHERE p.profile_id = explain.profile_id;
+    IF profile IS NULL THEN
+        known := EXISTS (SELECT 1 FROM engage.memberships m WHERE m.profile_id = explain.profile_id)
+              OR EXISTS (SELECT 1 FROM engage.membership_history h WHERE h.profile_id = explain.profile_id)
+              OR EXISTS (SELECT 1 FROM engage.ledger l WHERE l.profile_id = explain.profile_id)
+              OR EXISTS (SELECT 1 FROM engage.outbox o WHERE o.profile_id = explain.profile_id);
+        IF NOT known THEN
+            RAISE EXCEPTION 'no profile has the id %', explain.profile_id USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    eligible := profile IS NOT NULL AND (c.include_anonymous OR profile ->> 'user_id' IS NOT NULL OR profile ->> 'email' IS NOT NULL);
+    IF c.definition ? 'condition' THEN
+        node := engage.explain_condition(c.definition -> 'condition', profile, at, ARRAY[c.key]);
+        value := CASE WHEN eligible AND (node ->> 'verdict')::boolean THEN 'true'::jsonb END;
+    ELSIF c.definition ? 'value' THEN
+        node := engage.explain_value(c.definition -> 'value', explain.profile_id, at, 10);
+        value := CASE WHEN eligible THEN nullif(node -> 'value', 'null'::jsonb) END;
+    ELSE
+        SELECT m.value INTO value FROM engage.members_at(c.key, at) m WHERE m.profile_id = explain.profile_id;
+        node := jsonb_build_object('kind', 'sql', 'query', c.definition ->> 'sql', 'value', value);
+    END IF;
+    RETURN jsonb_build_object(
+        'key', c.key, 'type', c.type, 'enabled', c.enabled, 'at', at,
+        'profile_id', explain.profile_id, 'profile', profile, 'deleted', profile IS NULL,
+        'include_anonymous', c.include_anonymous, 'eligible', eligible,
+        'value', value, 'explanation', node,
+        'snapshot', (SELECT jsonb_build_object('value', m.value, 'since', m.since, 'run', m.since_run)
+                     FROM engage.memberships m WHERE m.computation_id = c.id AND m.profile_id = explain.profile_id),
+        'history', (SELECT coalesce(jsonb_agg(jsonb_build_object('value', h.value, 'since', h.since, 'until', h.until,
+                                                                 'since_run', h.since_run, 'until_run', h.until_run)
+                                              ORDER BY h.until), '[]')
+                    FROM engage.membership_history h WHERE h.computation_id = c.id AND h.profile_id = explain.profile_id),
+        'destinations', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'destination', d.name,
+                'ledger', (SELECT coalesce(jsonb_agg(jsonb_build_object('vero_id', l.vero_id, 'value', l.value,
+                                                                        'confirmed_at', l.confirmed_at, 'outbox_id', l.outbox_id)
+                                                     ORDER BY l.confirmed_at), '[]')
+                           FROM engage.ledger l
+                           WHERE l.destination_id = d.id AND l.computation_id = c.id AND l.profile_id = explain.profile_id),
+                'outbox', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', o.id, 'run', o.run_id, 'op', o.op, 'value', o.value,
+                                                                        'vero_id', o.vero_id, 'status', o.status, 'reason', o.reason,
+                                                                        'attempts', o.attempts, 'last_status_code', o.last_status_code,
+                                                                        'created_at', o.created_at, 'delivered_at', o.delivered_at)
+                                                     ORDER BY o.id DESC), '[]')
+                           FROM (SELECT * FROM engage.outbox o
+                                 WHERE o.destination_id = d.id AND o.computation_id = c.id AND o.profile_id = explain.profile_id
+                                 ORDER BY o.id DESC LIMIT 20) o))
+                ORDER BY d.name), '[]')
+            FROM engage.destinations d),
+        'email_events', (SELECT coalesce(jsonb_agg(jsonb_build_object('event', e.event, 'occurred_at', e.occurred_at,
+                                                                      'campaign', e.properties #>> '{campaign_name}')
+                                                   ORDER BY e.occurred_at DESC), '[]')
+                         FROM (SELECT * FROM engage.events e
+                               WHERE e.profile_id = explain.profile_id AND e.event LIKE 'Email %'
+                               ORDER BY e.occurred_at DESC LIMIT 20) e));
+END;
+$$;
 """#),
     ]
 }
