@@ -58,7 +58,7 @@ struct ReliabilityTests {
     @Test("kill -9 during evaluation, after the outbox commit and mid-delivery: a plain run converges each time",
           .timeLimit(.minutes(20)))
     func crashAnywhere() async throws {
-        let members = 50_000
+        let members = 25_000
         // At most the requests in flight at the kill are sent again: a worker sends its next
         // request only once the last result is committed.
         let concurrency = 16
@@ -96,14 +96,14 @@ struct ReliabilityTests {
                 try await Task.sleep(for: .milliseconds(100))
             }
             // 2. Right after the outbox commit: 40% of members leave.
-            try await f.db.execute("UPDATE engage.events SET occurred_at = now() - interval '60 days' WHERE profile_id IN (SELECT 'p' || i FROM generate_series(1, 20000) i)")
-            try await killAndConverge("after the outbox commit", changes: 20_000, exited: 1...20000) {
+            try await f.db.execute("UPDATE engage.events SET occurred_at = now() - interval '60 days' WHERE profile_id IN (SELECT 'p' || i FROM generate_series(1, 10000) i)")
+            try await killAndConverge("after the outbox commit", changes: 10_000, exited: 1...10000) {
                 try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'exit'", atLeast: 1)
             }
             // 3. Mid-delivery: they come back.
-            try await f.db.execute("UPDATE engage.events SET occurred_at = now() - interval '1 day' WHERE profile_id IN (SELECT 'p' || i FROM generate_series(1, 20000) i)")
-            try await killAndConverge("mid-delivery", changes: 20_000, exited: nil) {
-                try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'enter' AND status = 'delivered' AND run_id = (SELECT max(id) FROM engage.sync_runs)", atLeast: 5_000)
+            try await f.db.execute("UPDATE engage.events SET occurred_at = now() - interval '1 day' WHERE profile_id IN (SELECT 'p' || i FROM generate_series(1, 10000) i)")
+            try await killAndConverge("mid-delivery", changes: 10_000, exited: nil) {
+                try await f.waitFor("SELECT count(*)::int AS c FROM engage.outbox WHERE op = 'enter' AND status = 'delivered' AND run_id = (SELECT max(id) FROM engage.sync_runs)", atLeast: 2_500)
             }
             // The killed runs were marked failed by the runs after them.
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status = 'failed' AND error LIKE 'interrupted%'") >= 2)
