@@ -132,6 +132,17 @@ psql "$DATABASE_URL" -X -P pager=off -c "
 SELECT key, user_id, op, value, status FROM engage.sync_changelog
 WHERE user_id = 'user-5' AND key IN ('paying_subscribers', 'subscription_plan') ORDER BY created_at"
 
+vip=$(psql "$DATABASE_URL" -X -At -c "SELECT user_id FROM engage.audience_members WHERE key = 'vip_buyers' ORDER BY user_id LIMIT 1")
+say "engage-sync explain vip_buyers --user-id $vip   (why this user is a VIP, with the evidence)"
+ENGAGE_SYNC_NOW=$later es explain vip_buyers --user-id "$vip"
+
+say "engage-sync define --plan   (the 30-day window narrowed to 14 days: what it would send; nothing stored)"
+narrower=$(mktemp --suffix .json)
+sed 's/"condition": {"event": "Order Completed", "within": "30d"}}/"condition": {"event": "Order Completed", "within": "14d"}}/' \
+  examples/definitions.json > "$narrower"
+ENGAGE_SYNC_NOW=$later es define --plan "$narrower" | grep -v '^unchanged'
+rm -f "$narrower"
+
 say "engage-sync serve, and Vero's email events coming back (the loop closed)"
 # serve runs what is due and delivers, with /healthz, /metrics and POST /webhooks/vero. The
 # sandbox is told to post Vero's sent/delivered/opened webhooks after each identify it accepts.

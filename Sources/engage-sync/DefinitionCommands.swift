@@ -18,10 +18,31 @@ extension EngageSyncCommand {
 
         @OptionGroup var database: DatabaseOptions
         @Flag(help: "Validate and compile only; store nothing.") var dryRun = false
+        @Flag(help: """
+            Store nothing; say per definition whether it is new, changed or unchanged, and for each new or changed one \
+            and each definition built on one, per destination, the entries, exits and changes the next run would send \
+            and whether the guardrail would block them.
+            """) var plan = false
+        @Flag(help: "With --plan: print the plan as JSON.") var json = false
         @Argument(help: "Definition files.") var files: [String]
+
+        func validate() throws {
+            guard !(plan && dryRun) else { throw ValidationError("--plan and --dry-run: give one") }
+            guard !json || plan else { throw ValidationError("--json goes with --plan") }
+        }
 
         func run() async throws {
             let source = SQLSource(conninfo: database.resolvedURL)
+            if plan {
+                let now = try RunInstant.now()
+                let result = try await database.withServices { pool, client in
+                    try await pool.withConnection { db in
+                        try await DefinitionService(db, sql: source).plan(files: files, runner: SyncRunner(pool: pool, client: client), now: now)
+                    }
+                }
+                print(json ? Self.json(result).jsonString : Self.text(result))
+                return
+            }
             let (results, warning) = try await database.withConnection { db in
                 let results = try await DefinitionService(db, sql: source).define(files: files, dryRun: dryRun)
                 return (results, try await sqlRightsWarning(source, db))
@@ -30,6 +51,43 @@ extension EngageSyncCommand {
                 print("\(dryRun ? "would be " : "")\(outcome.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(key)")
             }
             if let warning { printError(warning) }
+        }
+
+        /// The plan as lines: each definition's outcome, then each planned pair.
+        static func text(_ plan: DefinitionPlan) -> String {
+            var lines = plan.definitions.map { "\($0.outcome == .created ? "new" : $0.outcome == .updated ? "changed" : "unchanged") \($0.key)" }
+            let changed = Set(plan.definitions.filter { $0.outcome != .unchanged }.map(\.key))
+            for p in plan.pairs {
+                let c = p.counts
+                var line = "  \(p.key) → \(p.destination)\(changed.contains(p.key) ? "" : " (built on a changed audience)"): "
+                switch p.status {
+                case .blocked: line += "the guardrail would BLOCK it: \(p.message ?? "")"
+                case .planned:
+                    line += "\(p.mode.rawValue) run would send +\(c.entered) entered, -\(c.exited) exited, \(c.changed) changed "
+                        + "(\(c.members) members, \(c.unchanged) unchanged)"
+                default: line += "\(p.status.rawValue)\(p.message.map { ": \($0)" } ?? "")"
+                }
+                lines.append(line)
+            }
+            if plan.pairs.isEmpty { lines.append("nothing would be sent") }
+            return lines.joined(separator: "\n")
+        }
+
+        static func json(_ plan: DefinitionPlan) -> JSONValue {
+            [
+                "definitions": .array(plan.definitions.map {
+                    ["key": .string($0.key), "outcome": .string($0.outcome == .created ? "new" : $0.outcome == .updated ? "changed" : "unchanged")]
+                }),
+                "pairs": .array(plan.pairs.map { p in
+                    [
+                        "key": .string(p.key), "destination": .string(p.destination), "mode": .string(p.mode.rawValue),
+                        "status": .string(p.status == .planned ? "planned" : p.status.rawValue),
+                        "members": .int(p.counts.members), "entered": .int(p.counts.entered), "exited": .int(p.counts.exited),
+                        "changed": .int(p.counts.changed), "unchanged": .int(p.counts.unchanged),
+                        "blocked": p.status == .blocked ? .string(p.message ?? "") : .null,
+                    ]
+                }),
+            ]
         }
     }
 

@@ -6,12 +6,6 @@ import TestSupport
 
 @Suite("define, list, preview, remove through the CLI")
 struct DefineCommandTests {
-    func write(_ text: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("def-\(UUID().uuidString).json").path
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
-
     func count(_ db: PostgresConnection) async throws -> Int {
         try await db.query("SELECT count(*)::int AS c FROM engage.computations").first?.decode(Int.self, "c") ?? -1
     }
@@ -19,8 +13,8 @@ struct DefineCommandTests {
     @Test("a file with several mistakes: every one printed with its path, exit 2, nothing stored")
     func manyMistakes() async throws {
         try await TestDatabase.with { db, url in
-            let good = try write(#"{"name": "Fine Audience", "type": "audience", "condition": {"event": "E"}}"#)
-            let bad = try write("""
+            let good = try temporaryFile(#"{"name": "Fine Audience", "type": "audience", "condition": {"event": "E"}}"#)
+            let bad = try temporaryFile("""
                 [{"name": "Ok", "type": "audience", "condition": {"event": "E"}},
                  {"name": "Broken", "type": "audience", "condition": {"all": [{"event": "A", "count": {"at_least": -1}}, {"any": []}]}},
                  {"name": "T", "type": "trait", "value": {"aggregate": "sum", "event": "Order"}, "extra": 1}]
@@ -38,7 +32,7 @@ struct DefineCommandTests {
     @Test("created, unchanged, updated; renaming needs the explicit key; tombstoned keys are never reused")
     func lifecycle() async throws {
         try await TestDatabase.with { db, url in
-            let v1 = try write(#"{"name": "Recent Buyers", "type": "audience", "condition": {"event": "Order Completed", "within": "30d"}}"#)
+            let v1 = try temporaryFile(#"{"name": "Recent Buyers", "type": "audience", "condition": {"event": "Order Completed", "within": "30d"}}"#)
             let first = try await CLI.run(["define", v1, "--database-url", url])
             #expect(first.status == 0, "\(first.stderr)")
             #expect(first.stdout.contains("created") && first.stdout.contains("recent_buyers"))
@@ -47,7 +41,7 @@ struct DefineCommandTests {
             let again = try await CLI.run(["define", v1, "--database-url", url])
             #expect(again.stdout.contains("unchanged"))
 
-            let renamed = try write(#"{"name": "Buyers (30 days)", "key": "recent_buyers", "type": "audience", "condition": {"event": "Order Completed", "within": "30d"}}"#)
+            let renamed = try temporaryFile(#"{"name": "Buyers (30 days)", "key": "recent_buyers", "type": "audience", "condition": {"event": "Order Completed", "within": "30d"}}"#)
             let dry = try await CLI.run(["define", renamed, "--dry-run", "--database-url", url])
             #expect(dry.stdout.contains("would be updated"))
             #expect(try await db.query("SELECT name FROM engage.computations WHERE key = 'recent_buyers'").first?.decode(String.self, "name") == "Recent Buyers")
@@ -58,7 +52,7 @@ struct DefineCommandTests {
             #expect(try after.decode(String.self, "name") == "Buyers (30 days)")
 
             // Same derived key, different name, no explicit key: a collision, not a silent rename.
-            let collide = try write(#"{"name": "Recent-Buyers", "type": "audience", "condition": {"event": "X"}}"#)
+            let collide = try temporaryFile(#"{"name": "Recent-Buyers", "type": "audience", "condition": {"event": "X"}}"#)
             let collision = try await CLI.run(["define", collide, "--database-url", url])
             #expect(collision.status == 2)
             #expect(collision.stderr.contains("already belongs to"))
@@ -76,12 +70,12 @@ struct DefineCommandTests {
     @Test("references: unknown audience and cycles are rejected; remove refuses a referenced audience")
     func references() async throws {
         try await TestDatabase.with { db, url in
-            let a = try write(#"{"name": "A", "type": "audience", "condition": {"audience": "b"}}"#)
+            let a = try temporaryFile(#"{"name": "A", "type": "audience", "condition": {"audience": "b"}}"#)
             let unknown = try await CLI.run(["define", a, "--database-url", url])
             #expect(unknown.stderr.contains(#"refers to unknown audience "b""#))
-            let b = try write(#"{"name": "B", "type": "audience", "condition": {"event": "E"}}"#)
+            let b = try temporaryFile(#"{"name": "B", "type": "audience", "condition": {"event": "E"}}"#)
             #expect(try await CLI.run(["define", b, a, "--database-url", url]).status == 0)
-            let cyclic = try write(#"{"name": "B", "type": "audience", "condition": {"not": {"audience": "a"}}}"#)
+            let cyclic = try temporaryFile(#"{"name": "B", "type": "audience", "condition": {"not": {"audience": "a"}}}"#)
             let cycle = try await CLI.run(["define", cyclic, "--database-url", url])
             #expect(cycle.status == 2)
             #expect(cycle.stderr.contains("cycle: b → a → b"))
@@ -99,7 +93,7 @@ struct DefineCommandTests {
                 INSERT INTO engage.events (message_id, profile_id, event, properties, occurred_at)
                 SELECT 'm' || i, 'p' || i, 'Order Completed', jsonb_build_object('total', i), now() - interval '1 day' FROM generate_series(1, 20) i;
                 """)
-            let defs = try write("""
+            let defs = try temporaryFile("""
                 [{"name": "Buyers", "type": "audience", "condition": {"event": "Order Completed", "within": "7d"}},
                  {"name": "Order Count", "type": "trait", "value": {"aggregate": "count", "event": "Order Completed"}}]
                 """)

@@ -96,8 +96,7 @@ struct DeliveryTests {
                 let traits = i <= 10_000 ? #"{"email": "u\#(i)@example.com"}"# : #"{"plan": "free"}"#
                 return #"{"type": "identify", "messageId": "m\#(i)", "userId": "u\#(i)", "traits": \#(traits)}"#
             }
-            let path = FileManager.default.temporaryDirectory.appendingPathComponent("progress-\(UUID()).ndjson").path
-            try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            let path = try temporaryFile(lines.joined(separator: "\n"), suffix: ".ndjson")
             let verbose = ["ENGAGE_SYNC_LOG_LEVEL": "info", "ENGAGE_SYNC_PROGRESS_SECONDS": "0"]
             let ingest = try await f.cli(["ingest", path], environment: verbose)
             #expect(ingest.status == 0, "\(ingest.stderr)")
@@ -162,8 +161,7 @@ struct DeliveryTests {
                 "",
                 #"{"type": "alias", "previousId": "f1", "userId": "f1-new"}"#,
             ]
-            let file = FileManager.default.temporaryDirectory.appendingPathComponent("fwd-\(UUID()).ndjson").path
-            try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+            let file = try temporaryFile(lines.joined(separator: "\n"), suffix: ".ndjson")
             let run = try await CLI.run(["forward", file, "--destination", "vero", "--database-url", f.url],
                                         environment: [SyncFixture.tokenVariable: SyncFixture.token])
             #expect(run.status == 3, "\(run.stderr)")

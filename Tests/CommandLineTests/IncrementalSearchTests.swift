@@ -16,7 +16,9 @@ import TestSupport
 /// (`engage.members_at`: the snapshot and the superseded values) must answer "who held what at
 /// instant t" as the evaluations decided, for instants on, just before and between them. And
 /// `engage.explain` decides every profile of every definition as the full evaluation does, at
-/// every run's instant.
+/// every run's instant; and what `define --plan` says of each definition stored (the first
+/// ones, a redefinition, enabling or disabling one) and of those built on it is what the next
+/// run does.
 ///
 /// `ENGAGE_SYNC_SEED=N` replays one seed; the seed is printed either way.
 @Suite("Incremental evaluation equals a full evaluation (randomized)")
@@ -86,6 +88,9 @@ private struct World {
     var decided: [String: [(instant: Int64, snapshot: [String: String])]] = [:]
     /// The last evaluation seen of each definition (`engage.evaluations.seen`).
     var lastEvaluation: [String: String] = [:]
+    /// What `define --plan` said the next run would do, per "key → destination": the counts
+    /// (entered, exited, changed), or "blocked".
+    var planned: [String: String] = [:]
 
     static let events = ["Order Completed", "Product Viewed", "Email Opened"]
     static let durations = ["1h", "6h", "1d", "3d", "7d", "14d", "30d"]
@@ -314,12 +319,37 @@ private struct World {
 
     func isDisabled(_ d: (key: String, json: JSONValue, exit: JSONValue)) -> Bool { d.json["enabled"] == false }
 
-    /// Stores one definition as a user would, with `define FILE`.
-    func define(_ json: JSONValue, label: String) async throws {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("search-\(UUID()).json").path
-        try JSONValue.array([json]).jsonString.write(toFile: file, atomically: true, encoding: .utf8)
+    /// Stores definitions as a user would: `define --plan FILE` first (at the next run's instant;
+    /// what it says is checked against that run), then `define FILE`.
+    mutating func define(_ definitions: [JSONValue], label: String) async throws {
+        let file = try temporaryFile(JSONValue.array(definitions).jsonString, suffix: ".json")
+        let plan = try await f.cli(["define", "--plan", "--json", file], environment: ["ENGAGE_SYNC_NOW": now.iso8601])
+        #expect(plan.status == 0, "\(label): define --plan: \(plan.stderr)")
+        for pair in (try? JSONValue.parse(plan.stdout))?["pairs"]?.arrayValue ?? [] {
+            let counts = pair["status"] == "blocked" ? "blocked"
+                : "+\(pair["entered"]?.jsonString ?? "?") -\(pair["exited"]?.jsonString ?? "?") ~\(pair["changed"]?.jsonString ?? "?")"
+            planned["\(pair["key"]?.stringValue ?? "?") → \(pair["destination"]?.stringValue ?? "?")"] = counts
+        }
         let define = try await f.cli(["define", file])
         #expect(define.status == 0, "\(label): \(define.stderr)")
+    }
+
+    /// Each pair `define --plan` planned was run by the run after `before` as it said: the same
+    /// entries, exits and changes, or blocked.
+    mutating func checkPlanned(after before: Int, label: String) async throws {
+        defer { planned = [:] }
+        guard !planned.isEmpty else { return }
+        var ran: [String: String] = [:]
+        for row in try await f.db.query("""
+            SELECT c.key || ' → ' || d.name AS pair, r.status, r.entered, r.exited, r.changed
+            FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id JOIN engage.destinations d ON d.id = r.destination_id
+            WHERE r.id > \(before) AND r.mode <> 'remove' ORDER BY r.id
+            """) {
+            ran[try row.decode(String.self, "pair")] = row["status"] == "blocked" ? "blocked"
+                : "+\(row["entered"] ?? "?") -\(row["exited"] ?? "?") ~\(row["changed"] ?? "?")"
+        }
+        let differing = planned.filter { ran[$0.key] != $0.value }.sorted { $0.key < $1.key }
+        #expect(differing.isEmpty, "\(label): define --plan said \(differing.map { "\($0.key) \($0.value)" }), the run did \(differing.map { ran[$0.key] ?? "nothing" })")
     }
 
     /// Now and then, one thing a user does to the definitions: redefine one (audiences others
@@ -345,7 +375,7 @@ private struct World {
             }
             edits[referenced.contains(i) ? "redefined (referenced)" : "redefined", default: 0] += 1
             definitions[i] = new
-            try await define(new.json, label: "\(label), redefining \(old.key)")
+            try await define([new.json], label: "\(label), redefining \(old.key)")
         case 3, 4:
             // Re-enable a disabled one, or disable one.
             let enable = !disabled.isEmpty && chance(0.6)
@@ -355,7 +385,7 @@ private struct World {
             object["enabled"] = .bool(wasDisabled)
             definitions[i].json = .object(object)
             edits[wasDisabled ? "enabled" : "disabled", default: 0] += 1
-            try await define(definitions[i].json, label: "\(label), \(wasDisabled ? "enabling" : "disabling") \(definitions[i].key)")
+            try await define([definitions[i].json], label: "\(label), \(wasDisabled ? "enabling" : "disabling") \(definitions[i].key)")
         default:
             let key = definitions[pick(live)].key
             let remove = try await f.cli(["remove", key, "--max-wait", "0"], environment: ["ENGAGE_SYNC_NOW": now.iso8601])
@@ -377,10 +407,7 @@ private struct World {
         for _ in 0..<int(25...40) { try await addProfile() }
         try await addEvents(int(60...120))
         for i in 0..<int(5...8) { definitions.append(definition(i)) }
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("search-\(UUID()).json").path
-        try JSONValue.array(definitions.map(\.json)).jsonString.write(toFile: file, atomically: true, encoding: .utf8)
-        let define = try await f.cli(["define", file])
-        #expect(define.status == 0, "\(label): \(define.stderr)")
+        try await define(definitions.map(\.json), label: label)
         var runs = 0, incremental = 0
         for step in 0...steps {
             if step > 0 {
@@ -388,8 +415,9 @@ private struct World {
                 // incrementally a few times (a loaded machine can spend the budget on setup).
                 guard step <= 4 || Date() < deadline else { break }
                 try await change()
-                try await editDefinitions(label: "\(label), step \(step)")
+                // The clock first: a definition's plan is made at the next run's instant.
                 try await moveClock()
+                try await editDefinitions(label: "\(label), step \(step)")
             }
             // Most runs deliver everything; some leave rows pending for a later run (--no-deliver,
             // or half the requests failing with 503 and waiting for their retry).
@@ -403,6 +431,7 @@ private struct World {
             let run = try await f.cli(arguments, environment: ["ENGAGE_SYNC_NOW": now.iso8601])
             if mode == 9 { try await f.setFaults(#"{"fail_rate": 0}"#) }
             try await recordEvaluations()
+            try await checkPlanned(after: before, label: "\(label), step \(step)")
             let delivered = mode < 8
             // 3: profiles with an email but no user id were skipped (missing_user_id), or retries wait.
             #expect(run.status == 0 || run.status == 3, "\(label), step \(step): \(run.stdout)\n\(run.stderr)")

@@ -7,8 +7,7 @@ import TestSupport
 @Suite("ingest: Segment NDJSON into profiles and events")
 struct IngestTests {
     func file(_ lines: [String]) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ingest-\(UUID()).ndjson").path
-        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let path = try temporaryFile(lines.joined(separator: "\n"), suffix: ".ndjson")
         return path
     }
 
@@ -112,8 +111,7 @@ struct IngestTests {
             ]
             lines += bad.map(\.1)
             lines.append(#"{"type": "track", "messageId": "last", "userId": "u5", "event": "E"}"#)
-            let path = FileManager.default.temporaryDirectory.appendingPathComponent("ids-\(UUID()).ndjson").path
-            try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            let path = try temporaryFile(lines.joined(separator: "\n"), suffix: ".ndjson")
             let run = try await CLI.run(["ingest", path, "--database-url", url])
             #expect(run.status == 3, "\(run.stdout) \(run.stderr)")
             for (i, (field, _)) in bad.enumerated() {

@@ -315,8 +315,7 @@ struct ReliabilityTests {
     func hostileDefinitions() async throws {
         try await TestDatabase.with { db, url in
             func define(_ text: String) async throws -> CLIRun {
-                let path = FileManager.default.temporaryDirectory.appendingPathComponent("h-\(UUID()).json").path
-                try text.write(toFile: path, atomically: true, encoding: .utf8)
+                let path = try temporaryFile(text, suffix: ".json")
                 return try await CLI.run(["define", path, "--database-url", url])
             }
             let huge = String(repeating: "x'; DROP TABLE engage.events; --", count: 320_000) // ~10 MB
@@ -364,8 +363,7 @@ struct ReliabilityTests {
             #expect(run.status == 0, "\(run.stderr)")
             #expect(run.stderr.contains("POST /api/v2/users/track"), "the trace log shows each request")
             #expect(run.stderr.contains("body (without the token)"))
-            let forwardFile = FileManager.default.temporaryDirectory.appendingPathComponent("s-\(UUID()).ndjson").path
-            try #"{"type": "track", "userId": "u1", "event": "Viewed"}"#.write(toFile: forwardFile, atomically: true, encoding: .utf8)
+            let forwardFile = try temporaryFile(#"{"type": "track", "userId": "u1", "event": "Viewed"}"#, suffix: ".ndjson")
             let forward = try await CLI.run(["forward", forwardFile, "--destination", "vero", "--database-url", url], environment: secretEnv)
             let wrong = try await CLI.run(["deliver", "--database-url", url],
                                           environment: [SyncFixture.tokenVariable: token + "-wrong", "ENGAGE_SYNC_LOG_LEVEL": "trace"])

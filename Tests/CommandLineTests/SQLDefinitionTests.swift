@@ -230,8 +230,7 @@ struct SQLDefinitionTests {
                     JSONValue.object(["name": .string(key), "key": .string(key), "type": "trait", "sql": .string(sql)])
                 }
                 documents.append(try JSONValue.parse(Self.highLTV))
-                let file = FileManager.default.temporaryDirectory.appendingPathComponent("recipe-\(UUID()).json").path
-                try JSONValue.array(documents).jsonString.write(toFile: file, atomically: true, encoding: .utf8)
+                let file = try temporaryFile(JSONValue.array(documents).jsonString, suffix: ".json")
                 let environment = ["ENGAGE_SYNC_NOW": Self.t0, "ENGAGE_SQL_ROLE": role]
 
                 // define checks the queries as the login; it does not warn, as it would for a superuser.

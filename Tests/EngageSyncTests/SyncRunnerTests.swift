@@ -13,8 +13,7 @@ import TestSupport
 @Suite("SyncRunner: run what is due")
 struct SyncRunnerTests {
     func define(_ f: SyncFixture, _ json: String) async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("def-\(UUID()).json").path
-        try json.write(toFile: path, atomically: true, encoding: .utf8)
+        let path = try temporaryFile(json, suffix: ".json")
         _ = try await DefinitionService(f.db, sql: SQLSource(conninfo: f.url)).define(files: [path], dryRun: false)
     }
 

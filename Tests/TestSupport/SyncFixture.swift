@@ -104,8 +104,7 @@ public struct SyncFixture: Sendable {
 
     /// `engage-sync define` of one JSON document; expects success.
     public func define(_ json: String) async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("def-\(UUID()).json").path
-        try json.write(toFile: path, atomically: true, encoding: .utf8)
+        let path = try temporaryFile(json, suffix: ".json")
         let run = try await cli(["define", path])
         #expect(run.status == 0, "\(run.stderr)")
     }

@@ -122,11 +122,13 @@ extension DiffEngine {
         guard count else { return desired }
         let resync = mode == .resync
         // The snapshot's size comes from the evaluation (counting it again read every member).
+        // Entered and changed count what is told Vero: a member without a Vero id is skipped,
+        // as a first sync's fill counts it.
         let members = outcome.evaluation.members
         let row = try await db.query("""
-            SELECT count(*) FILTER (WHERE member AND \(isChange(resync)) AND value = 'true'::jsonb)::int AS entered,
+            SELECT count(*) FILTER (WHERE member AND vero_id IS NOT NULL AND \(isChange(resync)) AND value = 'true'::jsonb)::int AS entered,
                    count(*) FILTER (WHERE NOT member)::int AS exited,
-                   count(*) FILTER (WHERE member AND \(isChange(resync)) AND value <> 'true'::jsonb)::int AS changed,
+                   count(*) FILTER (WHERE member AND vero_id IS NOT NULL AND \(isChange(resync)) AND value <> 'true'::jsonb)::int AS changed,
                    \(members) - count(*) FILTER (WHERE member AND \(isChange(false)))::int AS unchanged,
                    count(*) FILTER (WHERE member AND vero_id IS NULL)::int AS skipped
             FROM \(desired)

@@ -3,6 +3,14 @@ import EngageStore
 import Foundation
 import PostgresClient
 
+/// What `define --plan` found: each definition of the files as new, changed or unchanged, and
+/// the planned pairs (status `planned` or `blocked`) of those new or changed and of the
+/// definitions built on them.
+public struct DefinitionPlan: Sendable {
+    public var definitions: [(key: String, outcome: SaveOutcome)]
+    public var pairs: [PairOutcome]
+}
+
 /// `define`, `list`, `preview`, `remove`: reading definition files and managing what is stored.
 public struct DefinitionService: Sendable {
     public let repository: DefinitionRepository
@@ -20,6 +28,29 @@ public struct DefinitionService: Sendable {
     /// Reads every file (a JSON object or an array of them), validates everything, and saves
     /// only when nothing is wrong anywhere. Issues are reported as `file:json.path: reason`.
     public func define(files: [String], dryRun: Bool) async throws -> [(key: String, outcome: SaveOutcome)] {
+        try await repository.save(try await read(files), dryRun: dryRun)
+    }
+
+    /// What storing the definitions of `files` would change, without storing them: in one
+    /// transaction that is rolled back, they are saved and every new or changed one, and each
+    /// definition built on one of them, is planned as `run KEYS --dry-run` would at `now`
+    /// (``SyncRunner/plan(keys:on:now:)``): per destination its entries, exits and value
+    /// changes against the current snapshot and ledger, and whether the guardrail would block.
+    /// A SQL audience's query runs; a definition built on a changed SQL audience is planned
+    /// against that audience's current snapshot.
+    public func plan(files: [String], runner: SyncRunner, now: Date) async throws -> DefinitionPlan {
+        let inputs = try await read(files)
+        return try await repository.db.withTransaction { tx in
+            tx.rollback()
+            let saved = try await DefinitionRepository(tx.connection, sql: repository.sqlSource).save(inputs)
+            let keys = saved.filter { $0.outcome != .unchanged }.map(\.key)
+            let pairs = keys.isEmpty ? [] : try await runner.plan(keys: keys, on: tx.connection, now: now)
+            return DefinitionPlan(definitions: saved, pairs: pairs)
+        }
+    }
+
+    /// The definitions of `files`, validated; throws every problem at once.
+    private func read(_ files: [String]) async throws -> [DefinitionInput] {
         var inputs: [DefinitionInput] = []
         var issues: [ValidationIssue] = []
         for file in files {
@@ -44,7 +75,7 @@ public struct DefinitionService: Sendable {
             }
         }
         guard issues.isEmpty else { throw DefinitionValidationError(issues: issues) }
-        return try await repository.save(inputs, dryRun: dryRun)
+        return inputs
     }
 }
 

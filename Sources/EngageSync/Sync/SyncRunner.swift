@@ -30,6 +30,8 @@ public struct SyncRequest: Sendable {
     /// a pair waits for the pairs of the audiences its definition refers to.
     public var maxConcurrentRuns = 1
     public var delivery = DeliveryOptions()
+    /// `keys` may name disabled definitions (``SyncRunner/plan(keys:on:now:)``).
+    var plansDisabled = false
 
     public init() {}
 }
@@ -109,6 +111,17 @@ public struct SyncRunner: Sendable {
         try await pool.withConnection { db in
             try await run(request, db: db, now: now, progress: progress)
         }
+    }
+
+    /// What `run KEYS --dry-run` would do at `now`, on `db` — inside the caller's transaction,
+    /// so it sees what that transaction stored (`define --plan` saves the definitions there,
+    /// plans, and rolls back). Naming an audience plans the definitions built on it too.
+    public func plan(keys: [String], on db: PostgresConnection, now: Date) async throws -> [PairOutcome] {
+        var request = SyncRequest()
+        request.keys = keys
+        request.dryRun = true
+        request.plansDisabled = true
+        return try await run(request, db: db, now: now, progress: SyncProgress())
     }
 
     /// `remove KEY`: tombstones the definition, then (unless `keepValues`) tells every
@@ -298,8 +311,11 @@ public struct SyncRunner: Sendable {
             if let last = evaluated[d.id], last != document { redefined.insert(d.id) }
         }
         if !request.keys.isEmpty {
-            for key in request.keys where !definitions.contains(where: { $0.definition.key == key })
-                && !unreadable.contains(where: { $0.key == key }) {
+            // A plan may name a definition it disabled: nothing of its own runs, but those built on
+            // it are planned.
+            let known = request.plansDisabled ? stored.filter { $0.removedAt == nil }.map(\.definition.key)
+                : definitions.map(\.definition.key)
+            for key in request.keys where !known.contains(key) && !unreadable.contains(where: { $0.key == key }) {
                 throw UnknownKey(key: key)
             }
             definitions = definitions.filter { d in
