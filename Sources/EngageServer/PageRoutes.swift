@@ -7,13 +7,15 @@ import PostgresClient
 import StatusPage
 
 extension EngageServer {
-    /// The status page's routes: `GET /`, `/definitions/KEY`, `/destinations/NAME`, read-only,
+    /// The status page's routes: `GET /`, `/definitions/KEY`, `/destinations/NAME`, `/profiles?q=`,
+    /// `/profiles/ID` and `/profiles/ID/explain/KEY`, read-only,
     /// from the store's reads. With a `token` (`ENGAGE_UI_TOKEN`) each asks for it as a bearer
     /// token or the session cookie `POST /login` sets (a random value of this process, not the
     /// token); without one (a loopback address) none does, but a request must name the bound
     /// host or a loopback name in its `Host`, so a page elsewhere that rebinds its DNS name to
     /// 127.0.0.1 cannot read it. `/login` takes ``LoginLimiter/maxFailures`` wrong tokens a minute.
-    static func addPages(to router: Router<BasicRequestContext>, pool: PostgresConnectionPool, token: Secret?, host: String) {
+    static func addPages(to router: Router<BasicRequestContext>, pool: PostgresConnectionPool, token: Secret?, host: String,
+                         now: @escaping @Sendable () throws -> Date = { Date() }) {
         let session = Session()
         let limiter = LoginLimiter()
         @Sendable func page(_ request: Request, _ render: @escaping @Sendable (PostgresConnection) async throws -> (HTTPResponse.Status, String))
@@ -54,6 +56,35 @@ extension EngageServer {
                 }
                 return (.ok, StatusPages.destination(destination, runs: try await store.runs(toDestination: name),
                                                      failures: try await store.failures(toDestination: name)))
+            }
+        }
+        router.get("/profiles") { request, _ in
+            let q = String((request.uri.queryParameters.get("q") ?? "").prefix(1_024))
+            return await page(request) { db in
+                (.ok, StatusPages.profileSearch(q, q.isEmpty ? [] : try await ProfileReads(db).find(q)))
+            }
+        }
+        router.get("/profiles/:id") { request, context in
+            let id = (context.parameters.get("id") ?? "").removingPercentEncoding ?? ""
+            return await page(request) { db in
+                guard let profile = try await ProfileReads(db).profile(id) else {
+                    return (.notFound, StatusPages.message("Not found", "No profile has the id \(id), and nothing is kept about one."))
+                }
+                return (.ok, StatusPages.profile(profile))
+            }
+        }
+        router.get("/profiles/:id/explain/:key") { request, context in
+            let id = (context.parameters.get("id") ?? "").removingPercentEncoding ?? ""
+            let key = (context.parameters.get("key") ?? "").removingPercentEncoding ?? ""
+            return await page(request) { db in
+                do {
+                    let explanation = try await Explainer(db).explain(key: key, profile: .profileID(id), at: try now())
+                    return (.ok, StatusPages.explanation(profileID: id, key: key, ExplanationText(explanation)))
+                } catch let error as UnknownKey {
+                    return (.notFound, StatusPages.message("Not found", error.description))
+                } catch let error as UnknownProfile {
+                    return (.notFound, StatusPages.message("Not found", error.description))
+                }
             }
         }
         router.get("/login") { _, _ in html(.ok, StatusPages.login(failed: false)) }

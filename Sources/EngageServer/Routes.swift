@@ -10,12 +10,12 @@ extension EngageServer {
     /// latency histogram, and the database-held gauges, in Prometheus text. `POST
     /// /webhooks/vero`: Vero's email events (docs/operations.md#email-events-from-vero), when a
     /// secret is set. The status
-    /// page (``addPages(to:pool:token:host:)``).
+    /// page (``addPages(to:pool:token:host:now:)``).
     static func router(pool: PostgresConnectionPool, registry: PrometheusCollectorRegistry,
                        configuration: ServerConfiguration) -> Router<BasicRequestContext> {
         let router = Router()
         let webhookSecret = configuration.webhookSecret
-        addPages(to: router, pool: pool, token: configuration.uiToken, host: configuration.host)
+        addPages(to: router, pool: pool, token: configuration.uiToken, host: configuration.host, now: configuration.now)
         router.get("/healthz") { _, _ -> Response in
             do {
                 try await pool.withConnection { try await $0.query("SELECT 1") }

@@ -9,7 +9,7 @@ public enum StatusPages {
     public static func overview(_ pairs: [PairStatus]) -> String {
         let paused = Set(pairs.compactMap { $0.destinationPausedAt == nil ? nil : $0.destination })
         func total(_ field: (PairStatus) -> Int) -> Int { pairs.reduce(0) { $0 + field($1) } }
-        var body = "<h1>Syncs</h1>\n<div class=totals>"
+        var body = "<h1>Syncs</h1>\n" + searchForm + "<div class=totals>"
         for (label, field, value) in [("Pairs", "pairs", pairs.count), ("Pending", "pending", total(\.pending)),
                                       ("Failed", "failed", total(\.failed)), ("Skipped", "skipped", total(\.skipped)),
                                       ("Paused destinations", "paused", paused.count)] {

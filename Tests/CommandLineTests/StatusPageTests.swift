@@ -56,7 +56,7 @@ struct StatusPageTests {
         return row.firstMatch(of: pattern).flatMap { Int($0.1) }
     }
 
-    @Test("after a full and an incremental sync, Chromium shows each pair's counts, a chart of the runs' sizes and the failure's reason")
+    @Test("after a full and an incremental sync, Chromium shows each pair's counts, a chart of the runs' sizes, the failure's reason, and a hand-counted profile's audiences, timeline and explanation")
     func pageInBrowser() async throws {
         try await SyncFixture.with { f in
             // 25 on the pro plan (u7's email is one Vero refuses with a 400), 15 on the free one.
@@ -122,6 +122,24 @@ struct StatusPageTests {
             #expect(row(destination, [#"data-code="400""#]).map { value($0, "rows") == 1 } == true, "\(destination)")
             #expect(destination.contains(#"id="active""#))
             #expect(!destination.contains(SyncFixture.token))
+
+            // A profile counted by hand: p1 left pro for free in the second run. Found by its user
+            // id; it holds free only; the exit from pro is on its timeline, sent and delivered; and
+            // the explanation its page links to says why it holds free.
+            let search = try await dom(url + "/profiles?q=u1")
+            #expect(search.contains(#"href="/profiles/p1""#) && !search.contains(#"href="/profiles/p10""#), "\(search)")
+            let profile = try await dom(url + "/profiles/p1")
+            #expect(row(profile, [#"data-key="free""#, #"data-type="audience""#]) != nil, "\(profile)")
+            #expect(row(profile, [#"data-key="pro""#, #"data-type="audience""#]) == nil, "no longer pro: \(profile)")
+            #expect(row(profile, [#"data-kind="ended""#, #"data-key="pro""#]) != nil, "the exit on the timeline: \(profile)")
+            #expect(row(profile, [#"data-kind="sent""#, #"data-key="pro""#]).map { $0.contains("exit false to u1: delivered") } == true,
+                    "\(profile)")
+            #expect(!profile.contains("u1@example.com"), "emails masked")
+            let link = try #require(profile.firstMatch(of: #/data-explain="free" href="([^"]+)"/#).map { String($0.1) }, "\(profile)")
+            let why = try await dom(url + link)
+            #expect(why.contains("free for p1 (user u1, u***@example.com)") && why.contains(": member"), "\(why)")
+            #expect(why.contains(#"trait plan equals "free": found "free": true"#), "\(why)")
+            #expect(why.contains("snapshot: true since"), "\(why)")
 
             // A screenshot, kept as the test's artifact.
             let artifacts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/artifacts").standardized

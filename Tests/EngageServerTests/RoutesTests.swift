@@ -119,9 +119,40 @@ struct RoutesTests {
                     return String(cookie.prefix { $0 != ";" })
                 }
                 try await client.execute(uri: "/", method: .get, headers: [.cookie: cookie]) { #expect($0.status == .ok) }
+                try await client.execute(uri: "/profiles?q=u1", method: .get) { #expect($0.status == .unauthorized, "profiles too") }
                 try await client.execute(uri: "/", method: .get, headers: [.cookie: "\(EngageServer.cookieName)=guess"]) {
                     #expect($0.status == .unauthorized)
                 }
+            }
+        }
+    }
+
+    @Test("profile pages: a search that finds nothing, an unknown profile and an unknown key are said so; a held value links to its explanation")
+    func profilePages() async throws {
+        try await TestDatabase.with { db, url in
+            try await db.execute("""
+                INSERT INTO engage.profiles (profile_id, user_id, email, traits) VALUES ('p1', 'u1', 'u1@example.com', '{"plan": "pro"}');
+                INSERT INTO engage.computations (key, name, type, definition) VALUES ('pro', 'Pro', 'audience',
+                    '{"name": "Pro", "key": "pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}}');
+                INSERT INTO engage.memberships (computation_id, profile_id, value, since)
+                SELECT id, 'p1', 'true', now() FROM engage.computations;
+                """)
+            try await application(url).test(.router) { client in
+                try await client.execute(uri: "/profiles?q=nobody", method: .get) { response in
+                    #expect(response.status == .ok && String(buffer: response.body).contains("id=nomatch"))
+                }
+                try await client.execute(uri: "/profiles?q=u1%40example.com", method: .get) { response in
+                    let body = String(buffer: response.body)
+                    #expect(body.contains(#"href="/profiles/p1""#) && !body.contains("u1@example.com"), "found by email, shown masked")
+                }
+                try await client.execute(uri: "/profiles/p1", method: .get) { response in
+                    #expect(String(buffer: response.body).contains(#"href="/profiles/p1/explain/pro""#))
+                }
+                try await client.execute(uri: "/profiles/p1/explain/pro", method: .get) { response in
+                    #expect(response.status == .ok && String(buffer: response.body).contains(": member"))
+                }
+                try await client.execute(uri: "/profiles/nobody", method: .get) { #expect($0.status == .notFound) }
+                try await client.execute(uri: "/profiles/p1/explain/nope", method: .get) { #expect($0.status == .notFound) }
             }
         }
     }
