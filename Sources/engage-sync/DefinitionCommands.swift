@@ -14,7 +14,11 @@ extension EngageSyncCommand {
     struct Define: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create or update definitions from JSON files (an object or an array per file).",
-            discussion: "Everything is validated first; when any definition has a problem, every problem is printed and nothing is stored (exit 2).")
+            discussion: """
+                Everything is validated first; when any definition has a problem, every problem is printed and nothing is \
+                stored (exit 2). After storing, it prints what the next run would send for each new or changed definition \
+                and those built on it, as --plan does (a SQL definition's query is not run for it).
+                """)
 
         @OptionGroup var database: DatabaseOptions
         @Flag(help: "Validate and compile only; store nothing.") var dryRun = false
@@ -51,13 +55,35 @@ extension EngageSyncCommand {
                 print("\(dryRun ? "would be " : "")\(outcome.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(key)")
             }
             if let warning { printError(warning) }
+            let changed = results.filter { $0.outcome != .unchanged }.map(\.key)
+            guard !dryRun, !changed.isEmpty else { return }
+            // What the next run would send, as --plan says it; stored whatever this finds.
+            do {
+                let now = try RunInstant.now()
+                let pairs = try await database.withServices { pool, client in
+                    try await pool.withConnection { db in
+                        try await DefinitionService(db, sql: source).planStored(keys: changed, runner: SyncRunner(pool: pool, client: client), now: now)
+                    }
+                }
+                let lines = Self.pairLines(pairs, changed: Set(changed))
+                if !lines.isEmpty { print("the next run would send:\n" + lines.joined(separator: "\n")) }
+            } catch {
+                printError("warning: stored; what the next run would send could not be planned: \(error)")
+            }
         }
 
         /// The plan as lines: each definition's outcome, then each planned pair.
         static func text(_ plan: DefinitionPlan) -> String {
             var lines = plan.definitions.map { "\($0.outcome == .created ? "new" : $0.outcome == .updated ? "changed" : "unchanged") \($0.key)" }
-            let changed = Set(plan.definitions.filter { $0.outcome != .unchanged }.map(\.key))
-            for p in plan.pairs {
+            lines += pairLines(plan.pairs, changed: Set(plan.definitions.filter { $0.outcome != .unchanged }.map(\.key)))
+            if plan.pairs.isEmpty { lines.append("nothing would be sent") }
+            return lines.joined(separator: "\n")
+        }
+
+        /// One line per planned pair: what its next run would send, or that the guardrail would block it.
+        static func pairLines(_ pairs: [PairOutcome], changed: Set<String>) -> [String] {
+            var lines: [String] = []
+            for p in pairs {
                 let c = p.counts
                 var line = "  \(p.key) → \(p.destination)\(changed.contains(p.key) ? "" : " (built on a changed audience)"): "
                 switch p.status {
@@ -69,8 +95,7 @@ extension EngageSyncCommand {
                 }
                 lines.append(line)
             }
-            if plan.pairs.isEmpty { lines.append("nothing would be sent") }
-            return lines.joined(separator: "\n")
+            return lines
         }
 
         static func json(_ plan: DefinitionPlan) -> JSONValue {

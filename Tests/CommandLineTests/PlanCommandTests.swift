@@ -7,7 +7,7 @@ import TestSupport
 /// `engage-sync define --plan`: what storing definitions would send, before anything is stored.
 @Suite("define --plan through the CLI")
 struct PlanCommandTests {
-    @Test("a redefinition: its exits and those of the audience built on it, the guardrail's verdict, nothing stored; the run then does as planned")
+    @Test("a redefinition: its exits and those of the audience built on it, the guardrail's verdict, nothing stored; define then says the same after storing, and the run does as planned")
     func redefinition() async throws {
         try await SyncFixture.with { f in
             try await f.db.execute("""
@@ -45,7 +45,11 @@ struct PlanCommandTests {
             let planned = Dictionary(uniqueKeysWithValues: pairs.map { ($0["key"]?.stringValue ?? "?", $0) })
             #expect(planned["paying"]?["exited"] == 50 && planned["paying"]?["status"] == "planned", "\(json.stdout)")
             #expect(planned["paying_buyers"]?["exited"] == 0 && planned["paying_buyers"]?["entered"] == 0)
-            try await f.define(paying.replacingOccurrences(of: #"["pro", "enterprise"]"#, with: #"["pro"]"#))
+            // define stores it and says the same.
+            let defined = try await f.cli(["define", pro], environment: now)
+            #expect(defined.status == 0 && defined.stdout.contains("updated   paying")
+                    && defined.stdout.contains("paying → vero: incremental run would send +0 entered, -50 exited, 0 changed"),
+                    "\(defined.stdout)\(defined.stderr)")
             #expect(try await f.cli(["run", "--all"], environment: now).status == 0)
             let ran = try await f.db.query("""
                 SELECT c.key, r.entered, r.exited, r.changed FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id

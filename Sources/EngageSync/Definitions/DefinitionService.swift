@@ -49,6 +49,23 @@ public struct DefinitionService: Sendable {
         }
     }
 
+    /// What `define` prints after storing: the stored `keys`, and the definitions built on them,
+    /// planned as ``plan(files:runner:now:)`` plans them, in a transaction that is rolled back. A
+    /// SQL definition is left out (its query runs at the next run, not at `define`).
+    public func planStored(keys: [String], runner: SyncRunner, now: Date) async throws -> [PairOutcome] {
+        var planned: [String] = []
+        for key in keys {
+            if let stored = try await repository.find(key: key), stored.removedAt == nil, stored.definition.sqlQuery == nil {
+                planned.append(key)
+            }
+        }
+        guard !planned.isEmpty else { return [] }
+        return try await repository.db.withTransaction { tx in
+            tx.rollback()
+            return try await runner.plan(keys: planned, on: tx.connection, now: now)
+        }
+    }
+
     /// The definitions of `files`, validated; throws every problem at once.
     private func read(_ files: [String]) async throws -> [DefinitionInput] {
         var inputs: [DefinitionInput] = []
