@@ -53,7 +53,9 @@ public struct ProfileDetail: Sendable {
 }
 
 /// The profile pages' reads: a search by user id, email or profile id, and one profile with
-/// what it holds and its timeline. Each reads one profile's rows by index.
+/// what it holds and its timeline. The snapshot is read by its key, definition by definition;
+/// the history and the outbox have no index by profile and are scanned for it (seconds at
+/// tens of millions of rows: an index there would cost every sync's writes).
 public struct ProfileReads: Sendable {
     let db: PostgresConnection
 
@@ -75,8 +77,10 @@ public struct ProfileReads: Sendable {
         let row = try await db.query("SELECT user_id, email FROM engage.profiles WHERE profile_id = \(id)").first
         let holdings = try await db.query("""
             SELECT c.key, c.type, m.value::text AS value, m.since
-            FROM engage.memberships m JOIN engage.computations c ON c.id = m.computation_id
-            WHERE m.profile_id = \(id) AND c.removed_at IS NULL ORDER BY c.type, c.key
+            FROM engage.computations c
+            JOIN LATERAL (SELECT m.value, m.since FROM engage.memberships m
+                          WHERE m.computation_id = c.id AND m.profile_id = \(id)) m ON true
+            WHERE c.removed_at IS NULL ORDER BY c.type, c.key
             """).map { r in
             ProfileHolding(key: try r.decode(String.self, "key"), type: try r.decode(Definition.Kind.self, "type"),
                            value: try r.decode(String.self, "value"), since: try r.decode(Date?.self, "since"))
@@ -84,8 +88,9 @@ public struct ProfileReads: Sendable {
         let timeline = try await db.query("""
             SELECT at, kind, key, destination, detail FROM (
                 SELECT m.since AS at, 'value' AS kind, c.key, NULL::text AS destination, m.value::text AS detail
-                FROM engage.memberships m JOIN engage.computations c ON c.id = m.computation_id
-                WHERE m.profile_id = \(id) AND m.since IS NOT NULL
+                FROM engage.computations c
+                JOIN LATERAL (SELECT m.value, m.since FROM engage.memberships m
+                              WHERE m.computation_id = c.id AND m.profile_id = \(id) AND m.since IS NOT NULL) m ON true
                 UNION ALL
                 SELECT h.since, 'value', c.key, NULL, h.value::text
                 FROM engage.membership_history h JOIN engage.computations c ON c.id = h.computation_id
