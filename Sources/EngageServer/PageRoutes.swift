@@ -80,10 +80,8 @@ extension EngageServer {
                 do {
                     let explanation = try await Explainer(db).explain(key: key, profile: .profileID(id), at: try now())
                     return (.ok, StatusPages.explanation(profileID: id, key: key, ExplanationText(explanation)))
-                } catch let error as UnknownKey {
-                    return (.notFound, StatusPages.message("Not found", error.description))
-                } catch let error as UnknownProfile {
-                    return (.notFound, StatusPages.message("Not found", error.description))
+                } catch where error is UnknownKey || error is UnknownProfile {
+                    return (.notFound, StatusPages.message("Not found", "\(error)"))
                 }
             }
         }

@@ -74,10 +74,19 @@ extension EngageSyncCommand {
 
         /// The plan as lines: each definition's outcome, then each planned pair.
         static func text(_ plan: DefinitionPlan) -> String {
-            var lines = plan.definitions.map { "\($0.outcome == .created ? "new" : $0.outcome == .updated ? "changed" : "unchanged") \($0.key)" }
+            var lines = plan.definitions.map { "\(word($0.outcome)) \($0.key)" }
             lines += pairLines(plan.pairs, changed: Set(plan.definitions.filter { $0.outcome != .unchanged }.map(\.key)))
             if plan.pairs.isEmpty { lines.append("nothing would be sent") }
             return lines.joined(separator: "\n")
+        }
+
+        /// How a plan names what storing does to a definition.
+        static func word(_ outcome: SaveOutcome) -> String {
+            switch outcome {
+            case .created: "new"
+            case .updated: "changed"
+            case .unchanged: "unchanged"
+            }
         }
 
         /// One line per planned pair: what its next run would send, or that the guardrail would block it.
@@ -101,7 +110,7 @@ extension EngageSyncCommand {
         static func json(_ plan: DefinitionPlan) -> JSONValue {
             [
                 "definitions": .array(plan.definitions.map {
-                    ["key": .string($0.key), "outcome": .string($0.outcome == .created ? "new" : $0.outcome == .updated ? "changed" : "unchanged")]
+                    ["key": .string($0.key), "outcome": .string(word($0.outcome))]
                 }),
                 "pairs": .array(plan.pairs.map { p in
                     [

@@ -326,12 +326,17 @@ private struct World {
         let plan = try await f.cli(["define", "--plan", "--json", file], environment: ["ENGAGE_SYNC_NOW": now.iso8601])
         #expect(plan.status == 0, "\(label): define --plan: \(plan.stderr)")
         for pair in (try? JSONValue.parse(plan.stdout))?["pairs"]?.arrayValue ?? [] {
-            let counts = pair["status"] == "blocked" ? "blocked"
-                : "+\(pair["entered"]?.jsonString ?? "?") -\(pair["exited"]?.jsonString ?? "?") ~\(pair["changed"]?.jsonString ?? "?")"
+            let counts = Self.outcome(blocked: pair["status"] == "blocked", pair["entered"]?.jsonString,
+                                      pair["exited"]?.jsonString, pair["changed"]?.jsonString)
             planned["\(pair["key"]?.stringValue ?? "?") → \(pair["destination"]?.stringValue ?? "?")"] = counts
         }
         let define = try await f.cli(["define", file])
         #expect(define.status == 0, "\(label): \(define.stderr)")
+    }
+
+    /// A pair's planned or actual outcome, as the two are compared: "blocked", or "+entered -exited ~changed".
+    static func outcome(blocked: Bool, _ entered: String?, _ exited: String?, _ changed: String?) -> String {
+        blocked ? "blocked" : "+\(entered ?? "?") -\(exited ?? "?") ~\(changed ?? "?")"
     }
 
     /// Each pair `define --plan` planned was run by the run after `before` as it said: the same
@@ -345,8 +350,8 @@ private struct World {
             FROM engage.sync_runs r JOIN engage.computations c ON c.id = r.computation_id JOIN engage.destinations d ON d.id = r.destination_id
             WHERE r.id > \(before) AND r.mode <> 'remove' ORDER BY r.id
             """) {
-            ran[try row.decode(String.self, "pair")] = row["status"] == "blocked" ? "blocked"
-                : "+\(row["entered"] ?? "?") -\(row["exited"] ?? "?") ~\(row["changed"] ?? "?")"
+            ran[try row.decode(String.self, "pair")] = Self.outcome(blocked: row["status"] == "blocked", row["entered"],
+                                                                    row["exited"], row["changed"])
         }
         let differing = planned.filter { ran[$0.key] != $0.value }.sorted { $0.key < $1.key }
         #expect(differing.isEmpty, "\(label): define --plan said \(differing.map { "\($0.key) \($0.value)" }), the run did \(differing.map { ran[$0.key] ?? "nothing" })")

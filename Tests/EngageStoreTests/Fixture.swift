@@ -67,9 +67,3 @@ struct Fixture {
         return try await evaluate(#"{"name": "\#(key)", "key": "\#(key)", "type": "trait", "value": \#(value)}"#)
     }
 }
-
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
-    func next() -> Int { lock.withLock { value += 1; return value } }
-}

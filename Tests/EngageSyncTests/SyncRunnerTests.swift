@@ -4,7 +4,6 @@ import EngageStore
 import EngageSync
 import Foundation
 import PostgresClient
-import Synchronization
 import Testing
 import TestSupport
 
@@ -83,7 +82,7 @@ struct SyncRunnerTests {
             for lanes in [1, 2] {
                 let started = Counter()
                 var progress = SyncProgress()
-                progress.planned = { _, _, _ in started.add() }
+                progress.planned = { _, _, _ in started.next() }
                 progress.stopStarting = { started.value >= 1 }
                 var request = SyncRequest()
                 request.noDeliver = true
@@ -97,11 +96,4 @@ struct SyncRunnerTests {
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status <> 'succeeded'") == 0)
         }
     }
-}
-
-/// A count shared with the runner's callbacks.
-final class Counter: Sendable {
-    private let box = Mutex(0)
-    var value: Int { box.withLock { $0 } }
-    func add() { box.withLock { $0 += 1 } }
 }

@@ -59,20 +59,15 @@ BEGIN
         RETURN jsonb_build_object('kind', 'trait', 'trait', c ->> 'trait', 'operator', c - 'trait',
                                   'found', trait_value, 'verdict', engage.definition_matches(c, trait_value, at));
     END IF;
-    -- An event condition.
+    -- An event condition: its window's bounds for the evidence, its events counted.
     IF c ? 'within' THEN
         window_from := at - engage.definition_interval(c ->> 'within');
     ELSIF c ? 'between' THEN
         window_from := at - engage.definition_interval(c -> 'between' ->> 0);
         window_to := at - engage.definition_interval(c -> 'between' ->> 1);
     END IF;
-    SELECT count(*), min(e.occurred_at), max(e.occurred_at) INTO matched, first_at, last_at
-    FROM engage.events e
-    WHERE e.profile_id = profile ->> 'profile_id' AND e.event = c ->> 'event'
-      AND (window_from IS NULL OR e.occurred_at >= window_from)
-      AND (window_to IS NULL OR e.occurred_at < window_to)
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(c -> 'where', '[]')) f
-                      WHERE NOT engage.definition_matches(f, e.properties #> engage.definition_path(f ->> 'property'), at));
+    SELECT count(*), min(m.occurred_at), max(m.occurred_at) INTO matched, first_at, last_at
+    FROM engage.definition_events(c, profile ->> 'profile_id', at) m;
     rule := coalesce((SELECT k FROM jsonb_object_keys(c -> 'count') k LIMIT 1), 'at_least');
     n := coalesce((c -> 'count' ->> rule)::bigint, 1);
     verdict := CASE rule WHEN 'at_least' THEN matched >= n WHEN 'at_most' THEN matched <= n ELSE matched = n END;

@@ -58,32 +58,23 @@ public struct Explainer: Sendable {
     /// so a deleted profile can still be explained. Of several profiles sharing an email, the
     /// one with a user id, then the first by profile id (as SQL definitions match them).
     public func profileID(_ reference: ProfileReference) async throws -> String {
-        let query: PostgresQuery
+        // The profiles' column and the ledger's and outbox's that hold the same identifier.
+        let (value, profileColumn, keptColumn): (String, String, String)
         switch reference {
-        case .profileID(let id):
-            return id
-        case .userID(let id):
-            query = """
-                SELECT profile_id FROM (
-                    (SELECT profile_id, 0 AS source FROM engage.profiles WHERE user_id = \(id) LIMIT 1)
-                    UNION ALL
-                    (SELECT profile_id, 1 FROM engage.ledger WHERE vero_id = \(id) ORDER BY confirmed_at DESC LIMIT 1)
-                    UNION ALL
-                    (SELECT profile_id, 2 FROM engage.outbox WHERE vero_id = \(id) ORDER BY id DESC LIMIT 1)) found
-                ORDER BY source LIMIT 1
-                """
-        case .email(let email):
-            query = """
-                SELECT profile_id FROM (
-                    (SELECT profile_id, 0 AS source FROM engage.profiles WHERE email = \(email)
-                     ORDER BY user_id IS NULL, profile_id LIMIT 1)
-                    UNION ALL
-                    (SELECT profile_id, 1 FROM engage.ledger WHERE email = \(email) ORDER BY confirmed_at DESC LIMIT 1)
-                    UNION ALL
-                    (SELECT profile_id, 2 FROM engage.outbox WHERE email = \(email) ORDER BY id DESC LIMIT 1)) found
-                ORDER BY source LIMIT 1
-                """
+        case .profileID(let id): return id
+        case .userID(let id): (value, profileColumn, keptColumn) = (id, "user_id", "vero_id")
+        case .email(let email): (value, profileColumn, keptColumn) = (email, "email", "email")
         }
+        let query: PostgresQuery = """
+            SELECT profile_id FROM (
+                (SELECT profile_id, 0 AS source FROM engage.profiles WHERE \(unescaped: profileColumn) = \(value)
+                 ORDER BY user_id IS NULL, profile_id LIMIT 1)
+                UNION ALL
+                (SELECT profile_id, 1 FROM engage.ledger WHERE \(unescaped: keptColumn) = \(value) ORDER BY confirmed_at DESC LIMIT 1)
+                UNION ALL
+                (SELECT profile_id, 2 FROM engage.outbox WHERE \(unescaped: keptColumn) = \(value) ORDER BY id DESC LIMIT 1)) found
+            ORDER BY source LIMIT 1
+            """
         guard let id = try await db.query(query).first?.decode(String.self, "profile_id") else {
             throw UnknownProfile(reference: reference)
         }

@@ -19,7 +19,7 @@ public struct ProfileHolding: Sendable {
 }
 
 /// What an entry of a profile's timeline records.
-public enum TimelineKind: String, Sendable {
+public enum TimelineKind: String, Sendable, PostgresDecodable {
     /// A definition's value took effect (an entry, or a trait's new value).
     case value
     /// A value ended (an exit, or a trait's value replaced).
@@ -110,7 +110,7 @@ public struct ProfileReads: Sendable {
                  FROM engage.events e WHERE e.profile_id = \(id) AND e.event LIKE 'Email %' ORDER BY e.occurred_at DESC LIMIT 20)
             ) t ORDER BY at DESC, kind LIMIT 100
             """).map { r in
-            TimelineEntry(at: try r.decode(Date.self, "at"), kind: TimelineKind(rawValue: try r.decode(String.self, "kind")) ?? .value,
+            TimelineEntry(at: try r.decode(Date.self, "at"), kind: try r.decode(TimelineKind.self, "kind"),
                           key: try r.decode(String?.self, "key"), destination: try r.decode(String?.self, "destination"),
                           detail: try r.decode(String.self, "detail"))
         }

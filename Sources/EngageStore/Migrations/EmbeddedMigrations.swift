@@ -1164,19 +1164,23 @@ BEGIN
 END;
 $$;
 """#),
-        ReadSideObject(file: "41_trait_events", sql: #"""
--- The events a computed trait `v` reads for one profile at instant `at` (its event, its window,
--- its filters), each with the value of its property (NULL for count, or when missing): what the
--- aggregate is taken over. Used by engage.explain_value.
-CREATE FUNCTION engage.trait_events(v jsonb, profile_id text, at timestamptz)
+        ReadSideObject(file: "42_definition_events", sql: #"""
+-- The events an event condition or a computed trait `spec` reads for one profile at instant
+-- `at`: its event, its window (`within`, or `between` [older, newer]: older inclusive, newer
+-- exclusive), its filters; each with the value of its `property` (NULL without one, or when
+-- missing). What an event condition counts and a trait's aggregate is taken over, as the
+-- definition compiler reads them. Used by engage.explain_condition and engage.explain_value.
+CREATE FUNCTION engage.definition_events(spec jsonb, profile_id text, at timestamptz)
 RETURNS TABLE (occurred_at timestamptz, message_id text, x jsonb)
 LANGUAGE sql STABLE AS $$
     SELECT e.occurred_at, e.message_id,
-           CASE WHEN v ? 'property' THEN e.properties #> engage.definition_path(v ->> 'property') END
+           CASE WHEN spec ? 'property' THEN e.properties #> engage.definition_path(spec ->> 'property') END
     FROM engage.events e
-    WHERE e.profile_id = trait_events.profile_id AND e.event = v ->> 'event'
-      AND (NOT v ? 'within' OR e.occurred_at >= at - engage.definition_interval(v ->> 'within'))
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(v -> 'where', '[]')) f
+    WHERE e.profile_id = definition_events.profile_id AND e.event = spec ->> 'event'
+      AND (NOT spec ? 'within' OR e.occurred_at >= at - engage.definition_interval(spec ->> 'within'))
+      AND (NOT spec ? 'between' OR (e.occurred_at >= at - engage.definition_interval(spec -> 'between' ->> 0)
+                                    AND e.occurred_at < at - engage.definition_interval(spec -> 'between' ->> 1)))
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(spec -> 'where', '[]')) f
                       WHERE NOT engage.definition_matches(f, e.properties #> engage.definition_path(f ->> 'property'), at))
 $$;
 """#),
@@ -1242,20 +1246,15 @@ BEGIN
         RETURN jsonb_build_object('kind', 'trait', 'trait', c ->> 'trait', 'operator', c - 'trait',
                                   'found', trait_value, 'verdict', engage.definition_matches(c, trait_value, at));
     END IF;
-    -- An event condition.
+    -- An event condition: its window's bounds for the evidence, its events counted.
     IF c ? 'within' THEN
         window_from := at - engage.definition_interval(c ->> 'within');
     ELSIF c ? 'between' THEN
         window_from := at - engage.definition_interval(c -> 'between' ->> 0);
         window_to := at - engage.definition_interval(c -> 'between' ->> 1);
     END IF;
-    SELECT count(*), min(e.occurred_at), max(e.occurred_at) INTO matched, first_at, last_at
-    FROM engage.events e
-    WHERE e.profile_id = profile ->> 'profile_id' AND e.event = c ->> 'event'
-      AND (window_from IS NULL OR e.occurred_at >= window_from)
-      AND (window_to IS NULL OR e.occurred_at < window_to)
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(c -> 'where', '[]')) f
-                      WHERE NOT engage.definition_matches(f, e.properties #> engage.definition_path(f ->> 'property'), at));
+    SELECT count(*), min(m.occurred_at), max(m.occurred_at) INTO matched, first_at, last_at
+    FROM engage.definition_events(c, profile ->> 'profile_id', at) m;
     rule := coalesce((SELECT k FROM jsonb_object_keys(c -> 'count') k LIMIT 1), 'at_least');
     n := coalesce((c -> 'count' ->> rule)::bigint, 1);
     verdict := CASE rule WHEN 'at_least' THEN matched >= n WHEN 'at_most' THEN matched <= n ELSE matched = n END;
@@ -1279,25 +1278,25 @@ DECLARE
     events jsonb;
     value jsonb;
 BEGIN
-    SELECT count(*) INTO matched FROM engage.trait_events(v, explain_value.profile_id, at);
+    SELECT count(*) INTO matched FROM engage.definition_events(v, explain_value.profile_id, at);
     SELECT coalesce(jsonb_agg(jsonb_build_object('occurred_at', m.occurred_at, 'message_id', m.message_id, 'value', m.x)
                               ORDER BY m.occurred_at, m.message_id), '[]')
-    INTO events FROM (SELECT * FROM engage.trait_events(v, explain_value.profile_id, at) t ORDER BY t.occurred_at, t.message_id LIMIT shown) m;
+    INTO events FROM (SELECT * FROM engage.definition_events(v, explain_value.profile_id, at) t ORDER BY t.occurred_at, t.message_id LIMIT shown) m;
     value := CASE aggregate
-        WHEN 'count' THEN (SELECT to_jsonb(count(*)) FROM engage.trait_events(v, explain_value.profile_id, at) HAVING count(*) > 0)
-        WHEN 'sum' THEN (SELECT to_jsonb(trim_scale(sum(x::numeric))) FROM engage.trait_events(v, explain_value.profile_id, at) WHERE jsonb_typeof(x) = 'number')
-        WHEN 'avg' THEN (SELECT to_jsonb(trim_scale(round(avg(x::numeric), 6))) FROM engage.trait_events(v, explain_value.profile_id, at) WHERE jsonb_typeof(x) = 'number')
-        WHEN 'min' THEN (SELECT to_jsonb(trim_scale(min(x::numeric))) FROM engage.trait_events(v, explain_value.profile_id, at) WHERE jsonb_typeof(x) = 'number')
-        WHEN 'max' THEN (SELECT to_jsonb(trim_scale(max(x::numeric))) FROM engage.trait_events(v, explain_value.profile_id, at) WHERE jsonb_typeof(x) = 'number')
-        WHEN 'first' THEN (SELECT (array_agg(x ORDER BY occurred_at, message_id))[1] FROM engage.trait_events(v, explain_value.profile_id, at)
+        WHEN 'count' THEN (SELECT to_jsonb(count(*)) FROM engage.definition_events(v, explain_value.profile_id, at) HAVING count(*) > 0)
+        WHEN 'sum' THEN (SELECT to_jsonb(trim_scale(sum(x::numeric))) FROM engage.definition_events(v, explain_value.profile_id, at) WHERE jsonb_typeof(x) = 'number')
+        WHEN 'avg' THEN (SELECT to_jsonb(trim_scale(round(avg(x::numeric), 6))) FROM engage.definition_events(v, explain_value.profile_id, at) WHERE jsonb_typeof(x) = 'number')
+        WHEN 'min' THEN (SELECT to_jsonb(trim_scale(min(x::numeric))) FROM engage.definition_events(v, explain_value.profile_id, at) WHERE jsonb_typeof(x) = 'number')
+        WHEN 'max' THEN (SELECT to_jsonb(trim_scale(max(x::numeric))) FROM engage.definition_events(v, explain_value.profile_id, at) WHERE jsonb_typeof(x) = 'number')
+        WHEN 'first' THEN (SELECT (array_agg(x ORDER BY occurred_at, message_id))[1] FROM engage.definition_events(v, explain_value.profile_id, at)
                            WHERE x IS NOT NULL AND x <> 'null'::jsonb)
-        WHEN 'last' THEN (SELECT (array_agg(x ORDER BY occurred_at DESC, message_id DESC))[1] FROM engage.trait_events(v, explain_value.profile_id, at)
+        WHEN 'last' THEN (SELECT (array_agg(x ORDER BY occurred_at DESC, message_id DESC))[1] FROM engage.definition_events(v, explain_value.profile_id, at)
                           WHERE x IS NOT NULL AND x <> 'null'::jsonb)
-        WHEN 'most_frequent' THEN (SELECT x FROM engage.trait_events(v, explain_value.profile_id, at) WHERE x IS NOT NULL AND x <> 'null'::jsonb
+        WHEN 'most_frequent' THEN (SELECT x FROM engage.definition_events(v, explain_value.profile_id, at) WHERE x IS NOT NULL AND x <> 'null'::jsonb
                                    GROUP BY x HAVING count(*) >= 2 ORDER BY count(*) DESC, (x #>> '{}') COLLATE "C" LIMIT 1)
         WHEN 'unique_list' THEN (SELECT jsonb_agg(x ORDER BY (x #>> '{}') COLLATE "C")
-                                 FROM (SELECT DISTINCT x FROM engage.trait_events(v, explain_value.profile_id, at) WHERE x IS NOT NULL AND x <> 'null'::jsonb) d)
-        WHEN 'unique_list_count' THEN (SELECT to_jsonb(count(DISTINCT x)) FROM engage.trait_events(v, explain_value.profile_id, at)
+                                 FROM (SELECT DISTINCT x FROM engage.definition_events(v, explain_value.profile_id, at) WHERE x IS NOT NULL AND x <> 'null'::jsonb) d)
+        WHEN 'unique_list_count' THEN (SELECT to_jsonb(count(DISTINCT x)) FROM engage.definition_events(v, explain_value.profile_id, at)
                                        WHERE x IS NOT NULL AND x <> 'null'::jsonb HAVING count(*) > 0)
     END;
     RETURN jsonb_build_object('kind', 'value', 'aggregate', aggregate, 'event', v ->> 'event', 'property', v ->> 'property',

@@ -40,29 +40,28 @@ public struct DefinitionService: Sendable {
     /// against that audience's current snapshot.
     public func plan(files: [String], runner: SyncRunner, now: Date) async throws -> DefinitionPlan {
         let inputs = try await read(files)
-        return try await repository.db.withTransaction { tx in
-            tx.rollback()
-            let saved = try await DefinitionRepository(tx.connection, sql: repository.sqlSource).save(inputs)
+        return try await rolledBack { db in
+            let saved = try await DefinitionRepository(db, sql: repository.sqlSource).save(inputs)
             let keys = saved.filter { $0.outcome != .unchanged }.map(\.key)
-            let pairs = keys.isEmpty ? [] : try await runner.plan(keys: keys, on: tx.connection, now: now)
-            return DefinitionPlan(definitions: saved, pairs: pairs)
+            return DefinitionPlan(definitions: saved, pairs: keys.isEmpty ? [] : try await runner.plan(keys: keys, on: db, now: now))
         }
     }
 
     /// What `define` prints after storing: the stored `keys`, and the definitions built on them,
-    /// planned as ``plan(files:runner:now:)`` plans them, in a transaction that is rolled back. A
-    /// SQL definition is left out (its query runs at the next run, not at `define`).
+    /// planned as ``plan(files:runner:now:)`` plans them. A SQL definition is left out (its
+    /// query runs at the next run, not at `define`).
     public func planStored(keys: [String], runner: SyncRunner, now: Date) async throws -> [PairOutcome] {
-        var planned: [String] = []
-        for key in keys {
-            if let stored = try await repository.find(key: key), stored.removedAt == nil, stored.definition.sqlQuery == nil {
-                planned.append(key)
-            }
-        }
+        let planned = try await repository.read().definitions
+            .filter { keys.contains($0.definition.key) && $0.definition.sqlQuery == nil }.map(\.definition.key)
         guard !planned.isEmpty else { return [] }
-        return try await repository.db.withTransaction { tx in
+        return try await rolledBack { try await runner.plan(keys: planned, on: $0, now: now) }
+    }
+
+    /// `body` in a transaction that is rolled back whatever it did: a plan stores nothing.
+    private func rolledBack<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await repository.db.withTransaction { tx in
             tx.rollback()
-            return try await runner.plan(keys: planned, on: tx.connection, now: now)
+            return try await body(tx.connection)
         }
     }
 
