@@ -37,9 +37,22 @@ struct IncrementalSearchTests {
         while scenario < 5 && Date() < deadline {
             scenario += 1
             let scenarioRandom = random.split()
-            let counts = try await SyncFixture.with { f in
+            let label = "seed \(seed), scenario \(scenario)"
+            // The first scenario runs on a server of its own that logs every statement's plan:
+            // what the engine ran is then checked for joins a distributed PostgreSQL could not
+            // run on one node (docs/scaling.md).
+            let counts = scenario > 1 ? try await SyncFixture.with { f in
                 var world = World(f: f, random: scenarioRandom)
-                return try await world.play(steps: 12, deadline: deadline, label: "seed \(seed), scenario \(scenario)")
+                return try await world.play(steps: 12, deadline: deadline, label: label)
+            } : try await PrivateCluster.with { cluster in
+                try await cluster.configure(ColocationCheck.loggingSettings, loading: ["auto_explain"])
+                let (counts, testSession) = try await SyncFixture.with(server: cluster.url) { f in
+                    let session = try await f.count("SELECT pg_backend_pid() AS c")
+                    var world = World(f: f, random: scenarioRandom)
+                    return (try await world.play(steps: 12, deadline: deadline, label: label), session)
+                }
+                try Self.checkColocation(log: cluster.serverLog, excludingSession: testSession, label: label)
+                return counts
             }
             runs += counts.runs
             incremental += counts.incremental
@@ -50,6 +63,28 @@ struct IncrementalSearchTests {
         // A scenario's first runs are full by design; on a loaded machine the deadline can cut
         // scenarios short, so the share is held to a quarter.
         #expect(incremental > runs / 4, "the search must mostly exercise incremental runs")
+    }
+}
+
+extension IncrementalSearchTests {
+    /// Every join the engine's statements made (the test's own session left out) is on
+    /// `profile_id`, or one docs/scaling.md lists with how a distributed run does it.
+    static func checkColocation(log path: String, excludingSession testSession: Int, label: String) throws {
+        let plans = ColocationCheck.loggedPlans(try String(contentsOfFile: path, encoding: .utf8))
+            .filter { $0.pid != testSession }
+        #expect(plans.count > 100, "\(label): only \(plans.count) plans in the server's log \(path)")
+        let listed = ColocationCheck.documented(in: try ColocationCheck.scalingDocument())
+        var unlisted: [ColocationCheck.Crossing: String] = [:]
+        var seen = Set<ColocationCheck.Crossing>()
+        for finding in plans.flatMap({ ColocationCheck.findings(in: $0.plan) }) {
+            seen.insert(finding.crossing)
+            if !listed.contains(finding.crossing) { unlisted[finding.crossing] = finding.query }
+        }
+        for (crossing, query) in unlisted.sorted(by: { $0.key < $1.key }) {
+            Issue.record("\(label): a join that leaves a node under docs/scaling.md's plan: \(crossing), in\n\(query.prefix(2_000))")
+        }
+        print("IncrementalSearchTests: colocation checked over \(plans.count) plans; the joins on other columns than "
+              + "profile_id: \(seen.sorted().map(\.description).joined(separator: "; "))")
     }
 }
 

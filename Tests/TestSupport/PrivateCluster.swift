@@ -1,7 +1,9 @@
 import Foundation
+import PostgresClient
 
 /// A PostgreSQL server of its own, started with Scripts/lib-postgres.sh like the test
-/// harness's, for a test that restarts the server without disturbing the other tests.
+/// harness's, for a test that restarts the server or changes its settings without disturbing
+/// the other tests.
 public struct PrivateCluster: Sendable {
     public struct Failed: Error, CustomStringConvertible {
         public var description: String
@@ -54,6 +56,21 @@ public struct PrivateCluster: Sendable {
             throw Failed(description: "no port in \(url)")
         }
         _ = try await Self.shell(#"pg_ensure_installed && pg_private_launch "$1/pg" \#(port)"#, directory)
+    }
+
+    /// The server's log (what `pg_ctl -l` writes).
+    public var serverLog: String { directory + "/pg/server.log" }
+
+    /// Sets server parameters (`ALTER SYSTEM`) and reloads: sessions opened afterwards have them.
+    /// A module's parameters are known once it is loaded: `loading` names those to load first.
+    public func configure(_ settings: [String: String], loading modules: [String] = []) async throws {
+        try await PostgresConnection.withConnection(url) { db in
+            for module in modules { try await db.execute("LOAD \(unescaped: "'" + module + "'")") }
+            for (name, value) in settings.sorted(by: { $0.key < $1.key }) {
+                try await db.execute("ALTER SYSTEM SET \(unescaped: name) = \(unescaped: "'" + value + "'")")
+            }
+            try await db.query("SELECT pg_reload_conf()")
+        }
     }
 
     /// Stops the server and removes its folder.
