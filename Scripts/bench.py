@@ -138,6 +138,25 @@ def confirm_sink(url):
     """)
 
 
+def fresh_database(name, profiles, per_profile):
+    """A new migrated database with the generated data; returns its URL, migrate's peak memory, and
+    one instant for the full syncs and one an hour later for the incremental runs, so windows move
+    by exactly that (ENGAGE_SYNC_NOW)."""
+    psql(BASE_URL, f"DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name};")
+    url = db_url(name)
+    _, _, peak = engage(url, ["migrate"])
+    generate(url, profiles, per_profile)
+    t0 = iso(time.time())
+    return url, peak, t0, iso(parse_iso(t0) + 3600)
+
+
+def add_destinations(url, port):
+    """"vero", the sandbox on `port`, and "sink", never sent to (confirm_sink)."""
+    engage(url, ["destination", "add", "vero", "--base-url", f"http://127.0.0.1:{port}", "--token-env", "BENCH_TOKEN",
+                 "--rate", "100000", "--concurrency", str(CONCURRENCY)])
+    engage(url, ["destination", "add", "sink", "--base-url", "http://127.0.0.1:9", "--token-env", "BENCH_TOKEN"])
+
+
 def run_times(url, key):
     out, _ = psql(url, f"""
         SELECT r.evaluate_ms, r.diff_ms, r.members, r.entered + r.exited + r.changed, coalesce(r.evaluation, ''),
@@ -338,11 +357,15 @@ def cycle_bench(template, profiles, t0, work, baseline_bin=None):
     url = db_url("bench_cycle")
     engage(url, ["define", defs])
     log("   cycle: full sync of 50 definitions")
-    engage(url, ["run", "--no-deliver", "--destination", "sink"], now=t0)
+    _, first_full, _ = engage(url, ["run", "--no-deliver", "--destination", "sink"], now=t0)
+    # An hour passes before the cycle: autovacuum has analyzed the snapshot's new rows by then.
+    # Run at once, the cycle planned its reads of a snapshot of 20M rows with the statistics of
+    # an empty one (one incremental run took minutes instead of a second).
+    psql(url, "ANALYZE engage.memberships")
     confirm_sink(url)
     churn(url, profiles, t1)
     psql(BASE_URL, "DROP DATABASE IF EXISTS bench_cycle_before; CREATE DATABASE bench_cycle_before TEMPLATE bench_cycle;")
-    results = {}
+    results = {"first_full_seconds": first_full}
     # An hour and a minute later every pair is due; --all says so explicitly, and the count of
     # runs below checks it.
     for label, name, args, binary in [
@@ -350,11 +373,12 @@ def cycle_bench(template, profiles, t0, work, baseline_bin=None):
             ("before", "bench_cycle_before", ["run", "--no-deliver", "--all"] + ([] if baseline_bin else ["--full"]), baseline_bin)]:
         log(f"   cycle ({label}): 1% churn, one hour later")
         target = db_url(name)
-        out, seconds, _ = engage(target, args + ["--destination", "sink"], now=t1, binary=binary)
+        out, seconds, peak = engage(target, args + ["--destination", "sink"], now=t1, binary=binary)
         runs, _ = psql(target, f"SELECT count(*) FROM engage.sync_runs WHERE started_at > now() - make_interval(secs => {seconds + 5})")
-        results[label] = {"seconds": seconds, "runs": int(runs.strip())}
+        results[label] = {"seconds": seconds, "runs": int(runs.strip()), "peak_kb": peak}
         if results[label]["runs"] < 50:
             raise RuntimeError(f"cycle ({label}): {runs.strip()} runs instead of 50: {out[-1000:]}")
+    results["disk"] = disk(url)
     psql(BASE_URL, "DROP DATABASE bench_cycle; DROP DATABASE bench_cycle_before;")
     return results
 
@@ -508,20 +532,11 @@ def print_status_page(p):
 def bench_size(profiles, per_profile, work, full_report, cycle=False, baseline_bin=None):
     name = f"bench_{profiles}"
     admin = BASE_URL
-    psql(admin, f"DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name};")
-    url = db_url(name)
+    url, peak, t0, t1 = fresh_database(name, profiles, per_profile)
     result = {"profiles": profiles, "events": profiles * per_profile, "definitions": {}}
-    _, _, peak = engage(url, ["migrate"])
-    generate(url, profiles, per_profile)
-    # One instant for the full syncs and one an hour later for the incremental runs, so windows
-    # move by exactly that (ENGAGE_SYNC_NOW).
-    t0 = iso(time.time())
-    t1 = iso(parse_iso(t0) + 3600)
     box, port = sandbox(None)
     try:
-        engage(url, ["destination", "add", "vero", "--base-url", f"http://127.0.0.1:{port}", "--token-env", "BENCH_TOKEN",
-                     "--rate", "100000", "--concurrency", str(CONCURRENCY)])
-        engage(url, ["destination", "add", "sink", "--base-url", "http://127.0.0.1:9", "--token-env", "BENCH_TOKEN"])
+        add_destinations(url, port)
         if cycle:
             # The cycle's databases start from this one as it is now: data, no definitions.
             psql(admin, f"DROP DATABASE IF EXISTS bench_cycle_template; CREATE DATABASE bench_cycle_template TEMPLATE {name};")
@@ -770,6 +785,188 @@ def print_status_reads(r):
         print(f"    {'GET /destinations/vero':<40} {s['get_destination_ms']:8.1f} ms")
 
 
+def disk(url):
+    """Bytes on disk of the schema's tables and their indexes (and TOAST), largest first."""
+    out, _ = psql(url, """
+        SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'engage' AND c.relkind = 'r' ORDER BY 2 DESC""")
+    return {name: int(size) for name, size in (line.split("|") for line in out.strip().splitlines())}
+
+
+GROWTH_SIZES = [100_000, 300_000, 1_000_000, 3_000_000]
+# The growth run's definitions: the every-profile audience (delivered), the 30-day audience
+# and the property filter (the two incremental runs the main table holds to 0.2×).
+GROWTH_KEYS = ["order_completed_last_30days", "big_spenders", "all_customers"]
+
+
+def growth_size(profiles, per_profile, work):
+    """One size of the growth run: full syncs, delivery of every profile, 1% churn and an hour,
+    the incremental runs, the disk used, then the 50-definition cycle on a copy of the data."""
+    name = f"bench_growth_{profiles}"
+    url, _, t0, t1 = fresh_database(name, profiles, per_profile)
+    result = {"profiles": profiles, "definitions": {}, "peak_kb": {}}
+    box, port = sandbox(None)
+    try:
+        add_destinations(url, port)
+        # The cycle's database starts from this one as it is now: data and destinations, no definitions.
+        psql(BASE_URL, f"DROP DATABASE IF EXISTS bench_cycle_template; CREATE DATABASE bench_cycle_template TEMPLATE {name};")
+        defs = os.path.join(work, "growth-definitions.json")
+        with open(defs, "w") as f:
+            json.dump([d for d in DEFINITIONS if d["name"].lower().replace(" ", "_") in GROWTH_KEYS], f)
+        engage(url, ["define", defs])
+        log(f"   full syncs ({profiles:,} profiles)")
+        for key in GROWTH_KEYS:
+            floor_ms, floor_wal = floor_full(url, key, t0)
+            lsn = wal_lsn(url)
+            _, seconds, peak = engage(url, ["run", "--key", key, "--no-deliver"], now=t0)
+            wal = wal_since(url, lsn)
+            result["peak_kb"]["run (full sync)"] = max(peak, result["peak_kb"].get("run (full sync)", 0))
+            evaluate, diff, members, _, _, _ = run_times(url, key)
+            result["definitions"][key] = {"members": members, "full": {
+                "ours_ms": seconds * 1000, "floor_ms": floor_ms, "wal_bytes": wal, "floor_wal_bytes": floor_wal}}
+        confirm_sink(url)
+        log(f"   delivery of all_customers ({profiles:,} requests) to the sandbox")
+        stdout, seconds, peak = engage(url, ["deliver", "--destination", "vero", "--max-wait", "0"])
+        result["peak_kb"]["deliver"] = peak
+        result["delivery"] = {"rows": int(re.search(r"delivered (\d+)", stdout).group(1)),
+                              "ours_per_s": float(re.search(r"\(([0-9.]+)/s\)", stdout).group(1)),
+                              "floor_per_s": wrk(port, CONCURRENCY), "seconds": seconds}
+        log("   1% churn and one hour later: incremental runs")
+        churn(url, profiles, t1)
+        for key in GROWTH_KEYS[:2]:
+            floor_ms = floor_query_alone(url, key, t1)
+            _, seconds, peak = engage(url, ["run", "--key", key, "--no-deliver"], now=t1)
+            result["peak_kb"]["run (incremental)"] = max(peak, result["peak_kb"].get("run (incremental)", 0))
+            evaluate, diff, members, changes, evaluation, affected = run_times(url, key)
+            result["definitions"][key]["incremental"] = {
+                "ours_ms": evaluate + diff, "command_ms": seconds * 1000, "floor_ms": floor_ms, "changes": changes,
+                "evaluation": evaluation, "affected": affected}
+        result["disk"] = disk(url)
+    finally:
+        box.send_signal(signal.SIGINT)
+        box.wait(timeout=30)
+    psql(BASE_URL, f"DROP DATABASE IF EXISTS {name};")
+    result["cycle"] = cycle_bench("bench_cycle_template", profiles, t0, work)
+    result["peak_kb"]["run (50-definition cycle)"] = result["cycle"]["after"]["peak_kb"]
+    psql(BASE_URL, "DROP DATABASE IF EXISTS bench_cycle_template")
+    return result
+
+
+PROFILE_SETTINGS = {"session_preload_libraries": "auto_explain", "auto_explain.log_min_duration": "1000",
+                    "auto_explain.log_analyze": "on", "auto_explain.log_timing": "off", "auto_explain.log_buffers": "on",
+                    "auto_explain.log_format": "json", "auto_explain.log_nested_statements": "on"}
+
+
+def log_plans(on):
+    """Every session of the server (ours and the floors' alike) logs the plan of each statement
+    over a second: auto_explain, with row counts and buffers, without per-node timing."""
+    # A module's parameters are known to ALTER SYSTEM once the module is loaded.
+    change = (f"ALTER SYSTEM SET {k} = '{v}';\n" if on else f"ALTER SYSTEM RESET {k};\n" for k, v in PROFILE_SETTINGS.items())
+    psql(BASE_URL, "LOAD 'auto_explain';\n" + "".join(change) + "SELECT pg_reload_conf();")
+
+
+def profiled_statements(server_log, since, limit=12):
+    """The statements auto_explain logged (each over a second) after byte `since` of the server's
+    log, longest first: duration, the statement's first words, its plan's top nodes, rows, buffers."""
+    with open(server_log, errors="replace") as f:
+        f.seek(since)
+        text = f.read()
+    found = []
+    for match in re.finditer(r"duration: ([0-9.]+) ms  plan:\n((?:\t.*\n?)+)", text):
+        try:
+            entry = json.loads("\n".join(line[1:] for line in match.group(2).splitlines()))
+        except ValueError:
+            continue
+        plan = entry.get("Plan", {})
+
+        def nodes(node, depth=0):
+            label = node.get("Node Type", "?") + (f" on {node['Relation Name']}" if "Relation Name" in node else "")
+            rows = node.get("Actual Rows")
+            out = [("  " * depth) + label + (f" ({rows:,.0f} rows)" if rows is not None else "")]
+            if depth < 3:
+                for child in node.get("Plans", []):
+                    out += nodes(child, depth + 1)
+            return out
+        query = " ".join(entry.get("Query Text", "").split())
+        found.append({"ms": float(match.group(1)), "query": query[:160], "nodes": nodes(plan)[:12],
+                      "shared_hit": plan.get("Shared Hit Blocks", 0), "shared_read": plan.get("Shared Read Blocks", 0),
+                      "temp_written": plan.get("Temp Written Blocks", 0)})
+    found.sort(key=lambda e: -e["ms"])
+    return found[:limit]
+
+
+def growth_bench(work, sizes, per_profile):
+    results = {"machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB",
+               "per_profile": per_profile, "sizes": {}}
+    server_log = os.path.join(work, "pg", "server.log")
+    for size in sizes:
+        log(f"== growth: {size:,} profiles")
+        profiled = size == sizes[-1]
+        since = os.path.getsize(server_log) if os.path.exists(server_log) else 0
+        log_plans(profiled)
+        results["sizes"][str(size)] = growth_size(size, per_profile, work)
+        if profiled:
+            log_plans(False)
+            results["profile"] = profiled_statements(server_log, since)
+        # Written after every size: the largest take hours, and an interrupted run keeps the others.
+        with open("bench-growth.json", "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+def print_growth(results, sizes):
+    first = sizes[0]
+    rows = results["sizes"]
+
+    def line(title, unit, get, floor=None, higher_better=False):
+        print(f"\n{title}")
+        base = None
+        for size in sizes:
+            r = rows[str(size)]
+            ours = get(r)
+            base = base or ours
+            text = f"  {size:>10,} profiles  {ours:>12,.2f} {unit}"
+            if floor:
+                f = floor(r)
+                text += f"  floor {f:>12,.2f} {unit}  {ours / f if f else float('inf'):5.2f}×"
+            text += f"   ×{ours / base:5.2f} for ×{size / first:.0f} profiles"
+            print(text)
+
+    print(f"\nengage-sync growth — {', '.join(f'{s:,}' for s in sizes)} profiles × {results.get('per_profile', 10)} events — {results['machine']}")
+    for key in ("all_customers", "order_completed_last_30days"):
+        line(f"full sync, the command: {key} (floor: its rows into a keyed table)", "s",
+             lambda r, k=key: r["definitions"][k]["full"]["ours_ms"] / 1000, lambda r, k=key: r["definitions"][k]["full"]["floor_ms"] / 1000)
+        line(f"  WAL per member of {key}", "B",
+             lambda r, k=key: r["definitions"][k]["full"]["wal_bytes"] / max(1, r["definitions"][k]["members"]),
+             lambda r, k=key: r["definitions"][k]["full"]["floor_wal_bytes"] / max(1, r["definitions"][k]["members"]))
+    for key in ("order_completed_last_30days", "big_spenders"):
+        line(f"incremental, 1% churn + 1 h: {key}, evaluate + diff (floor: the query alone over every profile)", "s",
+             lambda r, k=key: r["definitions"][k]["incremental"]["ours_ms"] / 1000,
+             lambda r, k=key: r["definitions"][k]["incremental"]["floor_ms"] / 1000)
+    line("cron cycle of 50 definitions, 1% churn + 1 h (beside: the same cycle by run --full)", "s",
+         lambda r: r["cycle"]["after"]["seconds"], lambda r: r["cycle"]["before"]["seconds"])
+    line("  the cycle's first full sync of 50 definitions", "s", lambda r: r["cycle"]["first_full_seconds"])
+    line("delivery to the sandbox, requests/s (floor: wrk, same endpoint, same concurrency)", "req/s",
+         lambda r: r["delivery"]["ours_per_s"], lambda r: r["delivery"]["floor_per_s"])
+    line("  delivery of every profile, the command's wall time", "s", lambda r: r["delivery"]["seconds"])
+    for command in ("run (full sync)", "run (incremental)", "run (50-definition cycle)", "deliver"):
+        line(f"peak memory (VmHWM): {command}", "MB", lambda r, c=command: r["peak_kb"][c] / 1024)
+    line("disk per profile: engage's tables and indexes (3 definitions, every profile delivered)", "B",
+         lambda r: sum(r["disk"].values()) / r["profiles"])
+    line("disk per profile, the cycle's database (50 definitions)", "B",
+         lambda r: sum(r["cycle"]["disk"].values()) / r["profiles"])
+    top = rows[str(sizes[-1])]
+    print(f"\nat {sizes[-1]:,} profiles, the largest tables (cycle database): " + ", ".join(
+        f"{name} {size / 2**20:,.0f} MiB" for name, size in list(top["cycle"]["disk"].items())[:6]))
+    if results.get("profile"):
+        print(f"\nwhere the time goes at {sizes[-1]:,} profiles: the statements over a second "
+              "(auto_explain: ANALYZE without per-node timing, BUFFERS), longest first")
+        for e in results["profile"]:
+            print(f"  {e['ms'] / 1000:7.2f} s  shared hit {e['shared_hit']:,} read {e['shared_read']:,} temp written {e['temp_written']:,}  {e['query']}")
+            for node in e["nodes"][:6]:
+                print(f"             {node}")
+
+
 def ratio(a, b):
     return a / b if b else float("inf")
 
@@ -783,9 +980,24 @@ def main():
     parser.add_argument("--no-cycle", action="store_true", help="skip the 50-definition cycle")
     parser.add_argument("--only", choices=["status-page", "status-reads"], default=None, help="run one benchmark alone")
     parser.add_argument("--skip", default="", help="comma-separated benchmarks to leave out: status-page, status-reads")
+    parser.add_argument("--growth", action="store_true",
+                        help="the growth curves (docs/scaling.md) at --sizes (default 100000,300000,1000000,3000000)")
+    parser.add_argument("--growth-print", metavar="FILE", default=None,
+                        help="print the growth table of a bench-growth.json (of a run cut short, the sizes it finished)")
     parser.add_argument("--baseline-bin", default=None,
                         help="an engage-sync binary to time the cycle's 'before' with (default: run --full)")
     args = parser.parse_args()
+    if args.growth_print:
+        with open(args.growth_print) as f:
+            results = json.load(f)
+        print_growth(results, sorted(int(s) for s in results["sizes"]))
+        return
+    if args.growth:
+        sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else GROWTH_SIZES
+        results = growth_bench(args.work, sizes, args.events_per_profile)
+        print_growth(results, sizes)
+        print("\nwrote bench-growth.json")
+        return
     if args.only == "status-page":
         log("== the status page")
         print_status_page(status_page_bench(args.work))

@@ -2,6 +2,7 @@
 # Benchmarks (docs/performance.md): a release build on a private PostgreSQL; every figure is printed
 # beside its floor measured in the same run. Writes bench-results.json.
 #   Scripts/bench.sh [--profiles N] [--events-per-profile M] [--sizes 100000,300000,1000000]
+#   Scripts/bench.sh --growth [--sizes 100000,300000,1000000,3000000]   (docs/scaling.md)
 # BENCH_BUILD=debug uses the debug build instead (Scripts/test.sh's smoke run, so the script
 # cannot rot; its figures mean nothing).
 set -euo pipefail
