@@ -157,6 +157,38 @@ def add_destinations(url, port):
     engage(url, ["destination", "add", "sink", "--base-url", "http://127.0.0.1:9", "--token-env", "BENCH_TOKEN"])
 
 
+def define(url, work, definitions, filename):
+    """Stores `definitions` with `engage-sync define`, from a file of the work folder."""
+    path = os.path.join(work, filename)
+    with open(path, "w") as f:
+        json.dump(definitions, f)
+    engage(url, ["define", path])
+
+
+def full_sync(url, key, t0):
+    """The full sync of `key` beside its floor (floor_full), time and WAL. "ours" is the whole
+    command as cron runs it (process start, connection, schedule, run bookkeeping, evaluation,
+    diff, commit); evaluate and diff are its parts. Returns (figures, peak KB)."""
+    floor_ms, floor_wal = floor_full(url, key, t0)
+    lsn = wal_lsn(url)
+    _, seconds, peak = engage(url, ["run", "--key", key, "--no-deliver"], now=t0)
+    wal = wal_since(url, lsn)
+    evaluate, diff, members, _, _, _ = run_times(url, key)
+    return {"members": members, "full": {
+        "ours_ms": seconds * 1000, "evaluate_ms": evaluate, "diff_ms": diff, "floor_ms": floor_ms,
+        "wal_bytes": wal, "floor_wal_bytes": floor_wal}}, peak
+
+
+def incremental_run(url, key, t1):
+    """The incremental run of `key` at `t1` (evaluate + diff) beside the query alone over every
+    profile (floor_query_alone). Returns (figures, peak KB)."""
+    floor_ms = floor_query_alone(url, key, t1)
+    _, seconds, peak = engage(url, ["run", "--key", key, "--no-deliver"], now=t1)
+    evaluate, diff, _, changes, evaluation, affected = run_times(url, key)
+    return {"ours_ms": evaluate + diff, "evaluate_ms": evaluate, "diff_ms": diff, "command_ms": seconds * 1000,
+            "floor_ms": floor_ms, "changes": changes, "evaluation": evaluation, "affected": affected}, peak
+
+
 def run_times(url, key):
     out, _ = psql(url, f"""
         SELECT r.evaluate_ms, r.diff_ms, r.members, r.entered + r.exited + r.changed, coalesce(r.evaluation, ''),
@@ -350,12 +382,9 @@ def cycle_bench(template, profiles, t0, work, baseline_bin=None):
     cycle, from a copy of the same state, by the baseline binary when given (the engine before
     incremental evaluation, which evaluated every profile on every run), else by run --full."""
     t1 = iso(parse_iso(t0) + 3660)
-    defs = os.path.join(work, "cycle.json")
-    with open(defs, "w") as f:
-        json.dump(cycle_definitions(), f)
     psql(BASE_URL, f"DROP DATABASE IF EXISTS bench_cycle; CREATE DATABASE bench_cycle TEMPLATE {template};")
     url = db_url("bench_cycle")
-    engage(url, ["define", defs])
+    define(url, work, cycle_definitions(), "cycle.json")
     log("   cycle: full sync of 50 definitions")
     _, first_full, _ = engage(url, ["run", "--no-deliver", "--destination", "sink"], now=t0)
     # An hour passes before the cycle: autovacuum has analyzed the snapshot's new rows by then.
@@ -428,10 +457,7 @@ def sql_bench(url, profiles, t0, work):
         SELECT 'u' || i AS account_id, 'active'::text AS status FROM generate_series(1, {profiles}) i;
         VACUUM ANALYZE bench_app.accounts;
     """)
-    defs = os.path.join(work, "sql-definition.json")
-    with open(defs, "w") as f:
-        json.dump(SQL_AUDIENCE, f)
-    engage(url, ["define", defs])
+    define(url, work, SQL_AUDIENCE, "sql-definition.json")
     psql(url, "CREATE TABLE bench_sql_floor (user_id text PRIMARY KEY)")
     _, times = psql(url, f"INSERT INTO bench_sql_floor SELECT user_id FROM ({SQL_AUDIENCE['sql']}) q;", timing=True)
     psql(url, "DROP TABLE bench_sql_floor")
@@ -454,11 +480,8 @@ def status_page_bench(work):
     url = db_url(name)
     engage(url, ["migrate"])
     engage(url, ["destination", "add", "sink", "--base-url", "http://127.0.0.1:9", "--token-env", "BENCH_TOKEN"])
-    defs = os.path.join(work, "page-definition.json")
-    with open(defs, "w") as f:
-        json.dump({"name": "Page Audience", "key": "page_audience", "type": "audience",
-                   "condition": {"trait": "plan", "equals": "pro"}}, f)
-    engage(url, ["define", defs])
+    define(url, work, {"name": "Page Audience", "key": "page_audience", "type": "audience",
+                       "condition": {"trait": "plan", "equals": "pro"}}, "page-definition.json")
     # Runs an hour apart up to now (so none is due), sizes that wander; their rows, all answered.
     psql(url, f"""
         INSERT INTO engage.sync_runs (computation_id, destination_id, mode, status, evaluation, members, entered, exited,
@@ -540,24 +563,11 @@ def bench_size(profiles, per_profile, work, full_report, cycle=False, baseline_b
         if cycle:
             # The cycle's databases start from this one as it is now: data, no definitions.
             psql(admin, f"DROP DATABASE IF EXISTS bench_cycle_template; CREATE DATABASE bench_cycle_template TEMPLATE {name};")
-        defs = os.path.join(work, "definitions.json")
-        with open(defs, "w") as f:
-            json.dump(DEFINITIONS, f)
-        engage(url, ["define", defs])
+        define(url, work, DEFINITIONS, "definitions.json")
         peaks = {"migrate": peak}
         log(f"   full syncs ({profiles:,} profiles)")
         for key in KEYS:
-            floor_ms, floor_wal = floor_full(url, key, t0)
-            lsn = wal_lsn(url)
-            _, seconds, peak = engage(url, ["run", "--key", key, "--no-deliver"], now=t0)
-            wal = wal_since(url, lsn)
-            peaks[f"run {key}"] = peak
-            evaluate, diff, members, changes, _, _ = run_times(url, key)
-            # "ours" is the whole command as cron runs it (process start, connection, schedule,
-            # run bookkeeping, evaluation, diff, commit); evaluate and diff are its parts.
-            result["definitions"][key] = {"members": members, "full": {
-                "ours_ms": seconds * 1000, "evaluate_ms": evaluate, "diff_ms": diff, "floor_ms": floor_ms,
-                "wal_bytes": wal, "floor_wal_bytes": floor_wal}}
+            result["definitions"][key], peaks[f"run {key}"] = full_sync(url, key, t0)
         confirm_sink(url)
         if full_report:
             log("   delivery of all_customers to the sandbox")
@@ -585,12 +595,7 @@ def bench_size(profiles, per_profile, work, full_report, cycle=False, baseline_b
             for key in KEYS:
                 if key == "all_customers":
                     continue
-                floor_ms = floor_query_alone(url, key, t1)
-                engage(url, ["run", "--key", key, "--no-deliver"], now=t1)
-                evaluate, diff, members, changes, evaluation, affected = run_times(url, key)
-                result["definitions"][key]["incremental"] = {
-                    "ours_ms": evaluate + diff, "evaluate_ms": evaluate, "diff_ms": diff, "floor_ms": floor_ms,
-                    "changes": changes, "evaluation": evaluation, "affected": affected}
+                result["definitions"][key]["incremental"], _ = incremental_run(url, key, t1)
             log("   a SQL audience over the user's own table")
             result["sql"] = sql_bench(url, profiles, t1, work)
             log("   ingest")
@@ -681,11 +686,9 @@ def status_reads_bench(work, profiles):
         FROM generate_series(1, {profiles}) i;
         VACUUM ANALYZE engage.profiles;
     """)
-    defs = os.path.join(work, "status-definitions.json")
-    with open(defs, "w") as f:
-        json.dump([{"name": f"Size {n}", "key": f"size_{n}", "type": "audience",
-                    "condition": {"trait": "n", "lte": n}} for n in STATUS_SIZES if n <= profiles], f)
-    engage(url, ["define", defs])
+    define(url, work, [{"name": f"Size {n}", "key": f"size_{n}", "type": "audience",
+                        "condition": {"trait": "n", "lte": n}} for n in STATUS_SIZES if n <= profiles],
+           "status-definitions.json")
     largest = max(n for n in STATUS_SIZES if n <= profiles)
     _, seconds, _ = engage(url, ["run", "--all", "--no-deliver"])
     log(f"   first syncs written in {seconds:.1f} s")
@@ -810,20 +813,12 @@ def growth_size(profiles, per_profile, work):
         add_destinations(url, port)
         # The cycle's database starts from this one as it is now: data and destinations, no definitions.
         psql(BASE_URL, f"DROP DATABASE IF EXISTS bench_cycle_template; CREATE DATABASE bench_cycle_template TEMPLATE {name};")
-        defs = os.path.join(work, "growth-definitions.json")
-        with open(defs, "w") as f:
-            json.dump([d for d in DEFINITIONS if d["name"].lower().replace(" ", "_") in GROWTH_KEYS], f)
-        engage(url, ["define", defs])
+        define(url, work, [d for d in DEFINITIONS if d["name"].lower().replace(" ", "_") in GROWTH_KEYS],
+               "growth-definitions.json")
         log(f"   full syncs ({profiles:,} profiles)")
         for key in GROWTH_KEYS:
-            floor_ms, floor_wal = floor_full(url, key, t0)
-            lsn = wal_lsn(url)
-            _, seconds, peak = engage(url, ["run", "--key", key, "--no-deliver"], now=t0)
-            wal = wal_since(url, lsn)
+            result["definitions"][key], peak = full_sync(url, key, t0)
             result["peak_kb"]["run (full sync)"] = max(peak, result["peak_kb"].get("run (full sync)", 0))
-            evaluate, diff, members, _, _, _ = run_times(url, key)
-            result["definitions"][key] = {"members": members, "full": {
-                "ours_ms": seconds * 1000, "floor_ms": floor_ms, "wal_bytes": wal, "floor_wal_bytes": floor_wal}}
         confirm_sink(url)
         log(f"   delivery of all_customers ({profiles:,} requests) to the sandbox")
         stdout, seconds, peak = engage(url, ["deliver", "--destination", "vero", "--max-wait", "0"])
@@ -834,13 +829,8 @@ def growth_size(profiles, per_profile, work):
         log("   1% churn and one hour later: incremental runs")
         churn(url, profiles, t1)
         for key in GROWTH_KEYS[:2]:
-            floor_ms = floor_query_alone(url, key, t1)
-            _, seconds, peak = engage(url, ["run", "--key", key, "--no-deliver"], now=t1)
+            result["definitions"][key]["incremental"], peak = incremental_run(url, key, t1)
             result["peak_kb"]["run (incremental)"] = max(peak, result["peak_kb"].get("run (incremental)", 0))
-            evaluate, diff, members, changes, evaluation, affected = run_times(url, key)
-            result["definitions"][key]["incremental"] = {
-                "ours_ms": evaluate + diff, "command_ms": seconds * 1000, "floor_ms": floor_ms, "changes": changes,
-                "evaluation": evaluation, "affected": affected}
         result["disk"] = disk(url)
     finally:
         box.send_signal(signal.SIGINT)

@@ -45,7 +45,7 @@ struct IncrementalSearchTests {
                 var world = World(f: f, random: scenarioRandom)
                 return try await world.play(steps: 12, deadline: deadline, label: label)
             } : try await PrivateCluster.with { cluster in
-                try await cluster.configure(ColocationCheck.loggingSettings, loading: ["auto_explain"])
+                try await cluster.configure(ColocationCheck.loggingSettings, loading: [ColocationCheck.loggingModule])
                 let (counts, testSession) = try await SyncFixture.with(server: cluster.url) { f in
                     let session = try await f.count("SELECT pg_backend_pid() AS c")
                     var world = World(f: f, random: scenarioRandom)

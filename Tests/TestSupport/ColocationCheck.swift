@@ -34,9 +34,12 @@ public enum ColocationCheck {
         "engage.profiles", "engage.events", "engage.memberships", "engage.membership_history", "engage.ledger", "engage.outbox",
     ]
 
+    /// The module that logs plans; its parameters are known once it is loaded.
+    public static let loggingModule = "auto_explain"
+
     /// The server settings that make every statement's plan reach the server's log, as JSON.
     public static let loggingSettings = [
-        "session_preload_libraries": "auto_explain",
+        "session_preload_libraries": loggingModule,
         "auto_explain.log_min_duration": "0",
         "auto_explain.log_format": "json",
         "auto_explain.log_verbose": "on",
