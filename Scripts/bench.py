@@ -4,7 +4,7 @@
 Driven by Scripts/bench.sh, which builds the release binary and starts a private PostgreSQL
 (DATABASE_URL). Everything here talks to that server with psql and runs the real binary.
 """
-import argparse, json, os, random, re, signal, subprocess, sys, tempfile, time, urllib.parse
+import argparse, json, os, random, re, shutil, signal, subprocess, sys, tempfile, time, urllib.parse
 
 BIN = os.environ["ENGAGE_SYNC_BIN"]
 BASE_URL = os.environ["DATABASE_URL"]
@@ -54,6 +54,21 @@ def psql(url, sql, timing=False):
         raise RuntimeError(f"psql failed: {out.stderr}\n{sql[:500]}")
     times = [float(t) for t in re.findall(r"^Time: ([0-9.]+) ms", out.stdout, re.M)]
     return out.stdout, times
+
+
+def copy_database(source, target):
+    """CREATE DATABASE target as a copy of source, checked first against the free disk: the 3M
+    growth run once failed two hours in, copying the cycle's database (about 34 GB, beside its
+    template, on a disk with 76 GB free at the start), with PostgreSQL's "buffer is pinned in
+    InvalidateBuffer" and nothing to say why. FILE_COPY copies the files after a checkpoint,
+    where the default (WAL_LOG) also writes the whole database to the WAL."""
+    out, _ = psql(BASE_URL, f"SELECT pg_database_size('{source}') || ' ' || current_setting('data_directory')")
+    size, data_directory = out.strip().split(" ", 1)
+    free = shutil.disk_usage(data_directory).free
+    if int(size) * 1.2 > free:
+        raise RuntimeError(f"copying database {source} ({int(size) / 2**30:.1f} GiB) to {target} needs "
+                           f"{int(size) * 1.2 / 2**30:.1f} GiB free; {free / 2**30:.1f} GiB are")
+    psql(BASE_URL, f"DROP DATABASE IF EXISTS {target}; CREATE DATABASE {target} TEMPLATE {source} STRATEGY FILE_COPY;")
 
 
 def engage(url, args, stdin=None, check=True, now=None, binary=None, env=None):
@@ -380,9 +395,10 @@ def cycle_bench(template, profiles, t0, work, baseline_bin=None):
     """The cron cycle: 50 definitions synced in full at t0 (the ledger confirmed); then 1% churn and
     one hour passed, and the whole `run` cron would start then is timed. "before" is the same
     cycle, from a copy of the same state, by the baseline binary when given (the engine before
-    incremental evaluation, which evaluated every profile on every run), else by run --full."""
+    incremental evaluation, which evaluated every profile on every run), else by run --full.
+    The template becomes the cycle's database (renamed, not copied: at 3M a copy is 10 GB)."""
     t1 = iso(parse_iso(t0) + 3660)
-    psql(BASE_URL, f"DROP DATABASE IF EXISTS bench_cycle; CREATE DATABASE bench_cycle TEMPLATE {template};")
+    psql(BASE_URL, f"DROP DATABASE IF EXISTS bench_cycle; ALTER DATABASE {template} RENAME TO bench_cycle;")
     url = db_url("bench_cycle")
     define(url, work, cycle_definitions(), "cycle.json")
     log("   cycle: full sync of 50 definitions")
@@ -393,7 +409,7 @@ def cycle_bench(template, profiles, t0, work, baseline_bin=None):
     psql(url, "ANALYZE engage.memberships")
     confirm_sink(url)
     churn(url, profiles, t1)
-    psql(BASE_URL, "DROP DATABASE IF EXISTS bench_cycle_before; CREATE DATABASE bench_cycle_before TEMPLATE bench_cycle;")
+    copy_database("bench_cycle", "bench_cycle_before")
     results = {"first_full_seconds": first_full}
     # An hour and a minute later every pair is due; --all says so explicitly, and the count of
     # runs below checks it.
@@ -421,7 +437,7 @@ def etl_bench(url, name, at):
     psql(url, """UPDATE engage.profiles SET traits = traits || '{"n": 1}'; VACUUM ANALYZE engage.profiles;""")
     copies = [f"{name}_etl_{i}" for i in range(4)]
     for copy in copies:
-        psql(BASE_URL, f"DROP DATABASE IF EXISTS {copy}; CREATE DATABASE {copy} TEMPLATE {name} STRATEGY FILE_COPY;")
+        copy_database(name, copy)
     times = {"ours": [], "full": []}
     for copy, label in zip(copies, ["ours", "full", "full", "ours"]):
         out, seconds, _ = engage(db_url(copy), ["run", "--all", "--no-deliver"] + (["--full"] if label == "full" else []), now=at)
@@ -562,7 +578,7 @@ def bench_size(profiles, per_profile, work, full_report, cycle=False, baseline_b
         add_destinations(url, port)
         if cycle:
             # The cycle's databases start from this one as it is now: data, no definitions.
-            psql(admin, f"DROP DATABASE IF EXISTS bench_cycle_template; CREATE DATABASE bench_cycle_template TEMPLATE {name};")
+            copy_database(name, "bench_cycle_template")
         define(url, work, DEFINITIONS, "definitions.json")
         peaks = {"migrate": peak}
         log(f"   full syncs ({profiles:,} profiles)")
@@ -611,7 +627,6 @@ def bench_size(profiles, per_profile, work, full_report, cycle=False, baseline_b
     psql(admin, f"DROP DATABASE IF EXISTS {name};")
     if cycle:
         result["cycle"] = cycle_bench("bench_cycle_template", profiles, t0, work, baseline_bin)
-        psql(admin, "DROP DATABASE IF EXISTS bench_cycle_template")
     return result
 
 
@@ -802,17 +817,18 @@ GROWTH_SIZES = [100_000, 300_000, 1_000_000, 3_000_000]
 GROWTH_KEYS = ["order_completed_last_30days", "big_spenders", "all_customers"]
 
 
-def growth_size(profiles, per_profile, work):
+def growth_size(profiles, per_profile, work, result, save):
     """One size of the growth run: full syncs, delivery of every profile, 1% churn and an hour,
-    the incremental runs, the disk used, then the 50-definition cycle on a copy of the data."""
+    the incremental runs, the disk used, then the 50-definition cycle on the data as it was before
+    any definition (a copy made first). Fills `result` and calls `save` after each part (a size takes up to hours)."""
     name = f"bench_growth_{profiles}"
     url, _, t0, t1 = fresh_database(name, profiles, per_profile)
-    result = {"profiles": profiles, "definitions": {}, "peak_kb": {}}
+    result.update({"profiles": profiles, "definitions": {}, "peak_kb": {}})
     box, port = sandbox(None)
     try:
         add_destinations(url, port)
         # The cycle's database starts from this one as it is now: data and destinations, no definitions.
-        psql(BASE_URL, f"DROP DATABASE IF EXISTS bench_cycle_template; CREATE DATABASE bench_cycle_template TEMPLATE {name};")
+        copy_database(name, "bench_cycle_template")
         define(url, work, [d for d in DEFINITIONS if d["name"].lower().replace(" ", "_") in GROWTH_KEYS],
                "growth-definitions.json")
         log(f"   full syncs ({profiles:,} profiles)")
@@ -832,14 +848,14 @@ def growth_size(profiles, per_profile, work):
             result["definitions"][key]["incremental"], peak = incremental_run(url, key, t1)
             result["peak_kb"]["run (incremental)"] = max(peak, result["peak_kb"].get("run (incremental)", 0))
         result["disk"] = disk(url)
+        save()
     finally:
         box.send_signal(signal.SIGINT)
         box.wait(timeout=30)
     psql(BASE_URL, f"DROP DATABASE IF EXISTS {name};")
     result["cycle"] = cycle_bench("bench_cycle_template", profiles, t0, work)
     result["peak_kb"]["run (50-definition cycle)"] = result["cycle"]["after"]["peak_kb"]
-    psql(BASE_URL, "DROP DATABASE IF EXISTS bench_cycle_template")
-    return result
+    save()
 
 
 PROFILE_SETTINGS = {"session_preload_libraries": "auto_explain", "auto_explain.log_min_duration": "1000",
@@ -889,18 +905,23 @@ def growth_bench(work, sizes, per_profile):
     results = {"machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB",
                "per_profile": per_profile, "sizes": {}}
     server_log = os.path.join(work, "pg", "server.log")
+
+    # Written after every part of a size: the largest take hours, and an interrupted run keeps
+    # what it measured (a size without its cycle prints without it).
+    def save():
+        with open("bench-growth.json", "w") as f:
+            json.dump(results, f, indent=2)
     for size in sizes:
         log(f"== growth: {size:,} profiles")
         profiled = size == sizes[-1]
         since = os.path.getsize(server_log) if os.path.exists(server_log) else 0
         log_plans(profiled)
-        results["sizes"][str(size)] = growth_size(size, per_profile, work)
+        results["sizes"][str(size)] = {}
+        growth_size(size, per_profile, work, results["sizes"][str(size)], save)
         if profiled:
             log_plans(False)
             results["profile"] = profiled_statements(server_log, since)
-        # Written after every size: the largest take hours, and an interrupted run keeps the others.
-        with open("bench-growth.json", "w") as f:
-            json.dump(results, f, indent=2)
+        save()
     return results
 
 
@@ -913,7 +934,11 @@ def print_growth(results, sizes):
         base = None
         for size in sizes:
             r = rows[str(size)]
-            ours = get(r)
+            try:
+                ours = get(r)
+            except KeyError:  # a part this size did not reach (an interrupted run)
+                print(f"  {size:>10,} profiles  not measured")
+                continue
             base = base or ours
             text = f"  {size:>10,} profiles  {ours:>12,.2f} {unit}"
             if floor:
@@ -946,8 +971,9 @@ def print_growth(results, sizes):
     line("disk per profile, the cycle's database (50 definitions)", "B",
          lambda r: sum(r["cycle"]["disk"].values()) / r["profiles"])
     top = rows[str(sizes[-1])]
-    print(f"\nat {sizes[-1]:,} profiles, the largest tables (cycle database): " + ", ".join(
-        f"{name} {size / 2**20:,.0f} MiB" for name, size in list(top["cycle"]["disk"].items())[:6]))
+    if "cycle" in top:
+        print(f"\nat {sizes[-1]:,} profiles, the largest tables (cycle database): " + ", ".join(
+            f"{name} {size / 2**20:,.0f} MiB" for name, size in list(top["cycle"]["disk"].items())[:6]))
     if results.get("profile"):
         print(f"\nwhere the time goes at {sizes[-1]:,} profiles: the statements over a second "
               "(auto_explain: ANALYZE without per-node timing, BUFFERS), longest first")
