@@ -30,8 +30,17 @@ fi
 
 work=$(mktemp -d /tmp/engage-sync-bench.XXXXXX)
 chmod 755 "$work"
-cleanup() { pg_private_stop "$work/pg"; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
+# A failed run keeps the server's log (what PostgreSQL said, and the plans it logged).
+cleanup() {
+  local status=$?
+  pg_private_stop "$work/pg"
+  if [ "$status" -ne 0 ] && [ -f "$work/pg/server.log" ]; then
+    cp "$work/pg/server.log" bench-server.log && echo "bench failed: the server's log is in bench-server.log" >&2
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 pg_private_start "$work/pg"
 
 ENGAGE_SYNC_BIN="$bin" python3 Scripts/bench.py --work "$work" "$@"
