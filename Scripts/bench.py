@@ -820,10 +820,14 @@ GROWTH_KEYS = ["order_completed_last_30days", "big_spenders", "all_customers"]
 def growth_size(profiles, per_profile, work, result, save):
     """One size of the growth run: full syncs, delivery of every profile, 1% churn and an hour,
     the incremental runs, the disk used, then the 50-definition cycle on the data as it was before
-    any definition (a copy made first). Fills `result` and calls `save` after each part (a size takes up to hours)."""
+    any definition (a copy made first). Fills `result` and calls `save` after each part (a size
+    takes up to hours)."""
     name = f"bench_growth_{profiles}"
     url, _, t0, t1 = fresh_database(name, profiles, per_profile)
     result.update({"profiles": profiles, "definitions": {}, "peak_kb": {}})
+
+    def keep_peak(command, peak):  # the highest of the command's runs at this size
+        result["peak_kb"][command] = max(peak, result["peak_kb"].get(command, 0))
     box, port = sandbox(None)
     try:
         add_destinations(url, port)
@@ -834,11 +838,11 @@ def growth_size(profiles, per_profile, work, result, save):
         log(f"   full syncs ({profiles:,} profiles)")
         for key in GROWTH_KEYS:
             result["definitions"][key], peak = full_sync(url, key, t0)
-            result["peak_kb"]["run (full sync)"] = max(peak, result["peak_kb"].get("run (full sync)", 0))
+            keep_peak("run (full sync)", peak)
         confirm_sink(url)
         log(f"   delivery of all_customers ({profiles:,} requests) to the sandbox")
         stdout, seconds, peak = engage(url, ["deliver", "--destination", "vero", "--max-wait", "0"])
-        result["peak_kb"]["deliver"] = peak
+        keep_peak("deliver", peak)
         result["delivery"] = {"rows": int(re.search(r"delivered (\d+)", stdout).group(1)),
                               "ours_per_s": float(re.search(r"\(([0-9.]+)/s\)", stdout).group(1)),
                               "floor_per_s": wrk(port, CONCURRENCY), "seconds": seconds}
@@ -846,7 +850,7 @@ def growth_size(profiles, per_profile, work, result, save):
         churn(url, profiles, t1)
         for key in GROWTH_KEYS[:2]:
             result["definitions"][key]["incremental"], peak = incremental_run(url, key, t1)
-            result["peak_kb"]["run (incremental)"] = max(peak, result["peak_kb"].get("run (incremental)", 0))
+            keep_peak("run (incremental)", peak)
         result["disk"] = disk(url)
         save()
     finally:
@@ -854,7 +858,7 @@ def growth_size(profiles, per_profile, work, result, save):
         box.wait(timeout=30)
     psql(BASE_URL, f"DROP DATABASE IF EXISTS {name};")
     result["cycle"] = cycle_bench("bench_cycle_template", profiles, t0, work)
-    result["peak_kb"]["run (50-definition cycle)"] = result["cycle"]["after"]["peak_kb"]
+    keep_peak("run (50-definition cycle)", result["cycle"]["after"]["peak_kb"])
     save()
 
 
@@ -929,7 +933,7 @@ def print_growth(results, sizes):
     first = sizes[0]
     rows = results["sizes"]
 
-    def line(title, unit, get, floor=None, higher_better=False):
+    def line(title, unit, get, floor=None):
         print(f"\n{title}")
         base = None
         for size in sizes:
