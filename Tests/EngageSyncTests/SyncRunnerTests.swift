@@ -96,4 +96,59 @@ struct SyncRunnerTests {
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status <> 'succeeded'") == 0)
         }
     }
+    @Test("a run that fills a snapshot the planner's statistics do not know analyzes it once; an incremental run does not")
+    func statisticsKnowEverySnapshot() async throws {
+        try await SyncFixture.with { f in
+            try await f.seedPlansAndVIPs()
+            // Autovacuum off: what the statistics know is what the runs did.
+            try await f.db.execute("ALTER TABLE engage.memberships SET (autovacuum_enabled = off)")
+            try await define(f, """
+                [{"name": "Pro", "key": "pro", "type": "audience", "condition": {"trait": "plan", "equals": "pro"}},
+                 {"name": "Free", "key": "free", "type": "audience", "condition": {"trait": "plan", "equals": "free"}}]
+                """)
+            let pool = PostgresConnectionPool(conninfo: f.url, maxConnections: 4)
+            func run(_ key: String) async throws -> PairOutcome {
+                var request = SyncRequest()
+                request.keys = [key]
+                request.noDeliver = true
+                return try #require(try await SyncRunner(pool: pool, client: HTTPClient.shared).run(request).first)
+            }
+            // Whether the statistics of the snapshot's computation_id name this definition.
+            func known(_ key: String) async throws -> Bool {
+                try await f.count("""
+                    SELECT count(*)::int AS c FROM pg_stats s, engage.computations c
+                    WHERE s.schemaname = 'engage' AND s.tablename = 'memberships' AND s.attname = 'computation_id'
+                      AND c.key = \(key) AND c.id::text = ANY (s.most_common_vals::text::text[])
+                    """) == 1
+            }
+            // The planner's estimate of the definition's snapshot rows (what the comparison is planned by).
+            func estimated(_ key: String) async throws -> Int {
+                let id = try await f.count("SELECT id::int AS c FROM engage.computations WHERE key = \(key)")
+                let plan = try await f.db.query("EXPLAIN (FORMAT JSON) SELECT * FROM engage.memberships WHERE computation_id = \(id)")
+                    .first?.decode(String.self, "QUERY PLAN") ?? ""
+                return Int(plan.firstMatch(of: #/"Plan Rows": ([0-9]+)/#)?.1 ?? "") ?? -1
+            }
+            func rowsCounted() async throws -> Int {
+                try await f.count("SELECT reltuples::int AS c FROM pg_class WHERE oid = 'engage.memberships'::regclass")
+            }
+            #expect(try await run("pro").evaluation?.kind == .full)
+            #expect(try await known("pro"))
+            #expect(try await !known("free"))
+            #expect(try await run("free").evaluation?.kind == .full)
+            #expect(try await known("free"))
+            #expect(try await estimated("free") == 50)
+            #expect(try await rowsCounted() == 100)
+            // One more pro member: an incremental run, which leaves the statistics as they were.
+            try await f.db.execute("""
+                INSERT INTO engage.profiles (profile_id, user_id, email, traits)
+                VALUES ('p101', 'u101', 'u101@example.com', '{"plan": "pro"}')
+                """)
+            let incremental = try await run("pro")
+            #expect(incremental.evaluation?.kind == .incremental)
+            #expect(incremental.evaluation?.changed == 1)
+            #expect(try await rowsCounted() == 100)
+            #expect(try await f.count("SELECT count(*)::int AS c FROM engage.memberships") == 101)
+            await pool.close()
+        }
+    }
 }

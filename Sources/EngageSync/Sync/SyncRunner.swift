@@ -162,6 +162,13 @@ public struct SyncRunner: Sendable {
         var planned = lanes.count == 1
             ? try await planInTurn(pairs, request: request, db: db, now: now, progress: progress)
             : try await planSideBySide(pairs, lanes: lanes, request: request, now: now, progress: progress)
+        // A first sync, resync or redefinition filled a snapshot the planner's statistics do not
+        // know: the next incremental run would plan its reads of it as if it were empty.
+        if !request.dryRun, planned.contains(where: {
+            $0.outcome.status == .succeeded && $0.outcome.evaluation.map(SnapshotStatistics.outdated) == true
+        }) {
+            try await SnapshotStatistics.refresh(db)
+        }
         // Phase 2: deliver each destination once (its rows from every pair, and any left over).
         if !request.dryRun && !request.noDeliver {
             var delivered: Set<Int> = []
