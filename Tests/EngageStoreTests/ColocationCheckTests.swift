@@ -35,6 +35,10 @@ struct ColocationCheckTests {
             #expect(try await crossings("""
                 SELECT * FROM engage.memberships m JOIN engage.profiles p ON p.user_id = m.profile_id
                 """, db) == ["engage.memberships.profile_id = engage.profiles.user_id"])
+            // An equality of expressions, even over profile_id, is not a join on the distribution column.
+            #expect(try await crossings("""
+                SELECT * FROM engage.memberships m JOIN engage.profiles p ON p.profile_id || '' = m.profile_id || ''
+                """, db) == ["engage.memberships.(expression over profile_id) = engage.profiles.(expression over profile_id)"])
             #expect(try await crossings("""
                 SELECT * FROM engage.ledger l
                 WHERE NOT EXISTS (SELECT 1 FROM engage.outbox o WHERE o.vero_id = l.vero_id)

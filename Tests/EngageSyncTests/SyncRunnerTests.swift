@@ -96,6 +96,7 @@ struct SyncRunnerTests {
             #expect(try await f.count("SELECT count(*)::int AS c FROM engage.sync_runs WHERE status <> 'succeeded'") == 0)
         }
     }
+
     @Test("a run that fills a snapshot the planner's statistics do not know analyzes it once; an incremental run does not")
     func statisticsKnowEverySnapshot() async throws {
         try await SyncFixture.with { f in

@@ -93,7 +93,7 @@ public enum ColocationCheck {
         // merge key, a join filter, a parameterised index condition, a subplan's filter).
         var joined: [AliasPair: [(RelationColumn, RelationColumn)]] = [:]
         for condition in scope.conditions {
-            for (a, b) in equalities(in: condition) where a.alias != b.alias {
+            for (a, b) in equalities(in: condition) + expressionEqualities(in: condition) where a.alias != b.alias {
                 for ra in scope.resolve(a) where isPerProfile(ra.relation) {
                     for rb in scope.resolve(b) where isPerProfile(rb.relation) {
                         joined[AliasPair(a.alias, b.alias), default: []].append((ra, rb))
@@ -218,6 +218,61 @@ public enum ColocationCheck {
             guard let a = group(1), let x = group(2), let b = group(3), let y = group(4) else { return nil }
             return (ColumnRef(alias: a, column: x), ColumnRef(alias: b, column: y))
         }
+    }
+
+    static let reference = try! NSRegularExpression(pattern: #"\b(\#(identifier))\.(\#(identifier))\b"#)
+
+    /// Equalities between expressions over one alias each (`(m.profile_id || ''::text) =
+    /// (r.profile_id || ''::text)`), which no distribution column can match: each side's columns
+    /// come back named "expression over" the column, never plain `profile_id`. A plain
+    /// `alias.column = alias.column` is left to ``equalities(in:)``.
+    static func expressionEqualities(in condition: String) -> [(ColumnRef, ColumnRef)] {
+        let text = Array(condition)
+        var found: [(ColumnRef, ColumnRef)] = []
+        for i in text.indices where text[i] == "=" && i > 0 && i + 1 < text.count
+            && text[i - 1] == " " && text[i + 1] == " " {
+            let left = String(text[operandStart(text, before: i - 1)..<(i - 1)])
+            let right = String(text[(i + 2)..<operandEnd(text, after: i + 2)])
+            guard equalities(in: "\(left) = \(right)").isEmpty else { continue }
+            let (l, r) = (references(in: left), references(in: right))
+            guard Set(l.map(\.alias)).count == 1, Set(r.map(\.alias)).count == 1 else { continue }
+            for a in l { for b in r { found.append((expression(a), expression(b))) } }
+        }
+        return found
+    }
+
+    static func references(in text: String) -> [ColumnRef] {
+        reference.matches(in: text, range: NSRange(text.startIndex..., in: text)).compactMap { match in
+            guard let a = Range(match.range(at: 1), in: text), let c = Range(match.range(at: 2), in: text) else { return nil }
+            return ColumnRef(alias: String(text[a]), column: String(text[c]))
+        }
+    }
+
+    static func expression(_ ref: ColumnRef) -> ColumnRef {
+        ColumnRef(alias: ref.alias, column: "(expression over \(ref.column))")
+    }
+
+    /// Where the operand ending at `end` starts: back over balanced parentheses to a space or an
+    /// unmatched "(" at depth 0.
+    static func operandStart(_ text: [Character], before end: Int) -> Int {
+        var depth = 0, i = end
+        while i > 0 {
+            let c = text[i - 1]
+            if c == ")" { depth += 1 } else if c == "(" { if depth == 0 { break }; depth -= 1 } else if c == " " && depth == 0 { break }
+            i -= 1
+        }
+        return i
+    }
+
+    /// Where the operand starting at `start` ends, the same way forwards.
+    static func operandEnd(_ text: [Character], after start: Int) -> Int {
+        var depth = 0, i = start
+        while i < text.count {
+            let c = text[i]
+            if c == "(" { depth += 1 } else if c == ")" { if depth == 0 { break }; depth -= 1 } else if c == " " && depth == 0 { break }
+            i += 1
+        }
+        return i
     }
 
     static func columnRef(_ expression: String) -> ColumnRef? {
