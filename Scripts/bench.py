@@ -403,9 +403,8 @@ def cycle_bench(template, profiles, t0, work, baseline_bin=None):
     define(url, work, cycle_definitions(), "cycle.json")
     log("   cycle: full sync of 50 definitions")
     _, first_full, _ = engage(url, ["run", "--no-deliver", "--destination", "sink"], now=t0)
-    # The run analyzed the snapshot it filled (SnapshotStatistics): before it did, the cycle
-    # planned its reads of a snapshot of 20M rows with the statistics of an empty one (one
-    # incremental run took minutes instead of a second), and this benchmark analyzed it here.
+    # That run analyzed the snapshot it filled (SnapshotStatistics): the cycle's incremental
+    # runs are planned with statistics that know all 50 definitions.
     confirm_sink(url)
     churn(url, profiles, t1)
     copy_database("bench_cycle", "bench_cycle_before")

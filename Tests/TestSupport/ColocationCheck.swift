@@ -231,8 +231,8 @@ public enum ColocationCheck {
         var found: [(ColumnRef, ColumnRef)] = []
         for i in text.indices where text[i] == "=" && i > 0 && i + 1 < text.count
             && text[i - 1] == " " && text[i + 1] == " " {
-            let left = String(text[operandStart(text, before: i - 1)..<(i - 1)])
-            let right = String(text[(i + 2)..<operandEnd(text, after: i + 2)])
+            let left = String(text[operandBounds(text, from: i - 2, step: -1)])
+            let right = String(text[operandBounds(text, from: i + 2, step: 1)])
             guard equalities(in: "\(left) = \(right)").isEmpty else { continue }
             let (l, r) = (references(in: left), references(in: right))
             guard Set(l.map(\.alias)).count == 1, Set(r.map(\.alias)).count == 1 else { continue }
@@ -252,27 +252,18 @@ public enum ColocationCheck {
         ColumnRef(alias: ref.alias, column: "(expression over \(ref.column))")
     }
 
-    /// Where the operand ending at `end` starts: back over balanced parentheses to a space or an
-    /// unmatched "(" at depth 0.
-    static func operandStart(_ text: [Character], before end: Int) -> Int {
-        var depth = 0, i = end
-        while i > 0 {
-            let c = text[i - 1]
-            if c == ")" { depth += 1 } else if c == "(" { if depth == 0 { break }; depth -= 1 } else if c == " " && depth == 0 { break }
-            i -= 1
-        }
-        return i
-    }
-
-    /// Where the operand starting at `start` ends, the same way forwards.
-    static func operandEnd(_ text: [Character], after start: Int) -> Int {
-        var depth = 0, i = start
-        while i < text.count {
+    /// The operand beside the "=" whose neighbouring character is at `from`: walking away from
+    /// it (`step` -1 leftwards, +1 rightwards) over balanced parentheses, up to a space or an
+    /// unmatched parenthesis at depth 0. Returns its bounds.
+    static func operandBounds(_ text: [Character], from: Int, step: Int) -> Range<Int> {
+        let (opening, closing): (Character, Character) = step < 0 ? (")", "(") : ("(", ")")
+        var depth = 0, i = from
+        while text.indices.contains(i) {
             let c = text[i]
-            if c == "(" { depth += 1 } else if c == ")" { if depth == 0 { break }; depth -= 1 } else if c == " " && depth == 0 { break }
-            i += 1
+            if c == opening { depth += 1 } else if c == closing { if depth == 0 { break }; depth -= 1 } else if c == " " && depth == 0 { break }
+            i += step
         }
-        return i
+        return step < 0 ? (i + 1)..<(from + 1) : from..<i
     }
 
     static func columnRef(_ expression: String) -> ColumnRef? {
