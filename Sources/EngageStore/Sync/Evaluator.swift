@@ -141,6 +141,12 @@ struct Evaluator {
         let compiled = try DefinitionCompiler(audiences: audiences).compile(definition, now: now)
         let addressable: PostgresQuery = distinctVeroIDs ? "count(DISTINCT vero_id)" : "count(vero_id)"
         let kept: PostgresQuery = definition.sqlQuery == nil ? "MATERIALIZED" : "NOT MATERIALIZED"
+        // Kept rows stay in memory up to 64 MB (some 900,000 members) instead of going to a
+        // temporary file at the default 4 MB: 100 ms of a 0.8 s first sync at 200k. The rest of
+        // the transaction is a few small writes.
+        try await db.query("""
+            SELECT set_config('work_mem', '64MB', true) WHERE pg_size_bytes(current_setting('work_mem')) < 64 * 1024 * 1024
+            """)
         let row = try await db.query("""
             WITH r AS \(kept) (SELECT profile_id, to_jsonb(value) AS value, user_id, email FROM (
             \(compiled)
