@@ -132,8 +132,8 @@ struct Evaluator {
     ///
     /// The evaluation's rows are kept for the counts (`MATERIALIZED`), except a SQL
     /// definition's: its compiled query reads the rows its query returned, already in a
-    /// table, and reading them twice costs less than keeping them (at 1M rows, about 0.3 s
-    /// against 0.6 s; docs/performance.md).
+    /// table, and reading them twice costs less than keeping them (at 1M rows the statement
+    /// took 2.7–2.9 s so, 3.1–3.3 s keeping them; docs/performance.md).
     func fill(seen: String, veroID: PostgresQuery, distinctVeroIDs: Bool, _ db: PostgresConnection) async throws
         -> (EvaluationOutcome, FillCounts) {
         try await rewind(after: try await loadState(db), db)
@@ -163,10 +163,11 @@ struct Evaluator {
             """).first
         var outcome = EvaluationOutcome(kind: .full, fullBecause: "first evaluation")
         outcome.createdProfiles = created
-        outcome.changed = try row?.decode(Int.self, "members") ?? 0
-        outcome.affected = outcome.changed
-        outcome.members = outcome.changed
-        let counts = FillCounts(members: try row?.decode(Int.self, "members") ?? 0,
+        let members = try row?.decode(Int.self, "members") ?? 0
+        outcome.changed = members
+        outcome.affected = members
+        outcome.members = members
+        let counts = FillCounts(members: members,
                                 addressable: try row?.decode(Int.self, "addressable") ?? 0,
                                 unaddressable: try row?.decode(Int.self, "unaddressable") ?? 0)
         // Another destination's backlog of this definition, written while the snapshot was
