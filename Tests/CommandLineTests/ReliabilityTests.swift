@@ -257,7 +257,10 @@ struct ReliabilityTests {
 
     @Test("the destination goes away mid-delivery and comes back: everything delivered, nothing pretended", .timeLimit(.minutes(20)))
     func destinationRestarts() async throws {
-        let first = VeroSandbox(configuration: SandboxConfiguration(latencyMilliseconds: 2))
+        // 20 ms an answer: 3,000 rows at concurrency 8 take at least 7.5 s, so the sandbox
+        // stops mid-delivery even when a loaded machine notices the 500th row late (at 2 ms,
+        // delivery once finished first in CI and nothing was retried).
+        let first = VeroSandbox(configuration: SandboxConfiguration(latencyMilliseconds: 20))
         let running = try await first.start()
         let port = running.port
         try await TestDatabase.with { db, url in
